@@ -1,0 +1,185 @@
+// Package index maps blob IDs to their place in a pack: the on-disk index
+// file format and a compact in-memory lookup table.
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cairn-backup/cairn/crypto"
+)
+
+// BlobType says whether a blob holds file data or tree metadata.
+type BlobType uint8
+
+// Blob types. Each kind is kept in its own packs.
+const (
+	DataBlob BlobType = 0
+	TreeBlob BlobType = 1
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case DataBlob:
+		return "data"
+	case TreeBlob:
+		return "tree"
+	}
+	return fmt.Sprintf("blobtype(%d)", uint8(t))
+}
+
+// Valid reports whether t is a known blob type.
+func (t BlobType) Valid() bool { return t == DataBlob || t == TreeBlob }
+
+// BlobEntry is one blob of a pack as recorded in an index file.
+type BlobEntry struct {
+	ID        crypto.ID
+	Offset    uint32 // start of the stored (sealed) blob in the pack
+	Length    uint32 // stored length
+	RawLength uint32 // plaintext length
+}
+
+// PackEntry lists the blobs of one pack.
+type PackEntry struct {
+	ID    crypto.ID
+	Type  BlobType
+	Blobs []BlobEntry
+}
+
+// File is the decoded content of one index file.
+type File struct {
+	// Supersedes names index files this one replaces (written by prune and
+	// repair): a reader that sees both ignores the superseded ones.
+	Supersedes []crypto.ID
+	Packs      []PackEntry
+}
+
+const (
+	fileMagic   = "CRNI"
+	fileVersion = 1
+	// maxCount bounds counts read from untrusted input before allocation.
+	maxCount = 1 << 24
+)
+
+// ErrFormat is wrapped by every decoding error of a malformed index file.
+var ErrFormat = errors.New("malformed index file")
+
+// Encode serializes f (plaintext; the repository seals it).
+func (f *File) Encode() []byte {
+	n := 16 + len(f.Supersedes)*crypto.IDSize
+	for _, p := range f.Packs {
+		n += 40 + len(p.Blobs)*48
+	}
+	b := make([]byte, 0, n)
+	b = append(b, fileMagic...)
+	b = append(b, fileVersion)
+	b = binary.AppendUvarint(b, uint64(len(f.Supersedes)))
+	for _, id := range f.Supersedes {
+		b = append(b, id[:]...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(f.Packs)))
+	for _, p := range f.Packs {
+		b = append(b, p.ID[:]...)
+		b = append(b, byte(p.Type))
+		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
+		for _, e := range p.Blobs {
+			b = append(b, e.ID[:]...)
+			b = binary.AppendUvarint(b, uint64(e.Offset))
+			b = binary.AppendUvarint(b, uint64(e.Length))
+			b = binary.AppendUvarint(b, uint64(e.RawLength))
+		}
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: truncated or invalid %s", ErrFormat, what)
+	}
+}
+
+func (r *reader) id(what string) (id crypto.ID) {
+	if r.err != nil {
+		return
+	}
+	if len(r.b) < crypto.IDSize {
+		r.fail(what)
+		return
+	}
+	copy(id[:], r.b)
+	r.b = r.b[crypto.IDSize:]
+	return
+}
+
+func (r *reader) byte(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 1 {
+		r.fail(what)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint(what string, max uint64) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || v > max {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// DecodeFile parses an index file's plaintext. It never panics on bad input.
+func DecodeFile(data []byte) (*File, error) {
+	if len(data) < len(fileMagic)+1 || string(data[:len(fileMagic)]) != fileMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
+	}
+	if v := data[len(fileMagic)]; v != fileVersion {
+		return nil, fmt.Errorf("%w: version %d is not supported", ErrFormat, v)
+	}
+	r := &reader{b: data[len(fileMagic)+1:]}
+	f := &File{}
+	ns := r.uvarint("supersedes count", uint64(len(r.b)/crypto.IDSize))
+	for i := uint64(0); i < ns && r.err == nil; i++ {
+		f.Supersedes = append(f.Supersedes, r.id("superseded index id"))
+	}
+	np := r.uvarint("pack count", uint64(len(r.b)/(crypto.IDSize+2)))
+	for i := uint64(0); i < np && r.err == nil; i++ {
+		p := PackEntry{ID: r.id("pack id")}
+		p.Type = BlobType(r.byte("pack type"))
+		if r.err == nil && !p.Type.Valid() {
+			return nil, fmt.Errorf("%w: pack %v has unknown type %d", ErrFormat, p.ID.Short(), p.Type)
+		}
+		nb := r.uvarint("blob count", min(maxCount, uint64(len(r.b)/(crypto.IDSize+3))))
+		p.Blobs = make([]BlobEntry, 0, nb)
+		for j := uint64(0); j < nb && r.err == nil; j++ {
+			e := BlobEntry{ID: r.id("blob id")}
+			e.Offset = uint32(r.uvarint("blob offset", 1<<32-1))
+			e.Length = uint32(r.uvarint("blob length", 1<<32-1))
+			e.RawLength = uint32(r.uvarint("blob raw length", 1<<32-1))
+			p.Blobs = append(p.Blobs, e)
+		}
+		f.Packs = append(f.Packs, p)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrFormat, len(r.b))
+	}
+	return f, nil
+}

@@ -1,0 +1,74 @@
+// Package backend defines the storage interface a repository is kept in:
+// named, write-once objects grouped by type.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// FileType groups objects; each type is a directory (or key prefix).
+type FileType string
+
+// The object types of a repository.
+const (
+	Config   FileType = "config"
+	Key      FileType = "keys"
+	DataPack FileType = "data"
+	TreePack FileType = "tree"
+	Index    FileType = "index"
+	Snapshot FileType = "snapshots"
+)
+
+// AllTypes lists every object type, config first.
+func AllTypes() []FileType {
+	return []FileType{Config, Key, DataPack, TreePack, Index, Snapshot}
+}
+
+// Handle names one object.
+type Handle struct {
+	Type FileType
+	Name string // hex object ID; empty for Config
+}
+
+func (h Handle) String() string {
+	if h.Type == Config {
+		return "config"
+	}
+	return fmt.Sprintf("%s/%s", h.Type, h.Name)
+}
+
+// FileInfo describes a stored object.
+type FileInfo struct {
+	Name string
+	Size int64
+}
+
+// ErrNotFound is wrapped by every error about a missing object.
+var ErrNotFound = errors.New("object not found")
+
+// Backend stores objects. Implementations must be safe for concurrent use.
+type Backend interface {
+	// Location describes the backend for messages (path or URL).
+	Location() string
+	// Save stores data under h atomically: readers see the whole object or
+	// nothing. Objects are write-once: saving an existing name again
+	// succeeds without changing it, since names are content hashes.
+	Save(ctx context.Context, h Handle, data []byte) error
+	// Load returns length bytes at offset; length 0 means up to the end.
+	// It fails with an error wrapping ErrNotFound for a missing object and
+	// returns fewer bytes only if the object is shorter.
+	Load(ctx context.Context, h Handle, offset, length int64) ([]byte, error)
+	// Stat returns the size of an object.
+	Stat(ctx context.Context, h Handle) (FileInfo, error)
+	// List calls fn for every object of type t, in no particular order.
+	List(ctx context.Context, t FileType, fn func(FileInfo) error) error
+	// Remove deletes an object; removing a missing one is not an error.
+	Remove(ctx context.Context, h Handle) error
+	// Close releases resources.
+	Close() error
+}
+
+// IsNotFound reports whether err says an object does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

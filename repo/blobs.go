@@ -1,0 +1,361 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// maxBlobSize bounds a blob's plaintext (and zstd's window when decoding).
+const maxBlobSize = 64 << 20
+
+// Payload flags: the first byte of every blob's plaintext payload.
+const (
+	payloadRaw  = 0
+	payloadZstd = 1
+)
+
+// indexFlushBlobs is how many uploaded blobs trigger writing an index file
+// during a long backup, so a crash loses little indexing work.
+const indexFlushBlobs = 50000
+
+// ErrBlobNotFound is wrapped when a blob is not in the index.
+var ErrBlobNotFound = errors.New("blob not in index")
+
+// ErrBlobCorrupt is wrapped when a stored blob fails decryption or its hash.
+var ErrBlobCorrupt = errors.New("blob is corrupt")
+
+type packer struct {
+	t     index.BlobType
+	buf   []byte
+	blobs []index.BlobEntry
+}
+
+func packType(t index.BlobType) backend.FileType {
+	if t == index.TreeBlob {
+		return backend.TreePack
+	}
+	return backend.DataPack
+}
+
+// SaveResult says what SaveBlob did.
+type SaveResult struct {
+	ID     crypto.ID
+	Known  bool // already stored (or being stored): nothing was added
+	Stored int  // bytes added to a pack (sealed, compressed)
+}
+
+// SaveBlob stores data as a blob of type t unless a blob with the same ID is
+// already indexed or in flight. It compresses and encrypts in the calling
+// goroutine, so callers get parallelism by calling from several goroutines.
+func (r *Repository) SaveBlob(ctx context.Context, t index.BlobType, data []byte) (SaveResult, error) {
+	if len(data) > maxBlobSize {
+		return SaveResult{}, fmt.Errorf("blob of %d bytes exceeds the %d-byte limit", len(data), maxBlobSize)
+	}
+	id := r.key.BlobID(data)
+	return r.SaveBlobWithID(ctx, t, id, data)
+}
+
+// SaveBlobWithID is SaveBlob for callers that already computed the ID.
+func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id crypto.ID, data []byte) (SaveResult, error) {
+	if err := ctx.Err(); err != nil {
+		return SaveResult{}, err
+	}
+	r.mu.Lock()
+	if r.uploadErr != nil {
+		err := r.uploadErr
+		r.mu.Unlock()
+		return SaveResult{}, err
+	}
+	if _, ok := r.inFlight[id]; ok || r.idx.Has(id) {
+		r.mu.Unlock()
+		return SaveResult{ID: id, Known: true}, nil
+	}
+	r.inFlight[id] = struct{}{}
+	r.mu.Unlock()
+
+	bp := r.getBuf(len(data) + crypto.Overhead + 64)
+	sealed := r.sealBlob((*bp)[:0], data)
+	n := len(sealed)
+
+	r.mu.Lock()
+	p := r.packers[t]
+	if p == nil {
+		p = &packer{t: t, buf: make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)}
+		r.packers[t] = p
+	}
+	p.blobs = append(p.blobs, index.BlobEntry{ID: id, Offset: uint32(len(p.buf)), Length: uint32(n), RawLength: uint32(len(data))})
+	p.buf = append(p.buf, sealed...)
+	var full *packer
+	if len(p.buf) >= r.cfg.PackSize {
+		full = p
+		r.packers[t] = nil
+	}
+	r.mu.Unlock()
+	*bp = sealed
+	r.putBuf(bp)
+
+	if full != nil {
+		if err := r.startUpload(ctx, full); err != nil {
+			return SaveResult{}, err
+		}
+	}
+	return SaveResult{ID: id, Stored: n}, nil
+}
+
+func (r *Repository) getBuf(n int) *[]byte {
+	if v := r.bufPool.Get(); v != nil {
+		bp := v.(*[]byte)
+		if cap(*bp) >= n {
+			return bp
+		}
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+func (r *Repository) putBuf(bp *[]byte) {
+	if cap(*bp) <= 16<<20 {
+		r.bufPool.Put(bp)
+	}
+}
+
+// sealBlob compresses data when that shrinks it and seals flag || payload.
+func (r *Repository) sealBlob(dst, data []byte) []byte {
+	pbp := r.getBuf(len(data) + 1)
+	plain := append((*pbp)[:0], payloadZstd)
+	plain = r.enc.EncodeAll(data, plain)
+	if len(plain)-1 >= len(data) {
+		plain = append(plain[:0], payloadRaw)
+		plain = append(plain, data...)
+	}
+	out := r.key.Seal(dst, plain)
+	*pbp = plain
+	r.putBuf(pbp)
+	return out
+}
+
+// DecodeBlob opens a stored blob, decompresses it and verifies that its
+// plaintext hashes to id. The plaintext is appended to dst.
+func (r *Repository) DecodeBlob(id crypto.ID, stored, dst []byte) ([]byte, error) {
+	plain, err := r.key.Open(nil, stored)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	if len(plain) < 1 {
+		return nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	}
+	var out []byte
+	switch plain[0] {
+	case payloadRaw:
+		out = append(dst, plain[1:]...)
+	case payloadZstd:
+		out, err = r.dec.DecodeAll(plain[1:], dst)
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
+	}
+	if got := r.key.BlobID(out[len(dst):]); got != id {
+		return nil, fmt.Errorf("blob %s: %w: content hashes to %s", id.Short(), ErrBlobCorrupt, got.Short())
+	}
+	return out, nil
+}
+
+// LoadBlob reads, decrypts and verifies a blob, appending it to dst.
+func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]byte, error) {
+	loc, ok := r.idx.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
+	}
+	stored, err := r.be.Load(ctx, backend.Handle{Type: packType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
+	if err != nil {
+		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), loc.Pack.Short(), err)
+	}
+	if len(stored) != int(loc.Length) {
+		return nil, fmt.Errorf("load blob %s from pack %s: %w: pack is truncated", id.Short(), loc.Pack.Short(), ErrBlobCorrupt)
+	}
+	return r.DecodeBlob(id, stored, dst)
+}
+
+// startUpload seals the pack's header and uploads it in the background,
+// blocking while the configured number of uploads is already running.
+func (r *Repository) startUpload(ctx context.Context, p *packer) error {
+	select {
+	case r.uploadSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.uploadWG.Add(1)
+	go func() {
+		defer r.uploadWG.Done()
+		defer func() { <-r.uploadSem }()
+		if err := r.uploadPack(ctx, p); err != nil {
+			r.mu.Lock()
+			if r.uploadErr == nil {
+				r.uploadErr = err
+			}
+			r.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
+	// Verify every blob before the pack leaves memory: a bug or bad RAM
+	// must not produce a pack that cannot be read back.
+	for _, b := range p.blobs {
+		if _, err := r.DecodeBlob(b.ID, p.buf[b.Offset:b.Offset+b.Length], nil); err != nil {
+			return fmt.Errorf("verify pack before upload: %w", err)
+		}
+	}
+	hdr := r.key.Seal(nil, encodePackHeader(p.t, p.blobs))
+	buf := append(p.buf, hdr...)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
+	id := crypto.Hash(buf)
+	if err := r.be.Save(ctx, backend.Handle{Type: packType(p.t), Name: id.String()}, buf); err != nil {
+		return fmt.Errorf("save pack %s: %w", id.Short(), err)
+	}
+	entry := index.PackEntry{ID: id, Type: p.t, Blobs: p.blobs}
+	r.idx.AddPack(entry)
+	r.mu.Lock()
+	for _, b := range p.blobs {
+		delete(r.inFlight, b.ID)
+	}
+	r.unindexed = append(r.unindexed, entry)
+	r.idxBlobs += len(p.blobs)
+	var toWrite []index.PackEntry
+	if r.idxBlobs >= indexFlushBlobs {
+		toWrite, r.unindexed, r.idxBlobs = r.unindexed, nil, 0
+	}
+	r.mu.Unlock()
+	if toWrite != nil {
+		if _, err := r.SaveIndexFile(ctx, &index.File{Packs: toWrite}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Flush uploads the open packs, waits for every upload and writes an index
+// file for them. After Flush returns nil, every blob saved so far is durable
+// and indexed.
+func (r *Repository) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	var open []*packer
+	for t, p := range r.packers {
+		if p != nil && len(p.blobs) > 0 {
+			open = append(open, p)
+		}
+		r.packers[t] = nil
+	}
+	r.mu.Unlock()
+	for _, p := range open {
+		if err := r.startUpload(ctx, p); err != nil {
+			r.uploadWG.Wait()
+			return err
+		}
+	}
+	r.uploadWG.Wait()
+	r.mu.Lock()
+	err := r.uploadErr
+	toWrite := r.unindexed
+	r.unindexed, r.idxBlobs = nil, 0
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(toWrite) > 0 {
+		if _, err := r.SaveIndexFile(ctx, &index.File{Packs: toWrite}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SaveIndexFile seals and stores an index file, returning its name.
+func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
+	data := r.key.Seal(nil, f.Encode())
+	id := crypto.Hash(data)
+	if err := r.be.Save(ctx, backend.Handle{Type: backend.Index, Name: id.String()}, data); err != nil {
+		return id, fmt.Errorf("save index %s: %w", id.Short(), err)
+	}
+	return id, nil
+}
+
+// LoadIndexFile loads, verifies and decodes one index file.
+func (r *Repository) LoadIndexFile(ctx context.Context, name string) (*index.File, error) {
+	data, err := r.be.Load(ctx, backend.Handle{Type: backend.Index, Name: name}, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load index %s: %w", shortName(name), err)
+	}
+	if crypto.Hash(data).String() != name {
+		return nil, fmt.Errorf("index %s: content does not match its name", shortName(name))
+	}
+	plain, err := r.key.Open(nil, data)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", shortName(name), err)
+	}
+	f, err := index.DecodeFile(plain)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", shortName(name), err)
+	}
+	return f, nil
+}
+
+func shortName(n string) string {
+	if len(n) > 8 {
+		return n[:8]
+	}
+	return n
+}
+
+// LoadIndex reads every index file into memory, skipping files superseded
+// by others. Unreadable index files are returned as errors.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var names []string
+	if err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index files: %w", err)
+	}
+	files := make([]*index.File, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			files[i], errs[i] = r.LoadIndexFile(ctx, n)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	superseded := make(map[crypto.ID]bool)
+	for _, f := range files {
+		for _, s := range f.Supersedes {
+			superseded[s] = true
+		}
+	}
+	for i, f := range files {
+		if id, err := crypto.ParseID(names[i]); err == nil && superseded[id] {
+			continue
+		}
+		for _, p := range f.Packs {
+			r.idx.AddPack(p)
+		}
+	}
+	r.idx.Compact()
+	return nil
+}

@@ -1,0 +1,109 @@
+package repo
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/restic/chunker"
+
+	"github.com/cairn-backup/cairn/crypto"
+)
+
+// FormatVersion is the repository format this program writes and reads.
+const FormatVersion = 1
+
+// configMagic precedes the sealed config so its version is readable without a key.
+const configMagic = "CRNC"
+
+// ChunkParams bound content-defined chunk sizes for one kind of content.
+type ChunkParams struct {
+	Min     uint `json:"min"`
+	AvgBits int  `json:"avg_bits"`
+	Max     uint `json:"max"`
+}
+
+// Chunk parameter sets, keyed by kind in Config.Chunking.
+const (
+	KindFiles    = "files"
+	KindDatabase = "database"
+)
+
+// Config is the repository's fixed configuration, written once by init.
+type Config struct {
+	Version     int                    `json:"version"`
+	ID          string                 `json:"id"`
+	Polynomial  chunker.Pol            `json:"chunker_polynomial"`
+	Chunking    map[string]ChunkParams `json:"chunking"`
+	PackSize    int                    `json:"pack_size"`
+	Compression string                 `json:"compression"`
+}
+
+// DefaultChunking returns the chunk parameters init writes: about 1 MiB for
+// files, 16 KiB for database dumps (which change in scattered rows; see
+// ../docs/format.md for the measurements behind the choice).
+func DefaultChunking() map[string]ChunkParams {
+	return map[string]ChunkParams{
+		KindFiles:    {Min: 512 << 10, AvgBits: 20, Max: 8 << 20},
+		KindDatabase: {Min: 4 << 10, AvgBits: 14, Max: 256 << 10},
+	}
+}
+
+// ChunkParams returns the parameters of a kind, falling back to files.
+func (c *Config) ChunkParams(kind string) ChunkParams {
+	if p, ok := c.Chunking[kind]; ok {
+		return p
+	}
+	return c.Chunking[KindFiles]
+}
+
+func (c *Config) validate() error {
+	if c.Version != FormatVersion {
+		return fmt.Errorf("repository format version %d is not supported (this cairn reads version %d)", c.Version, FormatVersion)
+	}
+	if !c.Polynomial.Irreducible() {
+		return fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
+	}
+	if c.PackSize < 1<<20 || c.PackSize > 128<<20 {
+		return fmt.Errorf("config: pack size %d out of range 1 MiB..128 MiB", c.PackSize)
+	}
+	if _, ok := c.Chunking[KindFiles]; !ok {
+		return fmt.Errorf("config: no chunk parameters for %q", KindFiles)
+	}
+	for k, p := range c.Chunking {
+		if p.Min == 0 || p.Max <= p.Min || p.Max > 16<<20 || p.AvgBits < 10 || p.AvgBits > 24 {
+			return fmt.Errorf("config: invalid chunk parameters for %q", k)
+		}
+	}
+	return nil
+}
+
+func encodeConfig(key *crypto.Key, c *Config) ([]byte, error) {
+	js, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	b := append([]byte(configMagic), FormatVersion)
+	return key.Seal(b, js), nil
+}
+
+// DecodeConfig opens and validates a stored config object.
+func DecodeConfig(key *crypto.Key, data []byte) (*Config, error) {
+	if len(data) < len(configMagic)+1 || string(data[:len(configMagic)]) != configMagic {
+		return nil, fmt.Errorf("config: not a cairn repository (bad magic)")
+	}
+	if v := data[len(configMagic)]; v != FormatVersion {
+		return nil, fmt.Errorf("repository format version %d is not supported (this cairn reads version %d)", v, FormatVersion)
+	}
+	js, err := key.Open(nil, data[len(configMagic)+1:])
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(js, &c); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

@@ -1,0 +1,112 @@
+package repo
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// Pack layout (docs/format.md, "Packs"):
+//
+//	blob_0 || blob_1 || ... || blob_n-1 || sealed header || header length (uint32 LE)
+//
+// Each blob is sealed on its own; the header, sealed with the same key,
+// lists the blobs in order, so offsets are implied.
+const (
+	packHeaderMagic   = "CRNP"
+	packHeaderVersion = 1
+	// headerEntryMax bounds one header entry: ID + two uvarints.
+	headerEntryMax = crypto.IDSize + 2*binary.MaxVarintLen32
+	// maxHeaderLength bounds the header a reader accepts (1M blobs).
+	maxHeaderLength = 1 << 26
+)
+
+// ErrPackFormat is wrapped by errors about a malformed pack.
+var ErrPackFormat = errors.New("malformed pack")
+
+// PackBlob is one blob listed in a pack header.
+type PackBlob struct {
+	ID        crypto.ID
+	Offset    uint32
+	Length    uint32
+	RawLength uint32
+}
+
+func encodePackHeader(t index.BlobType, blobs []index.BlobEntry) []byte {
+	b := make([]byte, 0, 16+len(blobs)*headerEntryMax)
+	b = append(b, packHeaderMagic...)
+	b = append(b, packHeaderVersion, byte(t))
+	b = binary.AppendUvarint(b, uint64(len(blobs)))
+	for _, e := range blobs {
+		b = append(b, e.ID[:]...)
+		b = binary.AppendUvarint(b, uint64(e.Length))
+		b = binary.AppendUvarint(b, uint64(e.RawLength))
+	}
+	return b
+}
+
+// DecodePackHeader parses a pack header's plaintext. It never panics on bad input.
+func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
+	if len(b) < len(packHeaderMagic)+2 || string(b[:len(packHeaderMagic)]) != packHeaderMagic {
+		return 0, nil, fmt.Errorf("%w: bad header magic", ErrPackFormat)
+	}
+	if v := b[len(packHeaderMagic)]; v != packHeaderVersion {
+		return 0, nil, fmt.Errorf("%w: header version %d is not supported", ErrPackFormat, v)
+	}
+	t := index.BlobType(b[len(packHeaderMagic)+1])
+	if !t.Valid() {
+		return 0, nil, fmt.Errorf("%w: unknown pack type %d", ErrPackFormat, t)
+	}
+	b = b[len(packHeaderMagic)+2:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)/(crypto.IDSize+2)) {
+		return 0, nil, fmt.Errorf("%w: bad blob count", ErrPackFormat)
+	}
+	b = b[k:]
+	blobs := make([]index.BlobEntry, 0, n)
+	var off uint64
+	for i := uint64(0); i < n; i++ {
+		if len(b) < crypto.IDSize {
+			return 0, nil, fmt.Errorf("%w: truncated header entry %d", ErrPackFormat, i)
+		}
+		var e index.BlobEntry
+		copy(e.ID[:], b)
+		b = b[crypto.IDSize:]
+		l, k1 := binary.Uvarint(b)
+		if k1 <= 0 || l > 1<<32-1 || l < crypto.Overhead+1 {
+			return 0, nil, fmt.Errorf("%w: bad length in header entry %d", ErrPackFormat, i)
+		}
+		b = b[k1:]
+		r, k2 := binary.Uvarint(b)
+		if k2 <= 0 || r > 1<<32-1 {
+			return 0, nil, fmt.Errorf("%w: bad raw length in header entry %d", ErrPackFormat, i)
+		}
+		b = b[k2:]
+		if off+l > 1<<32-1 {
+			return 0, nil, fmt.Errorf("%w: pack larger than 4 GiB", ErrPackFormat)
+		}
+		e.Offset, e.Length, e.RawLength = uint32(off), uint32(l), uint32(r)
+		off += l
+		blobs = append(blobs, e)
+	}
+	if len(b) != 0 {
+		return 0, nil, fmt.Errorf("%w: %d trailing header bytes", ErrPackFormat, len(b))
+	}
+	return t, blobs, nil
+}
+
+// parsePackTrailer splits a whole pack (or its tail) into the sealed header.
+// tail must end at the end of the pack; packSize is the full size.
+func headerLength(tail []byte, packSize int64) (int64, error) {
+	if len(tail) < 4 {
+		return 0, fmt.Errorf("%w: shorter than its trailer", ErrPackFormat)
+	}
+	hl := int64(binary.LittleEndian.Uint32(tail[len(tail)-4:]))
+	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > packSize {
+		return 0, fmt.Errorf("%w: header length %d out of range for a %d-byte pack", ErrPackFormat, hl, packSize)
+	}
+	return hl, nil
+}

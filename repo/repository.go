@@ -1,0 +1,342 @@
+// Package repo is the repository: configuration, keys, packs of encrypted
+// blobs, index files and snapshots, on top of a storage backend.
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"runtime"
+	"sort"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoRepository: no config object at the location.
+	ErrNoRepository = errors.New("repository does not exist")
+	// ErrAlreadyExists: init found a repository.
+	ErrAlreadyExists = errors.New("a repository already exists there")
+	// ErrWrongPassword: no key file opens with the password.
+	ErrWrongPassword = crypto.ErrWrongPassword
+	// ErrLastKey: removing the only key would lock everyone out.
+	ErrLastKey = errors.New("refusing to remove the last key")
+)
+
+// Options tune a repository handle; zero values take defaults.
+type Options struct {
+	// PackSize is the target pack size at init (default 16 MiB).
+	PackSize int
+	// Uploads is the number of concurrent pack uploads (default 2).
+	Uploads int
+	// KDF overrides the argon2id parameters of new key files (tests only).
+	KDF *crypto.KDFParams
+	// Chunking overrides chunk parameters at init (tests only).
+	Chunking map[string]ChunkParams
+}
+
+// Repository is an open repository. Its methods are safe for concurrent use.
+type Repository struct {
+	be    backend.Backend
+	key   *crypto.Key
+	keyID string
+	cfg   Config
+	opts  Options
+	idx   *index.Index
+	enc   *zstd.Encoder
+	dec   *zstd.Decoder
+
+	mu       sync.Mutex
+	inFlight map[crypto.ID]struct{}
+	packers  [2]*packer
+	// uploads
+	uploadSem chan struct{}
+	uploadWG  sync.WaitGroup
+	uploadErr error
+	unindexed []index.PackEntry // uploaded packs not yet in an index file
+	idxBlobs  int
+	indexMu   sync.Mutex // serializes index file writes
+	bufPool   sync.Pool
+}
+
+func (o *Options) withDefaults() Options {
+	v := *o
+	if v.PackSize == 0 {
+		v.PackSize = 16 << 20
+	}
+	if v.Uploads == 0 {
+		v.Uploads = 2
+	}
+	return v
+}
+
+func newRepository(be backend.Backend, key *crypto.Key, keyID string, cfg *Config, opts Options) (*Repository, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("init zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxBlobSize))
+	if err != nil {
+		return nil, fmt.Errorf("init zstd decoder: %w", err)
+	}
+	r := &Repository{
+		be: be, key: key, keyID: keyID, cfg: *cfg, opts: opts,
+		idx: index.New(), enc: enc, dec: dec,
+		inFlight:  make(map[crypto.ID]struct{}),
+		uploadSem: make(chan struct{}, opts.Uploads),
+	}
+	return r, nil
+}
+
+// Init creates a repository in be, protected by password.
+func Init(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.Config}); err == nil {
+		return nil, fmt.Errorf("init %s: %w", be.Location(), ErrAlreadyExists)
+	} else if !backend.IsNotFound(err) {
+		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
+	}
+	if c, ok := be.(interface{ Create(context.Context) error }); ok {
+		if err := c.Create(ctx); err != nil {
+			return nil, err
+		}
+	}
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		return nil, fmt.Errorf("choose chunker polynomial: %w", err)
+	}
+	var rid [32]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return nil, fmt.Errorf("choose repository id: %w", err)
+	}
+	cfg := &Config{
+		Version:     FormatVersion,
+		ID:          hex.EncodeToString(rid[:]),
+		Polynomial:  pol,
+		Chunking:    DefaultChunking(),
+		PackSize:    opts.PackSize,
+		Compression: "zstd",
+	}
+	if opts.Chunking != nil {
+		cfg.Chunking = opts.Chunking
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	key, err := crypto.NewRandomKey()
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRepository(be, key, "", cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	// The key file goes first: a config without a key would be unusable,
+	// a key without a config is just not a repository yet.
+	keyID, err := r.AddKey(ctx, password)
+	if err != nil {
+		return nil, err
+	}
+	r.keyID = keyID
+	data, err := encodeConfig(key, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Save(ctx, backend.Handle{Type: backend.Config}, data); err != nil {
+		return nil, fmt.Errorf("save config: %w", err)
+	}
+	return r, nil
+}
+
+// Open unlocks the repository with password. It returns ErrNoRepository when
+// there is no config and ErrWrongPassword when no key opens.
+func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
+	cfgData, err := be.Load(ctx, backend.Handle{Type: backend.Config}, 0, 0)
+	if err != nil {
+		if backend.IsNotFound(err) {
+			return nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
+		}
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	var names []string
+	err = be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	sort.Strings(names)
+	var key *crypto.Key
+	var keyID string
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		kf, err := loadKeyFile(ctx, be, name)
+		if err != nil {
+			continue // a damaged key file must not lock out the others; check reports it
+		}
+		k, err := kf.Open(password)
+		if err == nil {
+			key, keyID = k, name
+			break
+		}
+	}
+	if key == nil {
+		return nil, ErrWrongPassword
+	}
+	cfg, err := DecodeConfig(key, cfgData)
+	if err != nil {
+		return nil, err
+	}
+	return newRepository(be, key, keyID, cfg, opts)
+}
+
+func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.KeyFile, error) {
+	data, err := be.Load(ctx, backend.Handle{Type: backend.Key, Name: name}, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	if crypto.Hash(data).String() != name {
+		return nil, fmt.Errorf("key %s: content does not match its name", name)
+	}
+	return crypto.ParseKeyFile(data)
+}
+
+// Backend returns the storage backend.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Config returns the repository configuration.
+func (r *Repository) Config() Config { return r.cfg }
+
+// Key returns the master key.
+func (r *Repository) Key() *crypto.Key { return r.key }
+
+// Index returns the in-memory index.
+func (r *Repository) Index() *index.Index { return r.idx }
+
+// KeyID returns the name of the key file that unlocked the repository.
+func (r *Repository) KeyID() string { return r.keyID }
+
+// Close releases the compressors; it does not flush.
+func (r *Repository) Close() error {
+	r.enc.Close()
+	r.dec.Close()
+	return r.be.Close()
+}
+
+// KeyInfo describes one key file.
+type KeyInfo struct {
+	ID       string
+	Current  bool
+	Username string
+	Hostname string
+	Created  string
+}
+
+// AddKey stores a new key file for password and returns its name.
+func (r *Repository) AddKey(ctx context.Context, password string) (string, error) {
+	params := crypto.DefaultKDFParams()
+	if r.opts.KDF != nil {
+		params = *r.opts.KDF
+	}
+	host, _ := os.Hostname()
+	var uname string
+	if u, err := user.Current(); err == nil {
+		uname = u.Username
+	}
+	kf, err := crypto.NewKeyFile(r.key, password, params, host, uname)
+	if err != nil {
+		return "", err
+	}
+	data, err := kf.Marshal()
+	if err != nil {
+		return "", err
+	}
+	name := crypto.Hash(data).String()
+	if err := r.be.Save(ctx, backend.Handle{Type: backend.Key, Name: name}, data); err != nil {
+		return "", fmt.Errorf("save key: %w", err)
+	}
+	return name, nil
+}
+
+// ListKeys describes every key file.
+func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
+	var out []KeyInfo
+	err := r.be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
+		info := KeyInfo{ID: fi.Name, Current: fi.Name == r.keyID}
+		if kf, err := loadKeyFile(ctx, r.be, fi.Name); err == nil {
+			info.Username, info.Hostname = kf.Username, kf.Hostname
+			info.Created = kf.Created.Format("2006-01-02 15:04:05")
+		} else {
+			info.Created = "damaged: " + err.Error()
+		}
+		out = append(out, info)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// RemoveKey deletes the key file whose name starts with prefix. The last
+// key and the key in use cannot be removed.
+func (r *Repository) RemoveKey(ctx context.Context, prefix string) (string, error) {
+	keys, err := r.ListKeys(ctx)
+	if err != nil {
+		return "", err
+	}
+	var match []string
+	for _, k := range keys {
+		if len(prefix) > 0 && len(k.ID) >= len(prefix) && k.ID[:len(prefix)] == prefix {
+			match = append(match, k.ID)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return "", fmt.Errorf("no key matches %q", prefix)
+	case len(match) > 1:
+		return "", fmt.Errorf("key prefix %q is ambiguous (%d keys)", prefix, len(match))
+	}
+	if len(keys) == 1 {
+		return "", ErrLastKey
+	}
+	if match[0] == r.keyID {
+		return "", fmt.Errorf("refusing to remove the key in use (%s); open the repository with another password", match[0][:8])
+	}
+	if err := r.be.Remove(ctx, backend.Handle{Type: backend.Key, Name: match[0]}); err != nil {
+		return "", err
+	}
+	return match[0], nil
+}
+
+// ChangePassword adds a key for newPassword and removes the current one.
+func (r *Repository) ChangePassword(ctx context.Context, newPassword string) (string, error) {
+	old := r.keyID
+	id, err := r.AddKey(ctx, newPassword)
+	if err != nil {
+		return "", err
+	}
+	r.keyID = id
+	if old != "" && old != id {
+		if err := r.be.Remove(ctx, backend.Handle{Type: backend.Key, Name: old}); err != nil {
+			return id, fmt.Errorf("new key %s added, but removing the old key failed: %w", id[:8], err)
+		}
+	}
+	return id, nil
+}
