@@ -98,15 +98,30 @@ func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
 	return t, blobs, nil
 }
 
-// parsePackTrailer splits a whole pack (or its tail) into the sealed header.
-// tail must end at the end of the pack; packSize is the full size.
-func headerLength(tail []byte, packSize int64) (int64, error) {
-	if len(tail) < 4 {
-		return 0, fmt.Errorf("%w: shorter than its trailer", ErrPackFormat)
+// ReadPackHeader decrypts and decodes the header of a complete pack and
+// checks that the listed blobs fit before it.
+func ReadPackHeader(key *crypto.Key, pack []byte) (index.BlobType, []index.BlobEntry, error) {
+	if len(pack) < 4 {
+		return 0, nil, fmt.Errorf("%w: %d bytes is too short", ErrPackFormat, len(pack))
 	}
-	hl := int64(binary.LittleEndian.Uint32(tail[len(tail)-4:]))
-	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > packSize {
-		return 0, fmt.Errorf("%w: header length %d out of range for a %d-byte pack", ErrPackFormat, hl, packSize)
+	hl := int64(binary.LittleEndian.Uint32(pack[len(pack)-4:]))
+	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > int64(len(pack)) {
+		return 0, nil, fmt.Errorf("%w: header length %d does not fit a %d-byte pack", ErrPackFormat, hl, len(pack))
 	}
-	return hl, nil
+	hstart := int64(len(pack)) - 4 - hl
+	plain, err := key.Open(nil, pack[hstart:len(pack)-4])
+	if err != nil {
+		return 0, nil, fmt.Errorf("pack header: %w", err)
+	}
+	t, blobs, err := DecodePackHeader(plain)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(blobs) > 0 {
+		last := blobs[len(blobs)-1]
+		if int64(last.Offset)+int64(last.Length) != hstart {
+			return 0, nil, fmt.Errorf("%w: blobs end at %d but the header starts at %d", ErrPackFormat, int64(last.Offset)+int64(last.Length), hstart)
+		}
+	}
+	return t, blobs, nil
 }

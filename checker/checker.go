@@ -1,0 +1,422 @@
+// Package checker verifies a repository: that its index, packs and snapshots
+// agree (structure), and optionally that every stored byte decrypts and
+// hashes to what its name promises (read-data).
+package checker
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/tree"
+)
+
+// Options select how deep check goes.
+type Options struct {
+	// ReadData reads every pack and verifies every blob.
+	ReadData bool
+	// SubsetN/SubsetM, when SubsetM > 0, restrict ReadData to packs whose
+	// first ID byte modulo M equals N-1, so M runs cover every pack.
+	SubsetN, SubsetM int
+	// Workers reading packs in parallel (default 4).
+	Workers int
+}
+
+// Severity of a finding.
+type Severity int
+
+// Findings are errors (the repository is damaged) or notes (harmless, such
+// as packs left by an interrupted backup).
+const (
+	Error Severity = iota
+	Note
+)
+
+// Finding is one problem or note.
+type Finding struct {
+	Severity Severity
+	Object   string // e.g. "data/3fa2..." or "snapshot 1a2b3c4d"
+	Message  string
+}
+
+func (f Finding) String() string {
+	if f.Object == "" {
+		return f.Message
+	}
+	return f.Object + ": " + f.Message
+}
+
+// Result summarizes a check.
+type Result struct {
+	Findings     []Finding
+	Snapshots    int
+	IndexFiles   int
+	Packs        int
+	PacksRead    int
+	BlobsChecked int
+}
+
+// Errors counts the error findings.
+func (r *Result) Errors() int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Severity == Error {
+			n++
+		}
+	}
+	return n
+}
+
+type checker struct {
+	r    *repo.Repository
+	opts Options
+	mu   sync.Mutex
+	res  Result
+	// packs indexed: pack ID -> expected blobs
+	indexed map[crypto.ID]index.PackEntry
+	stored  map[crypto.ID]int64 // packs in the backend -> size
+}
+
+func (c *checker) add(sev Severity, obj, format string, args ...any) {
+	c.mu.Lock()
+	c.res.Findings = append(c.res.Findings, Finding{Severity: sev, Object: obj, Message: fmt.Sprintf(format, args...)})
+	c.mu.Unlock()
+}
+
+// Check verifies r. It loads the index into r as a side effect. The returned
+// error is for failures to run the check at all (such as cancellation);
+// problems found are in Result.Findings.
+func Check(ctx context.Context, r *repo.Repository, opts Options) (*Result, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.SubsetM < 0 || (opts.SubsetM > 0 && (opts.SubsetN < 1 || opts.SubsetN > opts.SubsetM)) {
+		return nil, fmt.Errorf("invalid subset %d/%d", opts.SubsetN, opts.SubsetM)
+	}
+	c := &checker{r: r, opts: opts, indexed: make(map[crypto.ID]index.PackEntry), stored: make(map[crypto.ID]int64)}
+	steps := []func(context.Context) error{c.checkKeys, c.loadIndex, c.listPacks, c.checkSnapshots}
+	if opts.ReadData {
+		steps = append(steps, c.readData)
+	}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return &c.res, err
+		}
+	}
+	sort.SliceStable(c.res.Findings, func(i, j int) bool { return c.res.Findings[i].Severity < c.res.Findings[j].Severity })
+	return &c.res, nil
+}
+
+func (c *checker) checkKeys(ctx context.Context) error {
+	be := c.r.Backend()
+	return be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
+		data, err := be.Load(ctx, backend.Handle{Type: backend.Key, Name: fi.Name}, 0, 0)
+		if err != nil {
+			c.add(Error, "keys/"+fi.Name, "unreadable: %v", err)
+			return ctx.Err()
+		}
+		if crypto.Hash(data).String() != fi.Name {
+			c.add(Error, "keys/"+fi.Name, "content does not match its name")
+			return nil
+		}
+		if _, err := crypto.ParseKeyFile(data); err != nil {
+			c.add(Error, "keys/"+fi.Name, "%v", err)
+		}
+		return nil
+	})
+}
+
+func (c *checker) loadIndex(ctx context.Context) error {
+	be := c.r.Backend()
+	var names []string
+	if err := be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index files: %w", err)
+	}
+	files := map[string]*index.File{}
+	superseded := map[string]bool{}
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f, err := c.r.LoadIndexFile(ctx, n)
+		if err != nil {
+			c.add(Error, "index/"+n, "%v", err)
+			continue
+		}
+		files[n] = f
+		for _, s := range f.Supersedes {
+			superseded[s.String()] = true
+		}
+	}
+	c.res.IndexFiles = len(names)
+	idx := c.r.Index()
+	for n, f := range files {
+		if superseded[n] {
+			continue
+		}
+		for _, p := range f.Packs {
+			if prev, ok := c.indexed[p.ID]; ok {
+				prev.Blobs = append(prev.Blobs, p.Blobs...)
+				c.indexed[p.ID] = prev
+			} else {
+				c.indexed[p.ID] = p
+			}
+			idx.AddPack(p)
+		}
+	}
+	idx.Compact()
+	return nil
+}
+
+func packType(t index.BlobType) backend.FileType {
+	if t == index.TreeBlob {
+		return backend.TreePack
+	}
+	return backend.DataPack
+}
+
+func (c *checker) listPacks(ctx context.Context) error {
+	be := c.r.Backend()
+	types := map[crypto.ID]backend.FileType{}
+	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
+		err := be.List(ctx, t, func(fi backend.FileInfo) error {
+			id, err := crypto.ParseID(fi.Name)
+			if err != nil {
+				c.add(Error, string(t)+"/"+fi.Name, "object name is not a pack ID")
+				return nil
+			}
+			c.stored[id] = fi.Size
+			types[id] = t
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+	}
+	c.res.Packs = len(c.stored)
+	for id, p := range c.indexed {
+		obj := string(packType(p.Type)) + "/" + id.String()
+		size, ok := c.stored[id]
+		if !ok {
+			c.add(Error, obj, "pack is referenced by the index but missing (%d blobs lost)", len(p.Blobs))
+			continue
+		}
+		if types[id] != packType(p.Type) {
+			c.add(Error, obj, "pack is stored as %s but indexed as %s", types[id], packType(p.Type))
+		}
+		for _, b := range p.Blobs {
+			if int64(b.Offset)+int64(b.Length)+4 > size {
+				c.add(Error, obj, "blob %s extends past the end of the %d-byte pack (truncated?)", b.ID.Short(), size)
+				break
+			}
+		}
+	}
+	for id, t := range types {
+		if _, ok := c.indexed[id]; !ok {
+			c.add(Note, string(t)+"/"+id.String(), "pack is not in any index (left by an interrupted backup; prune removes it)")
+		}
+	}
+	return nil
+}
+
+func (c *checker) checkSnapshots(ctx context.Context) error {
+	be := c.r.Backend()
+	var names []string
+	if err := be.List(ctx, backend.Snapshot, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	c.res.Snapshots = len(names)
+	seenTrees := map[crypto.ID]bool{}
+	idx := c.r.Index()
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		obj := "snapshot " + shortName(n)
+		data, err := be.Load(ctx, backend.Handle{Type: backend.Snapshot, Name: n}, 0, 0)
+		if err != nil {
+			c.add(Error, obj, "unreadable: %v", err)
+			continue
+		}
+		sn, err := repo.DecodeSnapshot(c.r.Key(), n, data)
+		if err != nil {
+			c.add(Error, obj, "%v", err)
+			continue
+		}
+		var walk func(id crypto.ID, path string) error
+		walk = func(id crypto.ID, path string) error {
+			if seenTrees[id] {
+				return nil
+			}
+			seenTrees[id] = true
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			loc, ok := idx.Lookup(id)
+			if !ok {
+				c.add(Error, obj, "tree %s of %q is not in the index", id.Short(), path)
+				return nil
+			}
+			if loc.Type != index.TreeBlob {
+				c.add(Error, obj, "tree %s of %q is indexed as a data blob", id.Short(), path)
+				return nil
+			}
+			if _, ok := c.stored[loc.Pack]; !ok {
+				c.add(Error, obj, "tree %s of %q is in missing pack %s", id.Short(), path, loc.Pack.Short())
+				return nil
+			}
+			raw, err := c.r.LoadBlob(ctx, id, nil)
+			if err != nil {
+				c.add(Error, obj, "tree %s of %q: %v", id.Short(), path, err)
+				return ctx.Err()
+			}
+			t, err := tree.Decode(raw)
+			if err != nil {
+				c.add(Error, obj, "tree %s of %q: %v", id.Short(), path, err)
+				return nil
+			}
+			for _, node := range t.Nodes {
+				p := path + "/" + node.Name
+				if path == "/" {
+					p = "/" + node.Name
+				}
+				for _, b := range node.Content {
+					l, ok := idx.Lookup(b)
+					switch {
+					case !ok:
+						c.add(Error, obj, "data blob %s of %q is not in the index", b.Short(), p)
+					case l.Type != index.DataBlob:
+						c.add(Error, obj, "data blob %s of %q is indexed as a tree", b.Short(), p)
+					default:
+						if _, ok := c.stored[l.Pack]; !ok {
+							c.add(Error, obj, "data blob %s of %q is in missing pack %s", b.Short(), p, l.Pack.Short())
+						}
+					}
+				}
+				if node.Type == tree.Dir {
+					if err := walk(node.Subtree, p); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}
+		if err := walk(sn.Tree, "/"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func shortName(n string) string {
+	if len(n) > 8 {
+		return n[:8]
+	}
+	return n
+}
+
+func (c *checker) readData(ctx context.Context) error {
+	type job struct {
+		id   crypto.ID
+		t    backend.FileType
+		size int64
+	}
+	var jobs []job
+	for id, size := range c.stored {
+		if c.opts.SubsetM > 0 && int(id[0])%c.opts.SubsetM != c.opts.SubsetN-1 {
+			continue
+		}
+		t := backend.DataPack
+		if p, ok := c.indexed[id]; ok {
+			t = packType(p.Type)
+		} else if c.isTreePack(ctx, id) {
+			t = backend.TreePack
+		}
+		jobs = append(jobs, job{id, t, size})
+	}
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].id.String() < jobs[j].id.String() })
+	ch := make(chan job)
+	var wg sync.WaitGroup
+	for w := 0; w < c.opts.Workers; w++ {
+		wg.Go(func() {
+			for j := range ch {
+				n := c.readPack(ctx, j.id, j.t)
+				c.mu.Lock()
+				c.res.PacksRead++
+				c.res.BlobsChecked += n
+				c.mu.Unlock()
+			}
+		})
+	}
+	for _, j := range jobs {
+		select {
+		case ch <- j:
+		case <-ctx.Done():
+		}
+	}
+	close(ch)
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (c *checker) isTreePack(ctx context.Context, id crypto.ID) bool {
+	_, err := c.r.Backend().Stat(ctx, backend.Handle{Type: backend.TreePack, Name: id.String()})
+	return err == nil
+}
+
+// readPack verifies one pack completely and returns the number of blobs checked.
+func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType) int {
+	obj := string(t) + "/" + id.String()
+	data, err := c.r.Backend().Load(ctx, backend.Handle{Type: t, Name: id.String()}, 0, 0)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.add(Error, obj, "unreadable: %v", err)
+		}
+		return 0
+	}
+	if got := crypto.Hash(data); got != id {
+		c.add(Error, obj, "content hashes to %s, not its name (pack damaged)", got.Short())
+	}
+	blobType, blobs, err := repo.ReadPackHeader(c.r.Key(), data)
+	if err != nil {
+		c.add(Error, obj, "%v", err)
+		return 0
+	}
+	if packType(blobType) != t {
+		c.add(Error, obj, "header says %s blobs but the pack is stored under %s/", blobType, t)
+	}
+	checked := 0
+	for _, b := range blobs {
+		if ctx.Err() != nil {
+			return checked
+		}
+		if _, err := c.r.DecodeBlob(b.ID, data[b.Offset:b.Offset+b.Length], nil); err != nil {
+			c.add(Error, obj, "%v", err)
+		}
+		checked++
+	}
+	if exp, ok := c.indexed[id]; ok {
+		inHeader := make(map[crypto.ID]index.BlobEntry, len(blobs))
+		for _, b := range blobs {
+			inHeader[b.ID] = b
+		}
+		for _, e := range exp.Blobs {
+			h, ok := inHeader[e.ID]
+			if !ok || h.Offset != e.Offset || h.Length != e.Length {
+				c.add(Error, obj, "index entry for blob %s does not match the pack header", e.ID.Short())
+			}
+		}
+	}
+	return checked
+}

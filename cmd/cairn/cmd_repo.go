@@ -1,0 +1,254 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/checker"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) printf(format string, args ...any) {
+	if !a.quiet {
+		fmt.Fprintf(a.stdout, format, args...)
+	}
+}
+
+func (a *app) initCommand() *cobra.Command {
+	var packSizeMiB int
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new repository",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			be, err := a.openBackend()
+			if err != nil {
+				return err
+			}
+			pw, err := a.password(ctx, "enter a password for the new repository: ", true)
+			if err != nil {
+				return err
+			}
+			if pw == "" {
+				return errors.New("an empty password is not allowed")
+			}
+			r, err := repo.Init(ctx, be, pw, repo.Options{PackSize: packSizeMiB << 20})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			cfg := r.Config()
+			if a.jsonOutput {
+				return a.printJSON(map[string]any{"message_type": "initialized", "id": cfg.ID, "repository": be.Location()})
+			}
+			a.printf("created cairn repository %s at %s\n", cfg.ID[:10], be.Location())
+			a.printf("keep the password safe: without it the data cannot be recovered\n")
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB` (1..128)")
+	return cmd
+}
+
+func (a *app) checkCommand() *cobra.Command {
+	var readData bool
+	var subset string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Verify the repository's structure, and with --read-data every stored byte",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			opts := checker.Options{ReadData: readData || subset != ""}
+			if subset != "" {
+				if _, err := fmt.Sscanf(subset, "%d/%d", &opts.SubsetN, &opts.SubsetM); err != nil || opts.SubsetM < 1 || opts.SubsetN < 1 || opts.SubsetN > opts.SubsetM {
+					return fmt.Errorf("invalid --read-data-subset %q: want N/M with 1 <= N <= M", subset)
+				}
+			}
+			r, err := a.openRepo(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			res, err := checker.Check(ctx, r, opts)
+			if err != nil {
+				return err
+			}
+			nerr := res.Errors()
+			if a.jsonOutput {
+				type finding struct {
+					Severity string `json:"severity"`
+					Object   string `json:"object,omitempty"`
+					Message  string `json:"message"`
+				}
+				fs := []finding{}
+				for _, f := range res.Findings {
+					sev := "error"
+					if f.Severity == checker.Note {
+						sev = "note"
+					}
+					fs = append(fs, finding{sev, f.Object, f.Message})
+				}
+				if err := a.printJSON(map[string]any{
+					"message_type": "check_summary", "errors": nerr, "findings": fs,
+					"snapshots": res.Snapshots, "index_files": res.IndexFiles, "packs": res.Packs,
+					"packs_read": res.PacksRead, "blobs_checked": res.BlobsChecked,
+				}); err != nil {
+					return err
+				}
+			} else {
+				a.printf("checked %d snapshots, %d index files, %d packs", res.Snapshots, res.IndexFiles, res.Packs)
+				if opts.ReadData {
+					a.printf("; read %d packs, verified %d blobs", res.PacksRead, res.BlobsChecked)
+				}
+				a.printf("\n")
+				for _, f := range res.Findings {
+					if f.Severity == checker.Error {
+						fmt.Fprintf(a.stdout, "error: %s\n", f)
+					} else {
+						a.printf("note: %s\n", f)
+					}
+				}
+			}
+			if nerr > 0 {
+				return fmt.Errorf("check found %d problem(s)", nerr)
+			}
+			a.printf("no errors were found\n")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&readData, "read-data", false, "read every pack and verify every blob")
+	cmd.Flags().StringVar(&subset, "read-data-subset", "", "read only part `N/M` of the packs (implies --read-data)")
+	return cmd
+}
+
+func (a *app) keyCommand() *cobra.Command {
+	var newPasswordFile string
+	newPassword := func(cmd *cobra.Command) (string, error) {
+		sub := *a
+		sub.passwordFile, sub.passwordCommand = newPasswordFile, ""
+		if newPasswordFile == "" {
+			if pw, ok := lookupEnv("CAIRN_NEW_PASSWORD"); ok {
+				return pw, nil
+			}
+			return promptPassword("enter the new password: ", true)
+		}
+		return sub.password(cmd.Context(), "", false)
+	}
+	cmd := &cobra.Command{Use: "key", Short: "Manage the repository's passwords (key files)"}
+	list := &cobra.Command{
+		Use: "list", Short: "List key files", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := a.openRepo(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			keys, err := r.ListKeys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.jsonOutput {
+				type k struct {
+					ID       string `json:"id"`
+					Current  bool   `json:"current"`
+					Username string `json:"username"`
+					Hostname string `json:"hostname"`
+					Created  string `json:"created"`
+				}
+				out := []k{}
+				for _, x := range keys {
+					out = append(out, k{x.ID, x.Current, x.Username, x.Hostname, x.Created})
+				}
+				return a.printJSON(out)
+			}
+			fmt.Fprintf(a.stdout, " %-10s %-12s %-20s %s\n", "ID", "User", "Host", "Created")
+			for _, x := range keys {
+				mark := " "
+				if x.Current {
+					mark = "*"
+				}
+				fmt.Fprintf(a.stdout, "%s%-10s %-12s %-20s %s\n", mark, x.ID[:8], x.Username, x.Hostname, x.Created)
+			}
+			return nil
+		},
+	}
+	add := &cobra.Command{
+		Use: "add", Short: "Add a password", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := a.openRepo(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			pw, err := newPassword(cmd)
+			if err != nil {
+				return err
+			}
+			if pw == "" {
+				return errors.New("an empty password is not allowed")
+			}
+			id, err := r.AddKey(cmd.Context(), pw)
+			if err != nil {
+				return err
+			}
+			a.printf("added key %s\n", id[:8])
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use: "remove ID", Short: "Remove a password (not the last one, not the one in use)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := a.openRepo(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			id, err := r.RemoveKey(cmd.Context(), strings.TrimSpace(args[0]))
+			if err != nil {
+				return err
+			}
+			a.printf("removed key %s\n", id[:8])
+			return nil
+		},
+	}
+	passwd := &cobra.Command{
+		Use: "passwd", Short: "Change the password in use", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := a.openRepo(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			pw, err := newPassword(cmd)
+			if err != nil {
+				return err
+			}
+			if pw == "" {
+				return errors.New("an empty password is not allowed")
+			}
+			id, err := r.ChangePassword(cmd.Context(), pw)
+			if err != nil {
+				return err
+			}
+			a.printf("password changed; new key %s\n", id[:8])
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{add, passwd} {
+		c.Flags().StringVar(&newPasswordFile, "new-password-file", "", "read the new password from `file` (or set CAIRN_NEW_PASSWORD)")
+	}
+	cmd.AddCommand(list, add, remove, passwd)
+	return cmd
+}

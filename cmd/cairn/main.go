@@ -1,0 +1,120 @@
+// Command cairn is a deduplicating, encrypted snapshot tool for files,
+// streams and whole application deployments.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit codes, as restic's.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitPartial     = 3
+	exitNoRepo      = 10
+	exitWrongPass   = 12
+	exitInterrupted = 130
+)
+
+// exitCodeError carries a specific exit code with its message.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
+
+// errPartial marks a run that wrote its snapshot but could not read all input.
+var errPartial = errors.New("snapshot written, but some input could not be read")
+
+func exitCode(ctx context.Context, err error) int {
+	var ec *exitCodeError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ec):
+		return ec.code
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case errors.Is(err, repo.ErrNoRepository):
+		return exitNoRepo
+	case errors.Is(err, repo.ErrWrongPassword):
+		return exitWrongPass
+	case errors.Is(err, errPartial):
+		return exitPartial
+	}
+	return exitError
+}
+
+// app holds what every command shares: global flags and output streams.
+type app struct {
+	repoLocation    string
+	passwordFile    string
+	passwordCommand string
+	jsonOutput      bool
+	quiet           bool
+	stdin           io.Reader
+	stdout, stderr  io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	err := a.rootCommand().ExecuteContext(ctx)
+	code := exitCode(ctx, err)
+	stop()
+	if err != nil {
+		msg := err.Error()
+		if code == exitInterrupted {
+			msg = "interrupted"
+		}
+		if !errors.Is(err, errPartial) {
+			fmt.Fprintf(os.Stderr, "cairn: %s\n", msg)
+		} else {
+			fmt.Fprintf(os.Stderr, "cairn: warning: %s\n", msg)
+		}
+	}
+	os.Exit(code)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "cairn",
+		Short:         "Deduplicating, encrypted snapshots of files, streams and deployments",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	pf := root.PersistentFlags()
+	pf.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("CAIRN_REPOSITORY"), "repository location (`/path`, local:/path); env CAIRN_REPOSITORY")
+	pf.StringVar(&a.passwordFile, "password-file", os.Getenv("CAIRN_PASSWORD_FILE"), "read the password from `file`; env CAIRN_PASSWORD_FILE")
+	pf.StringVar(&a.passwordCommand, "password-command", os.Getenv("CAIRN_PASSWORD_COMMAND"), "run `command` and use its output as the password; env CAIRN_PASSWORD_COMMAND")
+	pf.BoolVar(&a.jsonOutput, "json", false, "print machine-readable JSON")
+	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
+	root.AddCommand(
+		a.initCommand(),
+		a.checkCommand(),
+		a.keyCommand(),
+	)
+	for _, c := range a.moreCommands() {
+		root.AddCommand(c)
+	}
+	return root
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+// openBackend parses a repository location.
+func (a *app) openBackend() (backend.Backend, error) {
+	loc := a.repoLocation
+	if loc == "" {
+		return nil, &exitCodeError{exitError, errors.New("no repository given: use -r/--repo or set CAIRN_REPOSITORY")}
+	}
+	switch {
+	case strings.HasPrefix(loc, "local:"):
+		return local.Open(strings.TrimPrefix(loc, "local:"))
+	case strings.HasPrefix(loc, "s3:"):
+		return nil, &exitCodeError{exitError, fmt.Errorf("repository %q: the S3 backend is not available in this build", loc)}
+	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
+		if i := strings.Index(loc, ":"); i > 1 {
+			return nil, &exitCodeError{exitError, fmt.Errorf("repository %q: unknown backend %q (use /path, local:/path)", loc, loc[:i])}
+		}
+	}
+	return local.Open(loc)
+}
+
+// password returns the repository password from, in order: --password-file
+// (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
+// CAIRN_PASSWORD, or a prompt on the terminal.
+func (a *app) password(ctx context.Context, prompt string, confirm bool) (string, error) {
+	if a.passwordFile != "" {
+		b, err := os.ReadFile(a.passwordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	if a.passwordCommand != "" {
+		return runPasswordCommand(ctx, a.passwordCommand)
+	}
+	if pw, ok := os.LookupEnv("CAIRN_PASSWORD"); ok {
+		return pw, nil
+	}
+	return promptPassword(prompt, confirm)
+}
+
+func runPasswordCommand(ctx context.Context, command string) (string, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("password command failed: %v: %s", err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimRight(out.String(), "\r\n"), nil
+}
+
+func promptPassword(prompt string, confirm bool) (string, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		if tty != nil {
+			tty.Close()
+		}
+		return "", &exitCodeError{exitError, errors.New("no password: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND, or run on a terminal")}
+	}
+	defer tty.Close()
+	read := func(p string) (string, error) {
+		fmt.Fprint(tty, p)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return string(b), nil
+	}
+	pw, err := read(prompt)
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		again, err := read("enter the password again: ")
+		if err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", errors.New("passwords do not match")
+		}
+	}
+	return pw, nil
+}
+
+// openRepo opens the repository; with loadIndex it also reads the index.
+func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, error) {
+	be, err := a.openBackend()
+	if err != nil {
+		return nil, err
+	}
+	// Fail fast on a missing repository before asking for a password.
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.Config}); err != nil {
+		if backend.IsNotFound(err) {
+			return nil, fmt.Errorf("%s: %w (create one with 'cairn init')", be.Location(), repo.ErrNoRepository)
+		}
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
+	pw, err := a.password(ctx, "enter the repository password: ", false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, repo.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if loadIndex {
+		if err := r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("load index: %w (run 'cairn check' to see what is damaged)", err)
+		}
+	}
+	return r, nil
+}
