@@ -268,10 +268,6 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 				c.add(Error, obj, "tree %s of %q is not in the index", id.Short(), path)
 				return nil
 			}
-			if loc.Type != index.TreeBlob {
-				c.add(Error, obj, "tree %s of %q is indexed as a data blob", id.Short(), path)
-				return nil
-			}
 			if _, ok := c.stored[loc.Pack]; !ok {
 				c.add(Error, obj, "tree %s of %q is in missing pack %s", id.Short(), path, loc.Pack.Short())
 				return nil
@@ -296,8 +292,6 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 					switch {
 					case !ok:
 						c.add(Error, obj, "data blob %s of %q is not in the index", b.Short(), p)
-					case l.Type != index.DataBlob:
-						c.add(Error, obj, "data blob %s of %q is indexed as a tree", b.Short(), p)
 					default:
 						if _, ok := c.stored[l.Pack]; !ok {
 							c.add(Error, obj, "data blob %s of %q is in missing pack %s", b.Short(), p, l.Pack.Short())

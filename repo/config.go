@@ -49,7 +49,7 @@ func DefaultChunking() map[string]ChunkParams {
 }
 
 // ChunkParams returns the parameters of a kind, falling back to files.
-func (c *Config) ChunkParams(kind string) ChunkParams {
+func (c Config) ChunkParams(kind string) ChunkParams {
 	if p, ok := c.Chunking[kind]; ok {
 		return p
 	}
@@ -63,8 +63,10 @@ func (c *Config) validate() error {
 	if !c.Polynomial.Irreducible() {
 		return fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
 	}
-	if c.PackSize < 1<<20 || c.PackSize > 128<<20 {
-		return fmt.Errorf("config: pack size %d out of range 1 MiB..128 MiB", c.PackSize)
+	// Packs stay under 32 MiB so every blob offset fits the compact
+	// in-memory index entry (index/index.go).
+	if c.PackSize < 1<<20 || c.PackSize > 32<<20 {
+		return fmt.Errorf("config: pack size %d out of range 1 MiB..32 MiB", c.PackSize)
 	}
 	if _, ok := c.Chunking[KindFiles]; !ok {
 		return fmt.Errorf("config: no chunk parameters for %q", KindFiles)

@@ -71,6 +71,7 @@ type Node struct {
 	LinkTarget string
 	Xattrs     []Xattr
 	Content    []crypto.ID // data blobs of a File, in order
+	ChunkSizes []uint32    // plaintext length of each Content blob
 	Subtree    crypto.ID   // tree blob of a Dir
 }
 
@@ -118,6 +119,9 @@ func (t *Tree) Encode() ([]byte, error) {
 		if i > 0 && t.Nodes[i-1].Name >= n.Name {
 			return nil, fmt.Errorf("encode tree: names not sorted or not unique at %q", n.Name)
 		}
+		if err := n.validate(); err != nil {
+			return nil, fmt.Errorf("encode tree: %w", err)
+		}
 		b = appendBytes(b, n.Name)
 		b = append(b, byte(n.Type))
 		b = binary.AppendUvarint(b, uint64(n.Mode))
@@ -140,9 +144,13 @@ func (t *Tree) Encode() ([]byte, error) {
 			b = appendBytes(b, x.Name)
 			b = appendBytes(b, string(x.Value))
 		}
+		if len(n.ChunkSizes) != len(n.Content) {
+			return nil, fmt.Errorf("encode tree: node %q has %d blobs but %d sizes", n.Name, len(n.Content), len(n.ChunkSizes))
+		}
 		b = binary.AppendUvarint(b, uint64(len(n.Content)))
-		for _, id := range n.Content {
+		for j, id := range n.Content {
 			b = append(b, id[:]...)
+			b = binary.AppendUvarint(b, uint64(n.ChunkSizes[j]))
 		}
 		if n.Subtree.IsNull() {
 			b = append(b, 0)
@@ -239,6 +247,24 @@ func (d *decoder) id(what string) (id crypto.ID) {
 	return
 }
 
+// validate applies the rules both Encode and Decode enforce, so nothing is
+// written that cannot be read back.
+func (n *Node) validate() error {
+	if n.Type < File || n.Type > Socket {
+		return fmt.Errorf("%w: node %q has unknown type %d", ErrFormat, n.Name, n.Type)
+	}
+	if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsRune(n.Name, '/') || strings.ContainsRune(n.Name, 0) {
+		return fmt.Errorf("%w: invalid node name %q", ErrFormat, n.Name)
+	}
+	if (n.Type == Dir) == n.Subtree.IsNull() {
+		return fmt.Errorf("%w: node %q: a directory needs a subtree and only a directory has one", ErrFormat, n.Name)
+	}
+	if len(n.Content) > 0 && n.Type != File {
+		return fmt.Errorf("%w: node %q: only files have content", ErrFormat, n.Name)
+	}
+	return nil
+}
+
 // minNodeSize is the smallest encoding of a node, to bound allocations.
 const minNodeSize = 20
 
@@ -286,8 +312,10 @@ func Decode(data []byte) (*Tree, error) {
 		}
 		if d.err == nil && nc > 0 {
 			n.Content = make([]crypto.ID, nc)
+			n.ChunkSizes = make([]uint32, nc)
 			for j := range n.Content {
 				n.Content[j] = d.id("content id")
+				n.ChunkSizes[j] = d.u32("chunk size")
 			}
 		}
 		switch d.byte("subtree flag") {
@@ -300,17 +328,11 @@ func Decode(data []byte) (*Tree, error) {
 		if d.err != nil {
 			break
 		}
-		if n.Type < File || n.Type > Socket {
-			return nil, fmt.Errorf("%w: node %q has unknown type %d", ErrFormat, n.Name, n.Type)
-		}
-		if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsRune(n.Name, '/') || strings.ContainsRune(n.Name, 0) {
-			return nil, fmt.Errorf("%w: invalid node name %q", ErrFormat, n.Name)
+		if err := n.validate(); err != nil {
+			return nil, err
 		}
 		if len(t.Nodes) > 0 && t.Nodes[len(t.Nodes)-1].Name >= n.Name {
 			return nil, fmt.Errorf("%w: names not sorted at %q", ErrFormat, n.Name)
-		}
-		if (n.Type == Dir) == n.Subtree.IsNull() {
-			return nil, fmt.Errorf("%w: node %q: a directory needs a subtree and only a directory has one", ErrFormat, n.Name)
 		}
 		t.Nodes = append(t.Nodes, n)
 	}

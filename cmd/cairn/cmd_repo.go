@@ -57,7 +57,7 @@ func (a *app) initCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB` (1..128)")
+	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB` (1..32)")
 	return cmd
 }
 

@@ -1,0 +1,715 @@
+// Package archiver turns directories and streams into a snapshot tree in a
+// repository: it walks, chunks, deduplicates and saves, reusing unchanged
+// files from a parent snapshot without reading them.
+package archiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/chunk"
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/fsmeta"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/pathmatch"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/tree"
+)
+
+// Stream is a named input read to its end, such as stdin or a command's output.
+type Stream struct {
+	// Path is where the stream appears in the snapshot, e.g. "/stdin" or
+	// "/postgres/app.pgdump". Missing parent directories are created.
+	Path   string
+	Reader io.Reader
+	// Kind selects chunk parameters (repo.KindFiles, repo.KindDatabase).
+	Kind string
+	// Mode of the stored file node (default 0600).
+	Mode uint32
+}
+
+// Options configure an archiver run.
+type Options struct {
+	Excludes pathmatch.List
+	// Parent is the snapshot unchanged files are taken from; may be nil.
+	Parent *repo.Snapshot
+	// Warn receives non-fatal problems (unreadable files, xattrs).
+	Warn func(path string, err error)
+	// FileWorkers bounds files read at once (default 4); BlobWorkers bounds
+	// chunks hashed, compressed and encrypted at once (default GOMAXPROCS).
+	FileWorkers, BlobWorkers int
+	// Progress, when set, is updated as the backup goes.
+	Progress *Progress
+}
+
+// Progress counters, safe to read concurrently while a backup runs.
+type Progress struct {
+	Files      atomic.Int64
+	Bytes      atomic.Int64
+	TotalFiles atomic.Int64 // set by a scanner when known
+	TotalBytes atomic.Int64
+	ScanDone   atomic.Bool
+}
+
+// Result is what Run produced.
+type Result struct {
+	Tree     crypto.ID
+	Summary  repo.Summary
+	Warnings int
+	// StreamSizes maps stream paths to their lengths.
+	StreamSizes map[string]uint64
+	// FilesRead counts files whose contents were read (not taken from the parent).
+	FilesRead int64
+}
+
+type archiver struct {
+	repo   *repo.Repository
+	opts   Options
+	names  *fsmeta.Names
+	pool   chunk.BufferPool
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	blobJobs chan blobJob
+	fileSem  chan struct{}
+
+	warnings        atomic.Int64
+	filesNew        atomic.Uint64
+	filesChanged    atomic.Uint64
+	filesUnmodified atomic.Uint64
+	filesRead       atomic.Int64
+	dirsNew         atomic.Uint64
+	dirsChanged     atomic.Uint64
+	dirsUnmodified  atomic.Uint64
+	dataBlobs       atomic.Uint64
+	treeBlobs       atomic.Uint64
+	dataAdded       atomic.Uint64
+	dataAddedPacked atomic.Uint64
+	totalFiles      atomic.Uint64
+	totalBytes      atomic.Uint64
+
+	streamMu    sync.Mutex
+	streamSizes map[string]uint64
+}
+
+type blobJob struct {
+	buf  *[]byte
+	dst  *crypto.ID
+	done *sync.WaitGroup
+}
+
+// Run backs up the file system paths (absolute) and streams, returning the
+// root tree. It saves blobs but does not flush or write a snapshot.
+func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stream, opts Options) (*Result, error) {
+	if opts.FileWorkers <= 0 {
+		opts.FileWorkers = 4
+	}
+	if opts.BlobWorkers <= 0 {
+		opts.BlobWorkers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Warn == nil {
+		opts.Warn = func(string, error) {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a := &archiver{
+		repo: r, opts: opts, names: fsmeta.NewNames(), ctx: ctx, cancel: cancel,
+		blobJobs:    make(chan blobJob, 2*opts.BlobWorkers),
+		fileSem:     make(chan struct{}, opts.FileWorkers),
+		streamSizes: map[string]uint64{},
+	}
+	var workers sync.WaitGroup
+	for i := 0; i < opts.BlobWorkers; i++ {
+		workers.Go(a.blobWorker)
+	}
+	defer func() {
+		close(a.blobJobs)
+		workers.Wait()
+	}()
+
+	root, err := buildTrie(paths, streams)
+	if err != nil {
+		return nil, err
+	}
+	var parentRoot *tree.Tree
+	if opts.Parent != nil {
+		parentRoot = a.loadTree(opts.Parent.Tree)
+	}
+	var fut *future
+	if root.fsPath != "" {
+		// The whole file system root is backed up: its tree is the root.
+		fut = a.saveFSPath(root.fsPath, "/", "/", nil, parentRoot)
+	} else {
+		var prevRoot *tree.Node
+		if opts.Parent != nil {
+			prevRoot = &tree.Node{Type: tree.Dir, Subtree: opts.Parent.Tree}
+		}
+		fut = a.saveVirtualDir(root, "/", prevRoot, parentRoot, time.Now())
+	}
+	<-fut.done
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	if fut.err != nil {
+		return nil, fut.err
+	}
+	res := &Result{
+		Tree:        fut.node.Subtree,
+		Warnings:    int(a.warnings.Load()),
+		StreamSizes: a.streamSizes,
+		FilesRead:   a.filesRead.Load(),
+		Summary: repo.Summary{
+			FilesNew:            a.filesNew.Load(),
+			FilesChanged:        a.filesChanged.Load(),
+			FilesUnmodified:     a.filesUnmodified.Load(),
+			DirsNew:             a.dirsNew.Load(),
+			DirsChanged:         a.dirsChanged.Load(),
+			DirsUnmodified:      a.dirsUnmodified.Load(),
+			DataBlobs:           a.dataBlobs.Load(),
+			TreeBlobs:           a.treeBlobs.Load(),
+			DataAdded:           a.dataAdded.Load(),
+			DataAddedPacked:     a.dataAddedPacked.Load(),
+			TotalFilesProcessed: a.totalFiles.Load(),
+			TotalBytesProcessed: a.totalBytes.Load(),
+		},
+	}
+	return res, nil
+}
+
+func (a *archiver) fail(err error) { a.cancel(err) }
+
+func (a *archiver) warn(p string, err error) {
+	a.warnings.Add(1)
+	a.opts.Warn(p, err)
+}
+
+func (a *archiver) blobWorker() {
+	for j := range a.blobJobs {
+		if a.ctx.Err() == nil {
+			data := *j.buf
+			res, err := a.repo.SaveBlob(a.ctx, index.DataBlob, data)
+			if err != nil {
+				a.fail(err)
+			} else {
+				*j.dst = res.ID
+				if !res.Known {
+					a.dataBlobs.Add(1)
+					a.dataAdded.Add(uint64(len(data)))
+					a.dataAddedPacked.Add(uint64(res.Stored))
+				}
+			}
+		}
+		a.pool.Put(j.buf)
+		j.done.Done()
+	}
+}
+
+// loadTree loads a parent tree, returning nil when it cannot be read (the
+// backup then simply reads everything below it).
+func (a *archiver) loadTree(id crypto.ID) *tree.Tree {
+	if id.IsNull() {
+		return nil
+	}
+	raw, err := a.repo.LoadBlob(a.ctx, id, nil)
+	if err != nil {
+		return nil
+	}
+	t, err := tree.Decode(raw)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
+// trie is the skeleton of the snapshot tree above the backed-up paths.
+type trie struct {
+	children map[string]*trie
+	fsPath   string  // a file system path backed up here
+	stream   *Stream // or a stream stored here
+}
+
+func buildTrie(paths []string, streams []Stream) (*trie, error) {
+	root := &trie{children: map[string]*trie{}}
+	insert := func(p string) (*trie, error) {
+		p = path.Clean("/" + filepath.ToSlash(p))
+		t := root
+		if p == "/" {
+			return t, nil
+		}
+		for _, c := range strings.Split(p[1:], "/") {
+			if t.stream != nil {
+				return nil, fmt.Errorf("%s is below the stream %s", p, t.stream.Path)
+			}
+			next := t.children[c]
+			if next == nil {
+				next = &trie{children: map[string]*trie{}}
+				t.children[c] = next
+			}
+			t = next
+		}
+		return t, nil
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("path %q is not absolute", p)
+		}
+		t, err := insert(p)
+		if err != nil {
+			return nil, err
+		}
+		t.fsPath = filepath.Clean(p)
+	}
+	for i := range streams {
+		s := &streams[i]
+		t, err := insert(s.Path)
+		if err != nil {
+			return nil, err
+		}
+		if t.fsPath != "" || t.stream != nil || len(t.children) > 0 || t == root {
+			return nil, fmt.Errorf("stream %s collides with another input", s.Path)
+		}
+		t.stream = s
+	}
+	// A path below another backed-up path is covered by it.
+	var prune func(t *trie)
+	prune = func(t *trie) {
+		if t.fsPath != "" {
+			t.children = nil
+			return
+		}
+		for _, c := range t.children {
+			prune(c)
+		}
+	}
+	prune(root)
+	return root, nil
+}
+
+type future struct {
+	done chan struct{}
+	node tree.Node
+	skip bool // nothing to store (excluded or unreadable, already warned)
+	err  error
+}
+
+func resolved(n tree.Node, skip bool) *future {
+	f := &future{done: make(chan struct{}), node: n, skip: skip}
+	close(f.done)
+	return f
+}
+
+func findIn(t *tree.Tree, name string) *tree.Node {
+	if t == nil {
+		return nil
+	}
+	return t.Find(name)
+}
+
+// saveVirtualDir saves a directory of the trie, whose children are more
+// trie directories, streams or file system paths. prev is the parent
+// snapshot's tree for this directory.
+func (a *archiver) saveVirtualDir(t *trie, snapPath string, prevDir *tree.Node, prev *tree.Tree, start time.Time) *future {
+	names := make([]string, 0, len(t.children))
+	for n := range t.children {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	futures := make([]*future, 0, len(names))
+	for _, name := range names {
+		c := t.children[name]
+		childPath := path.Join(snapPath, name)
+		prevNode := findIn(prev, name)
+		switch {
+		case c.stream != nil:
+			futures = append(futures, a.saveStream(c.stream, name))
+		case c.fsPath != "":
+			var prevSub *tree.Tree
+			if prevNode != nil && prevNode.Type == tree.Dir {
+				prevSub = a.loadTree(prevNode.Subtree)
+			}
+			futures = append(futures, a.saveFSPath(c.fsPath, childPath, name, prevNode, prevSub))
+		default:
+			var sub *tree.Tree
+			if prevNode != nil && prevNode.Type == tree.Dir {
+				sub = a.loadTree(prevNode.Subtree)
+			}
+			futures = append(futures, a.saveVirtualDir(c, childPath, prevNode, sub, start))
+		}
+	}
+	// Parents of backed-up paths take their metadata from the real
+	// directory; directories that only hold streams are synthesized.
+	name := path.Base(snapPath)
+	var node tree.Node
+	if n, _, err := a.names.NodeFromLstat(filepath.FromSlash(snapPath), name); err == nil && n.Type == tree.Dir && !t.onlyStreams() {
+		node = n
+		node.Xattrs = nil
+	} else {
+		now := start.UnixNano()
+		node = tree.Node{Name: name, Type: tree.Dir, Mode: 0o700, ModTime: now, ChangeTime: now,
+			UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	return a.finishDir(node, futures, prevDir)
+}
+
+func (t *trie) onlyStreams() bool {
+	if t.stream != nil {
+		return true
+	}
+	if t.fsPath != "" {
+		return false
+	}
+	for _, c := range t.children {
+		if !c.onlyStreams() {
+			return false
+		}
+	}
+	return len(t.children) > 0
+}
+
+// finishDir waits for the children, then saves the directory's tree blob.
+func (a *archiver) finishDir(node tree.Node, children []*future, prev *tree.Node) *future {
+	f := &future{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		t := &tree.Tree{Nodes: make([]tree.Node, 0, len(children))}
+		for _, c := range children {
+			select {
+			case <-c.done:
+			case <-a.ctx.Done():
+				f.err = context.Cause(a.ctx)
+				return
+			}
+			if c.err != nil {
+				f.err = c.err
+				return
+			}
+			if !c.skip {
+				t.Nodes = append(t.Nodes, c.node)
+			}
+		}
+		t.Sort()
+		raw, err := t.Encode()
+		if err != nil {
+			f.err = err
+			a.fail(err)
+			return
+		}
+		res, err := a.repo.SaveBlob(a.ctx, index.TreeBlob, raw)
+		if err != nil {
+			f.err = err
+			a.fail(err)
+			return
+		}
+		if !res.Known {
+			a.treeBlobs.Add(1)
+			a.dataAdded.Add(uint64(len(raw)))
+			a.dataAddedPacked.Add(uint64(res.Stored))
+		}
+		switch {
+		case prev == nil || prev.Type != tree.Dir:
+			a.dirsNew.Add(1)
+		case prev.Subtree == res.ID:
+			a.dirsUnmodified.Add(1)
+		default:
+			a.dirsChanged.Add(1)
+		}
+		f.node = node
+		f.node.Subtree = res.ID
+	}()
+	return f
+}
+
+// saveFSPath backs up one file system entry (not following links). prev is
+// the entry in the parent snapshot and prevTree its subtree for directories.
+func (a *archiver) saveFSPath(fsPath, snapPath, name string, prev *tree.Node, prevTree *tree.Tree) *future {
+	if a.ctx.Err() != nil {
+		return &future{done: closedChan(), err: context.Cause(a.ctx)}
+	}
+	if a.opts.Excludes.Match(snapPath) {
+		return resolved(tree.Node{}, true)
+	}
+	node, xerr, err := a.names.NodeFromLstat(fsPath, name)
+	if err != nil {
+		a.warn(fsPath, err)
+		return resolved(tree.Node{}, true)
+	}
+	if xerr != nil {
+		a.warn(fsPath, xerr)
+	}
+	switch node.Type {
+	case tree.File:
+		return a.saveFile(fsPath, node, prev)
+	case tree.Dir:
+		return a.saveDir(fsPath, snapPath, node, prev, prevTree)
+	case tree.Socket:
+		a.warn(fsPath, errors.New("socket recorded as an entry; its connections are not backed up"))
+	}
+	return resolved(node, false)
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func (a *archiver) saveDir(fsPath, snapPath string, node tree.Node, prev *tree.Node, prevTree *tree.Tree) *future {
+	if prev != nil && prev.Type != tree.Dir {
+		prev, prevTree = nil, nil
+	} else if prev != nil && prevTree == nil {
+		prevTree = a.loadTree(prev.Subtree)
+	}
+	d, err := os.Open(fsPath)
+	if err != nil {
+		a.warn(fsPath, err)
+		return resolved(tree.Node{}, true)
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		a.warn(fsPath, fmt.Errorf("read directory: %w", err))
+		return resolved(tree.Node{}, true)
+	}
+	sort.Strings(names)
+	futures := make([]*future, 0, len(names))
+	for _, n := range names {
+		childSnap := snapPath + "/" + n
+		if snapPath == "/" {
+			childSnap = "/" + n
+		}
+		futures = append(futures, a.saveFSPath(filepath.Join(fsPath, n), childSnap, n, findIn(prevTree, n), nil))
+	}
+	return a.finishDir(node, futures, prev)
+}
+
+// unchanged reports whether the file can be taken from the parent snapshot.
+func (a *archiver) unchanged(node tree.Node, prev *tree.Node) bool {
+	if prev == nil || prev.Type != tree.File || prev.Size != node.Size || prev.ModTime != node.ModTime ||
+		prev.ChangeTime != node.ChangeTime || prev.Inode != node.Inode {
+		return false
+	}
+	idx := a.repo.Index()
+	for _, id := range prev.Content {
+		if !idx.Has(id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *archiver) saveFile(fsPath string, node tree.Node, prev *tree.Node) *future {
+	a.totalFiles.Add(1)
+	if a.unchanged(node, prev) {
+		node.Content, node.ChunkSizes = prev.Content, prev.ChunkSizes
+		a.filesUnmodified.Add(1)
+		a.totalBytes.Add(node.Size)
+		if p := a.opts.Progress; p != nil {
+			p.Files.Add(1)
+			p.Bytes.Add(int64(node.Size))
+		}
+		return resolved(node, false)
+	}
+	select {
+	case a.fileSem <- struct{}{}:
+	case <-a.ctx.Done():
+		return &future{done: closedChan(), err: context.Cause(a.ctx)}
+	}
+	f := &future{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer func() { <-a.fileSem }()
+		content, sizes, size, err := a.readFile(fsPath, node)
+		if err != nil {
+			if a.ctx.Err() != nil {
+				f.err = context.Cause(a.ctx)
+				return
+			}
+			a.warn(fsPath, err)
+			f.skip = true
+			return
+		}
+		node.Content, node.ChunkSizes, node.Size = content, sizes, size
+		if prev != nil {
+			a.filesChanged.Add(1)
+		} else {
+			a.filesNew.Add(1)
+		}
+		a.filesRead.Add(1)
+		a.totalBytes.Add(size)
+		if p := a.opts.Progress; p != nil {
+			p.Files.Add(1)
+		}
+		f.node = node
+	}()
+	return f
+}
+
+func openNoFollow(p string) (*os.File, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		// O_NOATIME is only allowed to the owner (or root).
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// readFile chunks a file and saves its blobs, returning the content IDs
+// and the number of bytes read.
+func (a *archiver) readFile(fsPath string, node tree.Node) ([]crypto.ID, []uint32, uint64, error) {
+	f, err := openNoFollow(fsPath)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, nil, 0, fmt.Errorf("fstat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != node.Inode {
+		return nil, nil, 0, errors.New("file was replaced during the backup; skipped")
+	}
+	return a.chunkStream(f, repo.KindFiles, node.Size)
+}
+
+type countingReader struct {
+	r io.Reader
+	n uint64
+	p *Progress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += uint64(n)
+	if c.p != nil {
+		c.p.Bytes.Add(int64(n))
+	}
+	return n, err
+}
+
+// chunkStream cuts rd into chunks and hands them to the blob workers,
+// returning the content IDs in order and the bytes read. sizeHint (the
+// expected length) lets inputs smaller than one chunk skip the chunker.
+func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64) ([]crypto.ID, []uint32, uint64, error) {
+	params := a.repo.Config().ChunkParams(kind)
+	cr := &countingReader{r: rd, p: a.opts.Progress}
+	var wg sync.WaitGroup
+	var ids []*crypto.ID
+	var sizes []uint32
+	submit := func(buf *[]byte) bool {
+		id := new(crypto.ID)
+		ids = append(ids, id)
+		sizes = append(sizes, uint32(len(*buf)))
+		wg.Add(1)
+		select {
+		case a.blobJobs <- blobJob{buf: buf, dst: id, done: &wg}:
+			return true
+		case <-a.ctx.Done():
+			wg.Done()
+			a.pool.Put(buf)
+			return false
+		}
+	}
+	readErr := func() error {
+		var src io.Reader = cr
+		if sizeHint < uint64(params.Min) {
+			buf := a.pool.Get(int(sizeHint) + 1)
+			n, err := io.ReadFull(cr, *buf)
+			switch {
+			case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+				*buf = (*buf)[:n]
+				if n == 0 {
+					a.pool.Put(buf)
+					return nil
+				}
+				submit(buf)
+				return nil
+			case err != nil:
+				a.pool.Put(buf)
+				return err
+			}
+			// The input is longer than expected (a growing file): chunk
+			// what was read together with the rest.
+			prefix := append([]byte(nil), *buf...)
+			a.pool.Put(buf)
+			src = io.MultiReader(bytes.NewReader(prefix), cr)
+		}
+		c := chunk.New(src, a.repo.Config().Polynomial, chunk.Params{Min: params.Min, Max: params.Max, AvgBits: params.AvgBits}, &a.pool)
+		for {
+			buf, err := c.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if !submit(buf) {
+				return context.Cause(a.ctx)
+			}
+		}
+	}()
+	wg.Wait()
+	if err := context.Cause(a.ctx); err != nil {
+		return nil, nil, 0, err
+	}
+	if readErr != nil {
+		return nil, nil, 0, readErr
+	}
+	out := make([]crypto.ID, len(ids))
+	for i, id := range ids {
+		out[i] = *id
+	}
+	return out, sizes, cr.n, nil
+}
+
+// saveStream stores a stream as a file node; a read error fails the backup.
+func (a *archiver) saveStream(s *Stream, name string) *future {
+	f := &future{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		kind := s.Kind
+		if kind == "" {
+			kind = repo.KindFiles
+		}
+		start := time.Now()
+		content, sizes, size, err := a.chunkStream(s.Reader, kind, 1<<62)
+		if err != nil {
+			f.err = fmt.Errorf("read %s: %w", s.Path, err)
+			a.fail(f.err)
+			return
+		}
+		mode := s.Mode
+		if mode == 0 {
+			mode = 0o600
+		}
+		now := start.UnixNano()
+		f.node = tree.Node{Name: name, Type: tree.File, Mode: mode, Size: size, Content: content, ChunkSizes: sizes,
+			ModTime: now, ChangeTime: now, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Links: 1}
+		a.filesNew.Add(1)
+		a.totalFiles.Add(1)
+		a.totalBytes.Add(size)
+		a.streamMu.Lock()
+		a.streamSizes[s.Path] = size
+		a.streamMu.Unlock()
+		if p := a.opts.Progress; p != nil {
+			p.Files.Add(1)
+		}
+	}()
+	return f
+}

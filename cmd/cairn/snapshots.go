@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/tree"
+)
+
+// findSnapshot resolves "latest", a full ID or a unique ID prefix.
+func findSnapshot(ctx context.Context, r *repo.Repository, ref string, host string) (*repo.Snapshot, error) {
+	sns, err := r.ListSnapshots(ctx)
+	if err != nil && len(sns) == 0 {
+		return nil, err
+	}
+	if ref == "latest" {
+		for i := len(sns) - 1; i >= 0; i-- {
+			if host == "" || sns[i].Hostname == host {
+				return sns[i], nil
+			}
+		}
+		return nil, fmt.Errorf("no snapshot found")
+	}
+	var match []*repo.Snapshot
+	for _, sn := range sns {
+		if strings.HasPrefix(sn.ID.String(), strings.ToLower(ref)) {
+			match = append(match, sn)
+		}
+	}
+	switch {
+	case ref == "" || len(match) == 0:
+		return nil, fmt.Errorf("no snapshot matches %q", ref)
+	case len(match) > 1:
+		return nil, fmt.Errorf("snapshot prefix %q is ambiguous (%d snapshots)", ref, len(match))
+	}
+	return match[0], nil
+}
+
+// findParent returns the newest snapshot of the same host and paths.
+func findParent(sns []*repo.Snapshot, host string, paths []string) *repo.Snapshot {
+	want := slices.Clone(paths)
+	sort.Strings(want)
+	for i := len(sns) - 1; i >= 0; i-- {
+		sn := sns[i]
+		got := slices.Clone(sn.Paths)
+		sort.Strings(got)
+		if sn.Hostname == host && slices.Equal(got, want) {
+			return sn
+		}
+	}
+	return nil
+}
+
+func loadTree(ctx context.Context, r *repo.Repository, id crypto.ID) (*tree.Tree, error) {
+	raw, err := r.LoadBlob(ctx, id, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load tree %s: %w", id.Short(), err)
+	}
+	return tree.Decode(raw)
+}
+
+// findNode resolves a slash path in a snapshot. "/" returns a synthetic
+// directory node for the root.
+func findNode(ctx context.Context, r *repo.Repository, root crypto.ID, p string) (*tree.Node, error) {
+	p = path.Clean("/" + p)
+	node := &tree.Node{Name: "/", Type: tree.Dir, Subtree: root}
+	if p == "/" {
+		return node, nil
+	}
+	for _, comp := range strings.Split(p[1:], "/") {
+		if node.Type != tree.Dir {
+			return nil, fmt.Errorf("%s: not found in snapshot (%s is not a directory)", p, node.Name)
+		}
+		t, err := loadTree(ctx, r, node.Subtree)
+		if err != nil {
+			return nil, err
+		}
+		node = t.Find(comp)
+		if node == nil {
+			return nil, fmt.Errorf("%s: not found in snapshot", p)
+		}
+	}
+	return node, nil
+}
+
+// walkTree calls fn for every node below the tree id, depth first, with its path.
+func walkTree(ctx context.Context, r *repo.Repository, id crypto.ID, dir string, fn func(p string, n *tree.Node) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := loadTree(ctx, r, id)
+	if err != nil {
+		return err
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		p := path.Join(dir, n.Name)
+		if err := fn(p, n); err != nil {
+			return err
+		}
+		if n.Type == tree.Dir {
+			if err := walkTree(ctx, r, n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func formatBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.3f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

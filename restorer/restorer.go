@@ -1,0 +1,492 @@
+// Package restorer rebuilds files from a snapshot tree: directories first,
+// then file contents read pack by pack with merged range reads and written
+// out of order, then links and metadata, directories last.
+package restorer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/fsmeta"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/pathmatch"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/tree"
+)
+
+// Options configure a restore.
+type Options struct {
+	Target   string
+	Includes pathmatch.List // empty: everything
+	Excludes pathmatch.List
+	// Chown restores ownership (only works as root).
+	Chown bool
+	// Warn receives per-entry failures; the restore goes on.
+	Warn func(path string, err error)
+	// Workers reading packs in parallel (default 4).
+	Workers int
+	// BytesWritten, when set, is advanced as content is written.
+	BytesWritten *atomic.Int64
+}
+
+// Stats describe a finished restore.
+type Stats struct {
+	Files, Dirs, Links, Special int
+	Bytes                       uint64
+	Warnings                    int
+}
+
+type entry struct {
+	node   *tree.Node
+	target string // absolute path in the target directory
+	snap   string // path in the snapshot
+	depth  int
+	linkTo string // for hardlinks: the first restored path of the inode
+}
+
+type fileState struct {
+	mu        sync.Mutex
+	f         *os.File
+	remaining int
+	failed    bool
+}
+
+type restorer struct {
+	r        *repo.Repository
+	opts     Options
+	warnings atomic.Int64
+	dirs     []*entry
+	files    []*entry
+	links    []*entry // symlinks, hardlinks and special files, made after content
+	states   map[string]*fileState
+	stats    Stats
+}
+
+func (rs *restorer) warn(p string, err error) {
+	rs.warnings.Add(1)
+	if rs.opts.Warn != nil {
+		rs.opts.Warn(p, err)
+	}
+}
+
+// Restore writes the tree rootID (of a snapshot) below opts.Target.
+func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Options) (Stats, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	target, err := filepath.Abs(opts.Target)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore target: %w", err)
+	}
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return Stats{}, fmt.Errorf("create restore target: %w", err)
+	}
+	if fi, err := os.Lstat(target); err != nil || !fi.IsDir() {
+		return Stats{}, fmt.Errorf("restore target %s is not a directory", target)
+	}
+	opts.Target = target
+	rs := &restorer{r: r, opts: opts, states: map[string]*fileState{}}
+	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
+		return Stats{}, err
+	}
+	if err := rs.makeDirs(); err != nil {
+		return Stats{}, err
+	}
+	if err := rs.writeContents(ctx); err != nil {
+		return Stats{}, err
+	}
+	rs.makeLinksAndMeta(ctx)
+	rs.stats.Warnings = int(rs.warnings.Load())
+	return rs.stats, ctx.Err()
+}
+
+func (rs *restorer) selected(snap string, isDir bool) (include, descend bool) {
+	if rs.opts.Excludes.Match(snap) {
+		return false, false
+	}
+	if len(rs.opts.Includes) == 0 || rs.opts.Includes.Match(snap) {
+		return true, isDir
+	}
+	if isDir && rs.opts.Includes.MatchPrefix(snap) {
+		return false, true
+	}
+	return false, false
+}
+
+// plan walks the tree and records every entry to restore.
+func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir string, depth int, hardlinks map[[2]uint64]string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	raw, err := rs.r.LoadBlob(ctx, id, nil)
+	if err != nil {
+		return fmt.Errorf("load tree of %s: %w", snapDir, err)
+	}
+	t, err := tree.Decode(raw)
+	if err != nil {
+		return fmt.Errorf("tree of %s: %w", snapDir, err)
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		snap := path.Join(snapDir, n.Name)
+		// tree.Decode rejects names with '/', "." and "..", so the join
+		// cannot leave the target.
+		tgt := filepath.Join(targetDir, n.Name)
+		include, descend := rs.selected(snap, n.Type == tree.Dir)
+		if !include && !descend {
+			continue
+		}
+		e := &entry{node: n, target: tgt, snap: snap, depth: depth + 1}
+		switch n.Type {
+		case tree.Dir:
+			before := len(rs.dirs)
+			rs.dirs = append(rs.dirs, e)
+			if err := rs.plan(ctx, n.Subtree, snap, tgt, depth+1, hardlinks); err != nil {
+				return err
+			}
+			if !include && len(rs.dirs) == before+1 && !rs.hasChildren(tgt) {
+				rs.dirs = rs.dirs[:before] // only descended, nothing inside matched
+			}
+		case tree.File:
+			if n.Links > 1 {
+				key := [2]uint64{n.Device, n.Inode}
+				if first, ok := hardlinks[key]; ok {
+					e.linkTo = first
+					rs.links = append(rs.links, e)
+					continue
+				}
+				hardlinks[key] = tgt
+			}
+			rs.files = append(rs.files, e)
+		default:
+			rs.links = append(rs.links, e)
+		}
+	}
+	return nil
+}
+
+// hasChildren reports whether any planned entry lies below dir.
+func (rs *restorer) hasChildren(dir string) bool {
+	prefix := dir + string(filepath.Separator)
+	for _, list := range [][]*entry{rs.files, rs.links} {
+		if len(list) > 0 && len(list[len(list)-1].target) > len(prefix) && list[len(list)-1].target[:len(prefix)] == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDir makes sure p is a real directory (not a symlink planted in the
+// target) before anything is written into it.
+func checkDir(p string) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory (symlinks are never followed)", p)
+	}
+	return nil
+}
+
+func (rs *restorer) makeDirs() error {
+	for _, d := range rs.dirs {
+		if err := os.Mkdir(d.target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			rs.warn(d.snap, err)
+			continue
+		}
+		if err := checkDir(d.target); err != nil {
+			return fmt.Errorf("refusing to restore into %s: %w", d.target, err)
+		}
+		rs.stats.Dirs++
+	}
+	return nil
+}
+
+// blobUse is one place a blob's plaintext goes.
+type blobUse struct {
+	state  *fileState
+	entry  *entry
+	offset int64
+}
+
+type packBlob struct {
+	id   crypto.ID
+	loc  index.Location
+	size uint32
+	uses []blobUse
+}
+
+type packRead struct {
+	pack  crypto.ID
+	t     index.BlobType
+	blobs []*packBlob
+}
+
+// maxGap is the largest hole between two needed blobs that is read through
+// rather than split into two requests.
+const maxGap = 1 << 20
+
+func (rs *restorer) writeContents(ctx context.Context) error {
+	idx := rs.r.Index()
+	byBlob := map[crypto.ID]*packBlob{}
+	byPack := map[crypto.ID]*packRead{}
+	for _, e := range rs.files {
+		st := &fileState{}
+		rs.states[e.target] = st
+		// Create (truncate) now, so empty files exist and sizes are right.
+		f, err := os.OpenFile(e.target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			rs.warn(e.snap, err)
+			st.failed = true
+			continue
+		}
+		if e.node.Size > 0 {
+			if err := f.Truncate(int64(e.node.Size)); err != nil {
+				rs.warn(e.snap, err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			rs.warn(e.snap, err)
+		}
+		rs.stats.Files++
+		rs.stats.Bytes += e.node.Size
+		if len(e.node.ChunkSizes) != len(e.node.Content) {
+			rs.warn(e.snap, errors.New("tree node lists blobs without sizes"))
+			st.failed = true
+			continue
+		}
+		var off int64
+		for j, id := range e.node.Content {
+			pb := byBlob[id]
+			if pb == nil {
+				loc, ok := idx.Lookup(id)
+				if !ok {
+					rs.warn(e.snap, fmt.Errorf("data blob %s is missing from the repository", id.Short()))
+					st.failed = true
+					off += int64(e.node.ChunkSizes[j])
+					continue
+				}
+				pb = &packBlob{id: id, loc: loc, size: e.node.ChunkSizes[j]}
+				byBlob[id] = pb
+				pr := byPack[loc.Pack]
+				if pr == nil {
+					pr = &packRead{pack: loc.Pack, t: loc.Type}
+					byPack[loc.Pack] = pr
+				}
+				pr.blobs = append(pr.blobs, pb)
+			}
+			pb.uses = append(pb.uses, blobUse{state: st, entry: e, offset: off})
+			st.remaining++
+			off += int64(e.node.ChunkSizes[j])
+		}
+	}
+	packs := make([]*packRead, 0, len(byPack))
+	for _, p := range byPack {
+		sort.Slice(p.blobs, func(i, j int) bool { return p.blobs[i].loc.Offset < p.blobs[j].loc.Offset })
+		packs = append(packs, p)
+	}
+	sort.Slice(packs, func(i, j int) bool { return packs[i].pack.String() < packs[j].pack.String() })
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan *packRead)
+	var wg sync.WaitGroup
+	for w := 0; w < rs.opts.Workers; w++ {
+		wg.Go(func() {
+			for p := range jobs {
+				if err := rs.restorePack(ctx, p); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	for _, p := range packs {
+		select {
+		case jobs <- p:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	// Close whatever is still open (files whose blobs failed).
+	for _, st := range rs.states {
+		if st.f != nil {
+			st.f.Close()
+			st.f = nil
+		}
+	}
+	return context.Cause(ctx)
+}
+
+// restorePack reads the needed ranges of one pack and writes each blob to
+// every place it is used.
+func (rs *restorer) restorePack(ctx context.Context, p *packRead) error {
+	h := backend.Handle{Type: backend.DataPack, Name: p.pack.String()}
+	if p.t == index.TreeBlob {
+		h.Type = backend.TreePack
+	}
+	blobs := p.blobs
+	for len(blobs) > 0 {
+		// Merge blobs separated by small gaps into one ranged read.
+		start := int64(blobs[0].loc.Offset)
+		end := start + int64(blobs[0].loc.Length)
+		n := 1
+		for n < len(blobs) && int64(blobs[n].loc.Offset)-end <= maxGap && int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= 32<<20 {
+			end = max(end, int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length))
+			n++
+		}
+		data, err := rs.r.Backend().Load(ctx, h, start, end-start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rs.failBlobs(blobs[:n], fmt.Errorf("read pack %s: %w", p.pack.Short(), err))
+		} else {
+			var plain []byte
+			for _, b := range blobs[:n] {
+				lo := int64(b.loc.Offset) - start
+				hi := lo + int64(b.loc.Length)
+				if hi > int64(len(data)) {
+					rs.failBlobs([]*packBlob{b}, fmt.Errorf("pack %s is truncated", p.pack.Short()))
+					continue
+				}
+				plain, err = rs.r.DecodeBlob(b.id, data[lo:hi], plain[:0])
+				if err != nil {
+					rs.failBlobs([]*packBlob{b}, err)
+					continue
+				}
+				if len(plain) != int(b.size) {
+					rs.failBlobs([]*packBlob{b}, fmt.Errorf("blob %s has %d bytes, the tree says %d", b.id.Short(), len(plain), b.size))
+					continue
+				}
+				for _, u := range b.uses {
+					rs.write(u, plain)
+				}
+			}
+		}
+		blobs = blobs[n:]
+	}
+	return nil
+}
+
+func (rs *restorer) failBlobs(blobs []*packBlob, err error) {
+	for _, b := range blobs {
+		for _, u := range b.uses {
+			u.state.mu.Lock()
+			first := !u.state.failed
+			u.state.failed = true
+			u.state.remaining--
+			if u.state.remaining == 0 && u.state.f != nil {
+				u.state.f.Close()
+				u.state.f = nil
+			}
+			u.state.mu.Unlock()
+			if first {
+				rs.warn(u.entry.snap, err)
+			}
+		}
+	}
+}
+
+// write puts one blob into one file, opening the file on first use and
+// closing it after its last blob.
+func (rs *restorer) write(u blobUse, data []byte) {
+	st := u.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.f == nil && !st.failed {
+		f, err := os.OpenFile(u.entry.target, os.O_WRONLY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			st.failed = true
+			rs.warn(u.entry.snap, err)
+		} else {
+			st.f = f
+		}
+	}
+	if st.f != nil {
+		if _, err := st.f.WriteAt(data, u.offset); err != nil {
+			st.failed = true
+			rs.warn(u.entry.snap, err)
+		} else if rs.opts.BytesWritten != nil {
+			rs.opts.BytesWritten.Add(int64(len(data)))
+		}
+	}
+	st.remaining--
+	if st.remaining == 0 && st.f != nil {
+		if err := st.f.Close(); err != nil {
+			st.failed = true
+			rs.warn(u.entry.snap, err)
+		}
+		st.f = nil
+	}
+}
+
+// makeLinksAndMeta creates symlinks, hardlinks and special files, then sets
+// metadata: files first, directories last and deepest first, because
+// creating entries changes a directory's mtime.
+func (rs *restorer) makeLinksAndMeta(ctx context.Context) {
+	chown := rs.opts.Chown
+	for _, e := range rs.files {
+		if st := rs.states[e.target]; st != nil && st.failed {
+			continue
+		}
+		if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
+			rs.warn(e.snap, err)
+		}
+	}
+	for _, e := range rs.links {
+		if ctx.Err() != nil {
+			return
+		}
+		// Replace whatever is in the way; never follow it.
+		if fi, err := os.Lstat(e.target); err == nil && !fi.IsDir() {
+			_ = os.Remove(e.target)
+		}
+		var err error
+		switch {
+		case e.linkTo != "":
+			err = os.Link(e.linkTo, e.target)
+			if err == nil {
+				rs.stats.Links++
+				continue // shares the inode's metadata
+			}
+		case e.node.Type == tree.Symlink:
+			err = os.Symlink(e.node.LinkTarget, e.target)
+			if err == nil {
+				rs.stats.Links++
+			}
+		default:
+			err = fsmeta.Mknod(e.target, e.node)
+			if err == nil {
+				rs.stats.Special++
+			}
+		}
+		if err != nil {
+			rs.warn(e.snap, err)
+			continue
+		}
+		if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
+			rs.warn(e.snap, err)
+		}
+	}
+	dirs := append([]*entry(nil), rs.dirs...)
+	sort.SliceStable(dirs, func(i, j int) bool { return dirs[i].depth > dirs[j].depth })
+	for _, d := range dirs {
+		if err := fsmeta.Apply(d.target, d.node, chown); err != nil {
+			rs.warn(d.snap, err)
+		}
+	}
+}
