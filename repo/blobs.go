@@ -197,7 +197,7 @@ func (r *Repository) startUpload(ctx context.Context, p *packer) error {
 	go func() {
 		defer r.uploadWG.Done()
 		defer func() { <-r.uploadSem }()
-		if err := r.uploadPack(ctx, p); err != nil {
+		if err := r.uploadPack(r.bgCtx, p); err != nil {
 			r.mu.Lock()
 			if r.uploadErr == nil {
 				r.uploadErr = err

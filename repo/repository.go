@@ -49,6 +49,11 @@ type Options struct {
 // Repository is an open repository. Its methods are safe for concurrent use.
 type Repository struct {
 	be    backend.Backend
+	// bgCtx bounds background pack uploads. It is the context given to
+	// Open or Init, not a per-call one: a caller's short-lived context
+	// (one archiver run, one SaveBlob) must not cancel an upload that
+	// other blobs share.
+	bgCtx context.Context
 	key   *crypto.Key
 	keyID string
 	cfg   Config
@@ -81,7 +86,7 @@ func (o *Options) withDefaults() Options {
 	return v
 }
 
-func newRepository(be backend.Backend, key *crypto.Key, keyID string, cfg *Config, opts Options) (*Repository, error) {
+func newRepository(ctx context.Context, be backend.Backend, key *crypto.Key, keyID string, cfg *Config, opts Options) (*Repository, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, fmt.Errorf("init zstd encoder: %w", err)
@@ -91,7 +96,7 @@ func newRepository(be backend.Backend, key *crypto.Key, keyID string, cfg *Confi
 		return nil, fmt.Errorf("init zstd decoder: %w", err)
 	}
 	r := &Repository{
-		be: be, key: key, keyID: keyID, cfg: *cfg, opts: opts,
+		be: be, bgCtx: ctx, key: key, keyID: keyID, cfg: *cfg, opts: opts,
 		idx: index.New(), enc: enc, dec: dec,
 		inFlight:  make(map[crypto.ID]struct{}),
 		uploadSem: make(chan struct{}, opts.Uploads),
@@ -138,7 +143,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRepository(be, key, "", cfg, opts)
+	r, err := newRepository(ctx, be, key, "", cfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +164,8 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	return r, nil
 }
 
-// Open unlocks the repository with password. It returns ErrNoRepository when
+// Open unlocks the repository with password. ctx also bounds the
+// repository's background uploads for the lifetime of the handle. It returns ErrNoRepository when
 // there is no config and ErrWrongPassword when no key opens.
 func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
@@ -202,7 +208,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, err
 	}
-	return newRepository(be, key, keyID, cfg, opts)
+	return newRepository(ctx, be, key, keyID, cfg, opts)
 }
 
 func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.KeyFile, error) {

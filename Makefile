@@ -1,0 +1,36 @@
+# cairn build, test and benchmark entry points. `make test` is the one
+# command CI runs (through .ci/run).
+GO      ?= go
+BIN     := bin/cairn
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test unit lint bench demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cairn
+
+# Everything the project tests: lint, unit and integration tests, and a
+# short fuzz pass over every decoder.
+test: lint
+	$(GO) test -count=1 -timeout 20m ./...
+	./scripts/fuzz.sh 10s
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./index ./repo
+	./scripts/bench.sh
+
+fuzz:
+	./scripts/fuzz.sh 60s
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,3 @@
+// Package compat holds the format compatibility tests: repositories written
+// by earlier versions (testdata/golden-repo) must stay readable forever.
+package compat

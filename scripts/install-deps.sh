@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what builds and tests need, idempotently. Safe to run often:
+# every step checks first. Go modules are fetched by `go mod download`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v setfattr >/dev/null || need_apt+=(attr)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ]; then
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+	else
+		echo "install-deps: please install: ${need_apt[*]}" >&2
+	fi
+fi
+go mod download
+echo "install-deps: ok"
