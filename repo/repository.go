@@ -48,7 +48,7 @@ type Options struct {
 
 // Repository is an open repository. Its methods are safe for concurrent use.
 type Repository struct {
-	be    backend.Backend
+	be backend.Backend
 	// bgCtx bounds background pack uploads. It is the context given to
 	// Open or Init, not a per-call one: a caller's short-lived context
 	// (one archiver run, one SaveBlob) must not cancel an upload that
