@@ -172,7 +172,7 @@ func (idx *Index) merge() {
 	}
 	idx.buckets[numBuckets] = sum
 	idx.table = table
-	clear(idx.pending)
+	idx.pending = make(map[crypto.ID]loc) // clear() would keep the grown table
 }
 
 func (idx *Index) lookup(id crypto.ID) (loc, bool) {

@@ -31,6 +31,20 @@ type backupFlags struct {
 	timeStr          string
 	excludes         []string
 	parent           string
+	// Flags of the database and cache sources, registered by their files.
+	pg    pgBackupFlags
+	redis redisBackupFlags
+}
+
+// backupSource is one non-file input of a backup: its streams, the source
+// records for the snapshot, and finish, which runs after the streams were
+// read and returns an error if the source failed (then no snapshot is
+// written unless the source is optional).
+type backupSource struct {
+	streams  []archiver.Stream
+	sources  []repo.Source
+	finish   func(res *archiver.Result) error
+	optional bool
 }
 
 // tailBuffer keeps the last max bytes written to it (a command's stderr).
@@ -86,6 +100,8 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
 	fl.StringArrayVarP(&f.excludes, "exclude", "e", nil, "exclude paths matching `pattern` (repeatable)")
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
+	registerPgBackupFlags(fl, &f.pg)
+	registerRedisBackupFlags(fl, &f.redis)
 	return cmd
 }
 
@@ -102,8 +118,8 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	if f.stdin && f.stdinFromCommand {
 		return errors.New("--stdin and --stdin-from-command exclude each other")
 	}
-	if len(paths) == 0 && !f.stdin && !f.stdinFromCommand {
-		return errors.New("nothing to back up: give paths, --stdin or --stdin-from-command")
+	if len(paths) == 0 && !f.stdin && !f.stdinFromCommand && !f.pg.enabled() && !f.redis.enabled() {
+		return errors.New("nothing to back up: give paths, --stdin, --stdin-from-command, --pg or --redis")
 	}
 	snapTime := start
 	if f.timeStr != "" {
@@ -158,36 +174,32 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		parent = findParent(sns, host, snapPaths)
 	}
 
-	var streams []archiver.Stream
-	var cmdErr func() error
-	var sources []repo.Source
+	var extra []backupSource
 	switch {
 	case f.stdin:
-		streams = append(streams, archiver.Stream{Path: "/" + name, Reader: a.stdin})
-		sources = append(sources, repo.Source{Kind: "stdin", Name: "/" + name, Status: "ok"})
+		extra = append(extra, backupSource{
+			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin}},
+			sources: []repo.Source{{Kind: "stdin", Name: "/" + name, Status: "ok"}},
+		})
 	case f.stdinFromCommand:
-		c := exec.CommandContext(ctx, command[0], command[1:]...)
-		stderr := &tailBuffer{max: 64 << 10}
-		c.Stderr = io.MultiWriter(stderr, a.stderr)
-		out, err := c.StdoutPipe()
+		src, err := a.commandSource(ctx, command, "/"+name)
 		if err != nil {
 			return err
 		}
-		if err := c.Start(); err != nil {
-			return fmt.Errorf("start %s: %w", command[0], err)
+		extra = append(extra, src)
+	}
+	for _, add := range []func(context.Context, *backupFlags) ([]backupSource, error){a.pgBackupSources, a.redisBackupSources} {
+		srcs, err := add(ctx, &f)
+		if err != nil {
+			return err
 		}
-		streams = append(streams, archiver.Stream{Path: "/" + name, Reader: out})
-		sources = append(sources, repo.Source{Kind: "command", Name: "/" + name, Status: "ok", Meta: map[string]string{"command": strings.Join(command, " ")}})
-		cmdErr = func() error {
-			if err := c.Wait(); err != nil {
-				msg := stderr.String()
-				if msg != "" {
-					msg = ": " + lastLines(msg, 5)
-				}
-				return fmt.Errorf("command %q failed (%v)%s; no snapshot was written", strings.Join(command, " "), err, msg)
-			}
-			return nil
-		}
+		extra = append(extra, srcs...)
+	}
+	var streams []archiver.Stream
+	var sources []repo.Source
+	for _, e := range extra {
+		streams = append(streams, e.streams...)
+		sources = append(sources, e.sources...)
 	}
 	for _, p := range absPaths {
 		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
@@ -210,20 +222,45 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		},
 	})
 	stopProgress(true)
-	if cmdErr != nil {
-		// The command must be waited for in every case.
-		if werr := cmdErr(); werr != nil {
-			return werr
+	// Every source is finished (commands waited for) whatever happened.
+	var sourceErrs []error
+	skipped := 0
+	for i, e := range extra {
+		if e.finish == nil {
+			continue
 		}
+		ferr := e.finish(res)
+		if ferr == nil {
+			continue
+		}
+		if e.optional && err == nil {
+			fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", ferr)
+			skipped++
+			for j := range extra[i].sources {
+				extra[i].sources[j].Status, extra[i].sources[j].Error = "skipped", ferr.Error()
+			}
+			continue
+		}
+		sourceErrs = append(sourceErrs, ferr)
+	}
+	if len(sourceErrs) > 0 {
+		return fmt.Errorf("%w; no snapshot was written", errors.Join(sourceErrs...))
 	}
 	if err != nil {
 		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
+	}
+	sources = sources[:0]
+	for _, e := range extra {
+		sources = append(sources, e.sources...)
+	}
+	for _, p := range absPaths {
+		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
 	}
 	if err := r.Flush(ctx); err != nil {
 		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
 	}
 	for i := range sources {
-		if sz, ok := res.StreamSizes[sources[i].Name]; ok {
+		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != "skipped" {
 			sources[i].Size = sz
 		}
 	}
@@ -253,10 +290,38 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		return err
 	}
 	a.printBackupSummary(id, res, parent, end.Sub(start))
-	if len(warned) > 0 {
-		return fmt.Errorf("%w: %d file(s) or directories were skipped", errPartial, len(warned))
+	if len(warned) > 0 || skipped > 0 {
+		return fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, len(warned), skipped)
 	}
 	return nil
+}
+
+// commandSource runs a command and stores its standard output at path.
+func (a *app) commandSource(ctx context.Context, command []string, path string) (backupSource, error) {
+	c := exec.CommandContext(ctx, command[0], command[1:]...)
+	stderr := &tailBuffer{max: 64 << 10}
+	c.Stderr = io.MultiWriter(stderr, a.stderr)
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return backupSource{}, err
+	}
+	if err := c.Start(); err != nil {
+		return backupSource{}, fmt.Errorf("start %s: %w", command[0], err)
+	}
+	return backupSource{
+		streams: []archiver.Stream{{Path: path, Reader: out}},
+		sources: []repo.Source{{Kind: "command", Name: path, Status: "ok", Meta: map[string]string{"command": strings.Join(command, " ")}}},
+		finish: func(*archiver.Result) error {
+			if err := c.Wait(); err != nil {
+				msg := stderr.String()
+				if msg != "" {
+					msg = ": " + lastLines(msg, 5)
+				}
+				return fmt.Errorf("command %q failed (%v)%s", strings.Join(command, " "), err, msg)
+			}
+			return nil
+		},
+	}, nil
 }
 
 func lastLines(s string, n int) string {

@@ -34,14 +34,16 @@ func (a *app) moreCommands() []*cobra.Command {
 func (a *app) restoreCommand() *cobra.Command {
 	var target, host string
 	var includes, excludes []string
+	var pgFlags pgRestoreFlags
+	var redisFlags redisRestoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore SNAPSHOT --target DIR",
-		Short: "Restore a snapshot (ID, unique prefix or 'latest') into a directory",
+		Use:   "restore SNAPSHOT --target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR",
+		Short: "Restore a snapshot (ID, unique prefix or 'latest') into a directory, a database or Redis",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if target == "" {
-				return errors.New("--target is required")
+			if target == "" && !pgFlags.enabled() && !redisFlags.enabled() {
+				return errors.New("give a destination: --target DIR for files, --pg-target URL for PostgreSQL, --redis-target or --redis-rdb-dir for Redis")
 			}
 			inc, err := pathmatch.ParseList(includes)
 			if err != nil {
@@ -59,6 +61,15 @@ func (a *app) restoreCommand() *cobra.Command {
 			sn, err := findSnapshot(ctx, r, args[0], host)
 			if err != nil {
 				return err
+			}
+			if err := a.pgRestore(ctx, r, sn, &pgFlags); err != nil {
+				return err
+			}
+			if err := a.redisRestore(ctx, r, sn, &redisFlags); err != nil {
+				return err
+			}
+			if target == "" {
+				return nil
 			}
 			start := time.Now()
 			var written atomic.Int64
@@ -96,6 +107,8 @@ func (a *app) restoreCommand() *cobra.Command {
 	fl.StringArrayVarP(&includes, "include", "i", nil, "restore only paths matching `pattern` (repeatable)")
 	fl.StringArrayVarP(&excludes, "exclude", "e", nil, "do not restore paths matching `pattern` (repeatable)")
 	fl.StringVar(&host, "host", "", "with 'latest': the newest snapshot of this `host`")
+	registerPgRestoreFlags(fl, &pgFlags)
+	registerRedisRestoreFlags(fl, &redisFlags)
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -66,6 +67,7 @@ type app struct {
 	passwordFile    string
 	passwordCommand string
 	jsonOutput      bool
+	cpuProfile      string
 	quiet           bool
 	stdin           io.Reader
 	stdout, stderr  io.Writer
@@ -108,6 +110,23 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.passwordCommand, "password-command", os.Getenv("CAIRN_PASSWORD_COMMAND"), "run `command` and use its output as the password; env CAIRN_PASSWORD_COMMAND")
 	pf.BoolVar(&a.jsonOutput, "json", false, "print machine-readable JSON")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
+	pf.StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to `file` (for development)")
+	_ = pf.MarkHidden("cpu-profile")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if a.cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(a.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return pprof.StartCPUProfile(f)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if a.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}
 	root.AddCommand(
 		a.initCommand(),
 		a.checkCommand(),
