@@ -60,7 +60,7 @@ func (c *Config) validate() error {
 	if c.Version != FormatVersion {
 		return fmt.Errorf("repository format version %d is not supported (this cairn reads version %d)", c.Version, FormatVersion)
 	}
-	if !c.Polynomial.Irreducible() {
+	if c.Polynomial.Deg() != 53 || !c.Polynomial.Irreducible() {
 		return fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
 	}
 	// Packs stay under 32 MiB so every blob offset fits the compact
@@ -71,8 +71,15 @@ func (c *Config) validate() error {
 	if _, ok := c.Chunking[KindFiles]; !ok {
 		return fmt.Errorf("config: no chunk parameters for %q", KindFiles)
 	}
+	if len(c.ID) != 64 {
+		return fmt.Errorf("config: invalid repository id %q", c.ID)
+	}
+	if c.Compression != "zstd" {
+		return fmt.Errorf("config: unknown compression %q", c.Compression)
+	}
 	for k, p := range c.Chunking {
-		if p.Min == 0 || p.Max <= p.Min || p.Max > 16<<20 || p.AvgBits < 10 || p.AvgBits > 24 {
+		// The chunker's window is 64 bytes; smaller minimums never cut.
+		if p.Min < 64 || uint(1)<<p.AvgBits < p.Min || p.Max <= p.Min || p.Max > 16<<20 || p.AvgBits < 10 || p.AvgBits > 24 {
 			return fmt.Errorf("config: invalid chunk parameters for %q", k)
 		}
 	}

@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v setfattr >/dev/null || need_apt+=(attr)
 command -v python3 >/dev/null || need_apt+=(python3)
+# PostgreSQL 15 server and client tools (initdb/pg_ctl live in
+# /usr/lib/postgresql/15/bin), pgbench, and redis-server for the
+# integration tests; each test starts its own server on 127.0.0.1.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql postgresql-contrib)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ]; then
 		apt-get update -qq

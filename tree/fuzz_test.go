@@ -11,24 +11,11 @@ import (
 	"github.com/cairn-backup/cairn/crypto"
 )
 
-// decoderLenient records known bugs in Decode, which accepts encodings that
-// Encode never produces, so one tree has several encodings (and tree IDs):
-//   - non-minimal uvarints/varints (e.g. 0x80 0x00 for 0) in any field;
-//   - subtree flag 1 followed by an all-zero ID on a non-directory node
-//     (re-encodes as flag 0);
-//   - xattrs out of order or with duplicate names (Encode sorts them);
-//
-// and rejects one that Encode produces:
-//   - minNodeSize is 20, but the smallest node (one-byte name, all fields
-//     zero, not a directory) encodes in 19 bytes, so a tree made only of
-//     such nodes fails the node count check.
-//
-// While it is true, FuzzDecodeTree tolerates exactly the first three
-// differences (the input must be longer than its canonical encoding, or
-// have unsorted xattrs) and still checks everything else, and the unit tests
-// below only log the known cases. Set it to false once Decode is fixed; then
-// decode(x) ok implies encode(decode(x)) == x strictly.
-const decoderLenient = true
+// decoderLenient relaxes the canonical-encoding checks below. It was true
+// while Decode accepted padded varints, null subtree IDs and unsorted
+// xattrs; those are rejected now, so it stays false: a successful decode
+// re-encodes to exactly its input.
+const decoderLenient = false
 
 func fuzzSeedTrees() []*Tree {
 	id := func(c byte) (id crypto.ID) {

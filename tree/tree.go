@@ -138,7 +138,12 @@ func (t *Tree) Encode() ([]byte, error) {
 		b = binary.AppendUvarint(b, n.Rdev)
 		b = appendBytes(b, n.LinkTarget)
 		xs := slices.Clone(n.Xattrs)
-		slices.SortFunc(xs, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+		slices.SortStableFunc(xs, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+		for j := 1; j < len(xs); j++ {
+			if xs[j-1].Name == xs[j].Name {
+				return nil, fmt.Errorf("encode tree: node %q has xattr %q twice", n.Name, xs[j].Name)
+			}
+		}
 		b = binary.AppendUvarint(b, uint64(len(xs)))
 		for _, x := range xs {
 			b = appendBytes(b, x.Name)
@@ -178,7 +183,8 @@ func (d *decoder) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
+		// A padded varint is rejected: one tree, one encoding, one ID.
 		d.fail(what)
 		return 0
 	}
@@ -191,7 +197,7 @@ func (d *decoder) varint(what string) int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
 		d.fail(what)
 		return 0
 	}
@@ -266,7 +272,7 @@ func (n *Node) validate() error {
 }
 
 // minNodeSize is the smallest encoding of a node, to bound allocations.
-const minNodeSize = 20
+const minNodeSize = 19
 
 // Decode parses a tree blob. It never panics on bad input.
 func Decode(data []byte) (*Tree, error) {
@@ -304,7 +310,11 @@ func Decode(data []byte) (*Tree, error) {
 			d.fail("xattr count")
 		}
 		for j := uint64(0); j < nx && d.err == nil; j++ {
-			n.Xattrs = append(n.Xattrs, Xattr{Name: d.bytes("xattr name"), Value: []byte(d.bytes("xattr value"))})
+			x := Xattr{Name: d.bytes("xattr name"), Value: []byte(d.bytes("xattr value"))}
+			if j > 0 && n.Xattrs[j-1].Name >= x.Name {
+				d.fail("xattr order")
+			}
+			n.Xattrs = append(n.Xattrs, x)
 		}
 		nc := d.uvarint("content count")
 		if nc > uint64(len(d.b)/crypto.IDSize) {
@@ -322,6 +332,9 @@ func Decode(data []byte) (*Tree, error) {
 		case 0:
 		case 1:
 			n.Subtree = d.id("subtree id")
+			if d.err == nil && n.Subtree.IsNull() {
+				d.fail("subtree id")
+			}
 		default:
 			d.fail("subtree flag")
 		}
