@@ -87,7 +87,7 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id cr
 	r.mu.Lock()
 	p := r.packers[t]
 	if p == nil {
-		p = &packer{t: t, buf: make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/8)}
+		p = &packer{t: t, buf: r.getPackBuf()}
 		r.packers[t] = p
 	}
 	p.blobs = append(p.blobs, index.BlobEntry{ID: id, Offset: uint32(len(p.buf)), Length: uint32(n), RawLength: uint32(len(data))})
@@ -109,20 +109,61 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id cr
 	return SaveResult{ID: id, Stored: n}, nil
 }
 
+// getBuf returns an empty pooled buffer with room for n bytes.
 func (r *Repository) getBuf(n int) *[]byte {
-	if v := r.bufPool.Get(); v != nil {
-		bp := v.(*[]byte)
-		if cap(*bp) >= n {
-			return bp
-		}
-	}
-	b := make([]byte, 0, n)
-	return &b
+	bp := r.bufs.Get(n)
+	*bp = (*bp)[:0]
+	return bp
 }
 
-func (r *Repository) putBuf(bp *[]byte) {
-	if cap(*bp) <= 16<<20 {
-		r.bufPool.Put(bp)
+func (r *Repository) putBuf(bp *[]byte) { r.bufs.Put(bp) }
+
+// verifyBlob checks a stored blob like DecodeBlob, with pooled buffers.
+func (r *Repository) verifyBlob(id crypto.ID, stored []byte, rawLen int) error {
+	pbp := r.getBuf(len(stored))
+	defer r.putBuf(pbp)
+	plain, err := r.key.Open((*pbp)[:0], stored)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	*pbp = plain
+	if len(plain) < 1 {
+		return fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	}
+	content := plain[1:]
+	if plain[0] == payloadZstd {
+		obp := r.getBuf(rawLen)
+		defer r.putBuf(obp)
+		out, err := r.dec.DecodeAll(plain[1:], (*obp)[:0])
+		if err != nil {
+			return fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+		*obp = out
+		content = out
+	} else if plain[0] != payloadRaw {
+		return fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
+	}
+	if r.key.BlobID(content) != id {
+		return fmt.Errorf("blob %s: %w: content does not hash to its ID", id.Short(), ErrBlobCorrupt)
+	}
+	return nil
+}
+
+// packCap is the capacity of a pack buffer: the target plus room for the
+// blob that crosses it and the header.
+func (r *Repository) packCap() int { return r.cfg.PackSize + r.cfg.PackSize/4 + 1<<20 }
+
+func (r *Repository) getPackBuf() []byte {
+	if v := r.packBufs.Get(); v != nil {
+		return (*v.(*[]byte))[:0]
+	}
+	return make([]byte, 0, r.packCap())
+}
+
+func (r *Repository) putPackBuf(b []byte) {
+	if cap(b) == r.packCap() {
+		b = b[:0]
+		r.packBufs.Put(&b)
 	}
 }
 
@@ -212,7 +253,7 @@ func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
 	// Verify every blob before the pack leaves memory: a bug or bad RAM
 	// must not produce a pack that cannot be read back.
 	for _, b := range p.blobs {
-		if _, err := r.DecodeBlob(b.ID, p.buf[b.Offset:b.Offset+b.Length], nil); err != nil {
+		if err := r.verifyBlob(b.ID, p.buf[b.Offset:b.Offset+b.Length], int(b.RawLength)); err != nil {
 			return fmt.Errorf("verify pack before upload: %w", err)
 		}
 	}
@@ -223,6 +264,7 @@ func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
 	if err := r.be.Save(ctx, backend.Handle{Type: packType(p.t), Name: id.String()}, buf); err != nil {
 		return fmt.Errorf("save pack %s: %w", id.Short(), err)
 	}
+	r.putPackBuf(buf)
 	entry := index.PackEntry{ID: id, Type: p.t, Blobs: p.blobs}
 	r.idx.AddPack(entry)
 	r.mu.Lock()

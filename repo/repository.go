@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
 
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -72,7 +73,8 @@ type Repository struct {
 	unindexed []index.PackEntry // uploaded packs not yet in an index file
 	idxBlobs  int
 	indexMu   sync.Mutex // serializes index file writes
-	bufPool   sync.Pool
+	bufs      chunk.BufferPool
+	packBufs  sync.Pool
 }
 
 func (o *Options) withDefaults() Options {
