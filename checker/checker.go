@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
@@ -79,7 +80,9 @@ type checker struct {
 	res  Result
 	// packs indexed: pack ID -> expected blobs
 	indexed map[crypto.ID]index.PackEntry
-	stored  map[crypto.ID]int64 // packs in the backend -> size
+	// packs awaiting deletion by prune
+	obsolete map[crypto.ID]index.ObsoletePack
+	stored   map[crypto.ID]int64 // packs in the backend -> size
 }
 
 func (c *checker) add(sev Severity, obj, format string, args ...any) {
@@ -132,47 +135,16 @@ func (c *checker) checkKeys(ctx context.Context) error {
 }
 
 func (c *checker) loadIndex(ctx context.Context) error {
-	be := c.r.Backend()
-	var names []string
-	if err := be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list index files: %w", err)
+	st, err := c.r.ReadIndexState(ctx, func(name string, err error) {
+		c.add(Error, "index/"+name, "%v", err)
+	})
+	if err != nil {
+		return err
 	}
-	files := map[string]*index.File{}
-	superseded := map[string]bool{}
-	for _, n := range names {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		f, err := c.r.LoadIndexFile(ctx, n)
-		if err != nil {
-			c.add(Error, "index/"+n, "%v", err)
-			continue
-		}
-		files[n] = f
-		for _, s := range f.Supersedes {
-			superseded[s.String()] = true
-		}
-	}
-	c.res.IndexFiles = len(names)
-	idx := c.r.Index()
-	for n, f := range files {
-		if superseded[n] {
-			continue
-		}
-		for _, p := range f.Packs {
-			if prev, ok := c.indexed[p.ID]; ok {
-				prev.Blobs = append(prev.Blobs, p.Blobs...)
-				c.indexed[p.ID] = prev
-			} else {
-				c.indexed[p.ID] = p
-			}
-			idx.AddPack(p)
-		}
-	}
-	idx.Compact()
+	c.res.IndexFiles = len(st.All)
+	c.indexed = st.Live
+	c.obsolete = st.Obsolete
+	c.r.UseIndexState(st)
 	return nil
 }
 
@@ -220,9 +192,14 @@ func (c *checker) listPacks(ctx context.Context) error {
 		}
 	}
 	for id, t := range types {
-		if _, ok := c.indexed[id]; !ok {
-			c.add(Note, string(t)+"/"+id.String(), "pack is not in any index (left by an interrupted backup; prune removes it)")
+		if _, ok := c.indexed[id]; ok {
+			continue
 		}
+		if o, ok := c.obsolete[id]; ok {
+			c.add(Note, string(t)+"/"+id.String(), "pack is unused since %s and awaits deletion by prune", time.Unix(o.Since, 0).UTC().Format(time.RFC3339))
+			continue
+		}
+		c.add(Note, string(t)+"/"+id.String(), "pack is not in any index (left by an interrupted backup; prune removes it)")
 	}
 	return nil
 }
@@ -265,8 +242,12 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 			}
 			loc, ok := idx.Lookup(id)
 			if !ok {
-				c.add(Error, obj, "tree %s of %q is not in the index", id.Short(), path)
-				return nil
+				if loc, ok = c.r.Lookup(id); ok {
+					c.add(Note, obj, "tree %s of %q is in pack %s, which prune marked unused; the next prune keeps it", id.Short(), path, loc.Pack.Short())
+				} else {
+					c.add(Error, obj, "tree %s of %q is not in the index", id.Short(), path)
+					return nil
+				}
 			}
 			if _, ok := c.stored[loc.Pack]; !ok {
 				c.add(Error, obj, "tree %s of %q is in missing pack %s", id.Short(), path, loc.Pack.Short())
@@ -289,6 +270,11 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 				}
 				for _, b := range node.Content {
 					l, ok := idx.Lookup(b)
+					if !ok {
+						if l, ok = c.r.Lookup(b); ok {
+							c.add(Note, obj, "data blob %s of %q is in pack %s, which prune marked unused; the next prune keeps it", b.Short(), p, l.Pack.Short())
+						}
+					}
 					switch {
 					case !ok:
 						c.add(Error, obj, "data blob %s of %q is not in the index", b.Short(), p)

@@ -47,17 +47,33 @@ type PackEntry struct {
 	Blobs []BlobEntry
 }
 
+// ObsoletePack is a pack that prune found unused and will delete once it
+// has been obsolete for the grace period (two-phase deletion). Its blobs
+// are not part of the live index, so new backups do not deduplicate
+// against them, but they can still be read.
+type ObsoletePack struct {
+	Pack PackEntry
+	// Since is when prune first found the pack unused (Unix seconds).
+	Since int64
+}
+
 // File is the decoded content of one index file.
 type File struct {
 	// Supersedes names index files this one replaces (written by prune and
 	// repair): a reader that sees both ignores the superseded ones.
 	Supersedes []crypto.ID
 	Packs      []PackEntry
+	// Obsolete packs awaiting deletion (version 2 files only).
+	Obsolete []ObsoletePack
 }
 
 const (
-	fileMagic   = "CRNI"
-	fileVersion = 1
+	fileMagic = "CRNI"
+	// fileVersion is written when there are no obsolete packs (so plain
+	// index files stay byte-identical to format v1); fileVersionObsolete
+	// adds the obsolete section.
+	fileVersion         = 1
+	fileVersionObsolete = 2
 	// maxCount bounds counts read from untrusted input before allocation.
 	maxCount = 1 << 24
 )
@@ -73,22 +89,38 @@ func (f *File) Encode() []byte {
 	}
 	b := make([]byte, 0, n)
 	b = append(b, fileMagic...)
-	b = append(b, fileVersion)
+	if len(f.Obsolete) > 0 {
+		b = append(b, fileVersionObsolete)
+	} else {
+		b = append(b, fileVersion)
+	}
 	b = binary.AppendUvarint(b, uint64(len(f.Supersedes)))
 	for _, id := range f.Supersedes {
 		b = append(b, id[:]...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(f.Packs)))
 	for _, p := range f.Packs {
-		b = append(b, p.ID[:]...)
-		b = append(b, byte(p.Type))
-		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
-		for _, e := range p.Blobs {
-			b = append(b, e.ID[:]...)
-			b = binary.AppendUvarint(b, uint64(e.Offset))
-			b = binary.AppendUvarint(b, uint64(e.Length))
-			b = binary.AppendUvarint(b, uint64(e.RawLength))
+		b = appendPack(b, p)
+	}
+	if len(f.Obsolete) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(f.Obsolete)))
+		for _, o := range f.Obsolete {
+			b = binary.AppendVarint(b, o.Since)
+			b = appendPack(b, o.Pack)
 		}
+	}
+	return b
+}
+
+func appendPack(b []byte, p PackEntry) []byte {
+	b = append(b, p.ID[:]...)
+	b = append(b, byte(p.Type))
+	b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
+	for _, e := range p.Blobs {
+		b = append(b, e.ID[:]...)
+		b = binary.AppendUvarint(b, uint64(e.Offset))
+		b = binary.AppendUvarint(b, uint64(e.Length))
+		b = binary.AppendUvarint(b, uint64(e.RawLength))
 	}
 	return b
 }
@@ -143,13 +175,45 @@ func (r *reader) uvarint(what string, max uint64) uint64 {
 	return v
 }
 
+func (r *reader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) pack() (PackEntry, error) {
+	p := PackEntry{ID: r.id("pack id")}
+	p.Type = BlobType(r.byte("pack type"))
+	if r.err == nil && !p.Type.Valid() {
+		return p, fmt.Errorf("%w: pack %v has unknown type %d", ErrFormat, p.ID.Short(), p.Type)
+	}
+	nb := r.uvarint("blob count", min(maxCount, uint64(len(r.b)/(crypto.IDSize+3))))
+	p.Blobs = make([]BlobEntry, 0, nb)
+	for j := uint64(0); j < nb && r.err == nil; j++ {
+		e := BlobEntry{ID: r.id("blob id")}
+		e.Offset = uint32(r.uvarint("blob offset", 1<<32-1))
+		e.Length = uint32(r.uvarint("blob length", 1<<32-1))
+		e.RawLength = uint32(r.uvarint("blob raw length", 1<<32-1))
+		p.Blobs = append(p.Blobs, e)
+	}
+	return p, r.err
+}
+
 // DecodeFile parses an index file's plaintext. It never panics on bad input.
 func DecodeFile(data []byte) (*File, error) {
 	if len(data) < len(fileMagic)+1 || string(data[:len(fileMagic)]) != fileMagic {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
-	if v := data[len(fileMagic)]; v != fileVersion {
-		return nil, fmt.Errorf("%w: version %d is not supported", ErrFormat, v)
+	version := data[len(fileMagic)]
+	if version != fileVersion && version != fileVersionObsolete {
+		return nil, fmt.Errorf("%w: version %d is not supported", ErrFormat, version)
 	}
 	r := &reader{b: data[len(fileMagic)+1:]}
 	f := &File{}
@@ -159,21 +223,25 @@ func DecodeFile(data []byte) (*File, error) {
 	}
 	np := r.uvarint("pack count", uint64(len(r.b)/(crypto.IDSize+2)))
 	for i := uint64(0); i < np && r.err == nil; i++ {
-		p := PackEntry{ID: r.id("pack id")}
-		p.Type = BlobType(r.byte("pack type"))
-		if r.err == nil && !p.Type.Valid() {
-			return nil, fmt.Errorf("%w: pack %v has unknown type %d", ErrFormat, p.ID.Short(), p.Type)
-		}
-		nb := r.uvarint("blob count", min(maxCount, uint64(len(r.b)/(crypto.IDSize+3))))
-		p.Blobs = make([]BlobEntry, 0, nb)
-		for j := uint64(0); j < nb && r.err == nil; j++ {
-			e := BlobEntry{ID: r.id("blob id")}
-			e.Offset = uint32(r.uvarint("blob offset", 1<<32-1))
-			e.Length = uint32(r.uvarint("blob length", 1<<32-1))
-			e.RawLength = uint32(r.uvarint("blob raw length", 1<<32-1))
-			p.Blobs = append(p.Blobs, e)
+		p, err := r.pack()
+		if err != nil {
+			return nil, err
 		}
 		f.Packs = append(f.Packs, p)
+	}
+	if version == fileVersionObsolete {
+		no := r.uvarint("obsolete count", uint64(len(r.b)/(crypto.IDSize+3)))
+		if r.err == nil && no == 0 {
+			return nil, fmt.Errorf("%w: empty obsolete section in a version 2 file", ErrFormat)
+		}
+		for i := uint64(0); i < no && r.err == nil; i++ {
+			since := r.varint("obsolete since")
+			p, err := r.pack()
+			if err != nil {
+				return nil, err
+			}
+			f.Obsolete = append(f.Obsolete, ObsoletePack{Pack: p, Since: since})
+		}
 	}
 	if r.err != nil {
 		return nil, r.err

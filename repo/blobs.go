@@ -83,14 +83,45 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id cr
 	bp := r.getBuf(len(data) + crypto.Overhead + 64)
 	sealed := r.sealBlob((*bp)[:0], data)
 	n := len(sealed)
+	err := r.addToPacker(ctx, t, index.BlobEntry{ID: id, Length: uint32(n), RawLength: uint32(len(data))}, sealed)
+	*bp = sealed
+	r.putBuf(bp)
+	if err != nil {
+		return SaveResult{}, err
+	}
+	return SaveResult{ID: id, Stored: n}, nil
+}
 
+// CopyBlob adds a blob that is already sealed (read from another pack) to
+// a new pack without decrypting it; prune uses it to repack. Unlike
+// SaveBlob it ignores the index, which still lists the old copy.
+func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, id crypto.ID, sealed []byte, rawLen uint32) error {
+	r.mu.Lock()
+	if r.uploadErr != nil {
+		err := r.uploadErr
+		r.mu.Unlock()
+		return err
+	}
+	if _, ok := r.inFlight[id]; ok {
+		r.mu.Unlock()
+		return nil
+	}
+	r.inFlight[id] = struct{}{}
+	r.mu.Unlock()
+	return r.addToPacker(ctx, t, index.BlobEntry{ID: id, Length: uint32(len(sealed)), RawLength: rawLen}, sealed)
+}
+
+// addToPacker appends a sealed blob to the open pack of its type and
+// starts the upload when the pack is full.
+func (r *Repository) addToPacker(ctx context.Context, t index.BlobType, e index.BlobEntry, sealed []byte) error {
 	r.mu.Lock()
 	p := r.packers[t]
 	if p == nil {
 		p = &packer{t: t, buf: r.getPackBuf()}
 		r.packers[t] = p
 	}
-	p.blobs = append(p.blobs, index.BlobEntry{ID: id, Offset: uint32(len(p.buf)), Length: uint32(n), RawLength: uint32(len(data))})
+	e.Offset = uint32(len(p.buf))
+	p.blobs = append(p.blobs, e)
 	p.buf = append(p.buf, sealed...)
 	var full *packer
 	if len(p.buf) >= r.cfg.PackSize {
@@ -98,15 +129,10 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id cr
 		r.packers[t] = nil
 	}
 	r.mu.Unlock()
-	*bp = sealed
-	r.putBuf(bp)
-
 	if full != nil {
-		if err := r.startUpload(ctx, full); err != nil {
-			return SaveResult{}, err
-		}
+		return r.startUpload(ctx, full)
 	}
-	return SaveResult{ID: id, Stored: n}, nil
+	return nil
 }
 
 // getBuf returns an empty pooled buffer with room for n bytes.
@@ -212,7 +238,7 @@ func (r *Repository) DecodeBlob(id crypto.ID, stored, dst []byte) ([]byte, error
 
 // LoadBlob reads, decrypts and verifies a blob, appending it to dst.
 func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]byte, error) {
-	loc, ok := r.idx.Lookup(id)
+	loc, ok := r.Lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
 	}
@@ -224,6 +250,15 @@ func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]
 		return nil, fmt.Errorf("load blob %s from pack %s: %w: pack is truncated", id.Short(), loc.Pack.Short(), ErrBlobCorrupt)
 	}
 	return r.DecodeBlob(id, stored, dst)
+}
+
+// Lookup finds a blob in the live index, then among obsolete packs that
+// prune has not deleted yet.
+func (r *Repository) Lookup(id crypto.ID) (index.Location, bool) {
+	if loc, ok := r.idx.Lookup(id); ok {
+		return loc, true
+	}
+	return r.obsolete.Lookup(id)
 }
 
 // startUpload seals the pack's header and uploads it in the background,
@@ -359,15 +394,27 @@ func shortName(n string) string {
 	return n
 }
 
-// LoadIndex reads every index file into memory, skipping files superseded
-// by others. Unreadable index files are returned as errors.
-func (r *Repository) LoadIndex(ctx context.Context) error {
+// IndexState is the merged content of a repository's index files.
+type IndexState struct {
+	// InEffect are the index files not superseded by another; All are
+	// every index file that was listed.
+	InEffect, All []crypto.ID
+	// Live maps each live pack to its blobs (merged across files).
+	Live map[crypto.ID]index.PackEntry
+	// Obsolete packs await deletion; a pack live in any file is not here.
+	Obsolete map[crypto.ID]index.ObsoletePack
+}
+
+// ReadIndexState reads every index file. With onError nil, the first
+// unreadable file fails the call; otherwise onError is told and the file is
+// skipped (check uses that to report every damaged file).
+func (r *Repository) ReadIndexState(ctx context.Context, onError func(name string, err error)) (*IndexState, error) {
 	var names []string
 	if err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("list index files: %w", err)
+		return nil, fmt.Errorf("list index files: %w", err)
 	}
 	files := make([]*index.File, len(names))
 	errs := make([]error, len(names))
@@ -381,23 +428,80 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	st := &IndexState{Live: map[crypto.ID]index.PackEntry{}, Obsolete: map[crypto.ID]index.ObsoletePack{}}
 	superseded := make(map[crypto.ID]bool)
-	for _, f := range files {
+	for i, f := range files {
+		if errs[i] != nil {
+			if onError == nil {
+				return nil, errs[i]
+			}
+			onError(names[i], errs[i])
+			continue
+		}
 		for _, s := range f.Supersedes {
 			superseded[s] = true
 		}
 	}
 	for i, f := range files {
-		if id, err := crypto.ParseID(names[i]); err == nil && superseded[id] {
+		id, err := crypto.ParseID(names[i])
+		if err != nil {
+			if onError == nil {
+				return nil, fmt.Errorf("index file name %q is not an ID", names[i])
+			}
+			onError(names[i], fmt.Errorf("index file name is not an ID"))
 			continue
 		}
+		st.All = append(st.All, id)
+		if f == nil || superseded[id] {
+			continue
+		}
+		st.InEffect = append(st.InEffect, id)
 		for _, p := range f.Packs {
-			r.idx.AddPack(p)
+			if prev, ok := st.Live[p.ID]; ok {
+				if len(prev.Blobs) < len(p.Blobs) {
+					st.Live[p.ID] = p
+				}
+			} else {
+				st.Live[p.ID] = p
+			}
+		}
+		for _, o := range f.Obsolete {
+			if prev, ok := st.Obsolete[o.Pack.ID]; !ok || o.Since < prev.Since {
+				st.Obsolete[o.Pack.ID] = o
+			}
 		}
 	}
-	r.idx.Compact()
+	for id := range st.Obsolete {
+		if _, ok := st.Live[id]; ok {
+			delete(st.Obsolete, id) // live anywhere means live
+		}
+	}
+	return st, nil
+}
+
+// LoadIndex reads every index file into memory, skipping files superseded
+// by others. Blobs of obsolete packs (awaiting deletion by prune) stay
+// readable but are not used for deduplication.
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	st, err := r.ReadIndexState(ctx, nil)
+	if err != nil {
+		return err
+	}
+	r.UseIndexState(st)
 	return nil
+}
+
+// UseIndexState loads a merged index state into memory.
+func (r *Repository) UseIndexState(st *IndexState) {
+	for _, p := range st.Live {
+		r.idx.AddPack(p)
+	}
+	r.idx.Compact()
+	for _, o := range st.Obsolete {
+		r.obsolete.AddPack(o.Pack)
+	}
+	r.obsolete.Compact()
 }

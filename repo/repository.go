@@ -60,8 +60,10 @@ type Repository struct {
 	cfg   Config
 	opts  Options
 	idx   *index.Index
-	enc   *zstd.Encoder
-	dec   *zstd.Decoder
+	// obsolete indexes packs awaiting deletion: readable, never deduplicated against.
+	obsolete *index.Index
+	enc      *zstd.Encoder
+	dec      *zstd.Decoder
 
 	mu       sync.Mutex
 	inFlight map[crypto.ID]struct{}
@@ -99,7 +101,7 @@ func newRepository(ctx context.Context, be backend.Backend, key *crypto.Key, key
 	}
 	r := &Repository{
 		be: be, bgCtx: ctx, key: key, keyID: keyID, cfg: *cfg, opts: opts,
-		idx: index.New(), enc: enc, dec: dec,
+		idx: index.New(), obsolete: index.New(), enc: enc, dec: dec,
 		inFlight:  make(map[crypto.ID]struct{}),
 		uploadSem: make(chan struct{}, opts.Uploads),
 	}

@@ -240,7 +240,6 @@ type packRead struct {
 const maxGap = 1 << 20
 
 func (rs *restorer) writeContents(ctx context.Context) error {
-	idx := rs.r.Index()
 	byBlob := map[crypto.ID]*packBlob{}
 	byPack := map[crypto.ID]*packRead{}
 	for _, e := range rs.files {
@@ -272,7 +271,7 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		for j, id := range e.node.Content {
 			pb := byBlob[id]
 			if pb == nil {
-				loc, ok := idx.Lookup(id)
+				loc, ok := rs.r.Lookup(id)
 				if !ok {
 					rs.warn(e.snap, fmt.Errorf("data blob %s is missing from the repository", id.Short()))
 					st.failed = true

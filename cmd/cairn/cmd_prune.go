@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/pruner"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// pruneFlags are shared by prune and forget --prune.
+type pruneFlags struct {
+	maxUnused string
+	grace     time.Duration
+	dryRun    bool
+}
+
+func (f *pruneFlags) register(cmd *cobra.Command, withDryRun bool) {
+	cmd.Flags().StringVar(&f.maxUnused, "max-unused", "5%", "repack packs whose unused share is above `limit` (percent)")
+	cmd.Flags().DurationVar(&f.grace, "grace", 24*time.Hour, "delete unused packs only after they have been unused this `long`; must exceed the longest backup that can run meanwhile")
+	if withDryRun {
+		cmd.Flags().BoolVarP(&f.dryRun, "dry-run", "n", false, "only show what would be done")
+	}
+}
+
+func (f *pruneFlags) options() (pruner.Options, error) {
+	s := strings.TrimSuffix(strings.TrimSpace(f.maxUnused), "%")
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v >= 100 {
+		return pruner.Options{}, fmt.Errorf("invalid --max-unused %q: want a percentage such as 5%%", f.maxUnused)
+	}
+	if f.grace < 0 {
+		return pruner.Options{}, fmt.Errorf("invalid --grace %v", f.grace)
+	}
+	return pruner.Options{MaxUnused: v / 100, Grace: f.grace, DryRun: f.dryRun}, nil
+}
+
+func (a *app) pruneCommand() *cobra.Command {
+	var f pruneFlags
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove data no snapshot uses (two-phase, safe while backups run)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			return a.runPrune(ctx, r, f)
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+// pruneAfterForget runs prune with default settings (forget --prune).
+func (a *app) pruneAfterForget(ctx context.Context, r *repo.Repository) error {
+	return a.runPrune(ctx, r, pruneFlags{maxUnused: "5%", grace: 24 * time.Hour})
+}
+
+func (a *app) runPrune(ctx context.Context, r *repo.Repository, f pruneFlags) error {
+	opts, err := f.options()
+	if err != nil {
+		return err
+	}
+	if !a.quiet && !a.jsonOutput {
+		opts.Log = func(format string, args ...any) { fmt.Fprintf(a.stdout, format+"\n", args...) }
+	}
+	st, err := pruner.Prune(ctx, r, opts)
+	if err != nil {
+		return err
+	}
+	if a.jsonOutput {
+		return a.printJSON(map[string]any{
+			"message_type": "prune_summary", "dry_run": f.dryRun, "snapshots": st.Snapshots, "used_blobs": st.UsedBlobs,
+			"packs_kept": st.PacksKept, "packs_repacked": st.PacksRepacked, "packs_marked_unused": st.PacksMarked,
+			"packs_pending_deletion": st.PacksPending, "packs_deleted": st.PacksDeleted, "packs_resurrected": st.PacksResurrected,
+			"stray_packs": st.StrayPacks, "blobs_repacked": st.BlobsRepacked, "bytes_repacked": st.BytesRepacked,
+			"bytes_freed": st.BytesFreed, "bytes_pending_deletion": st.BytesPending,
+			"index_files_replaced": st.IndexFilesIn, "index_files_written": st.IndexFilesOut,
+		})
+	}
+	verb := "freed"
+	if f.dryRun {
+		verb = "would free"
+	}
+	a.printf("%s %s now; %s in %d packs await deletion after the %v grace period\n", verb, formatBytes(uint64(st.BytesFreed)), formatBytes(uint64(st.BytesPending)), st.PacksMarked+st.PacksPending+st.PacksRepacked+st.StrayPacks, f.grace)
+	if st.PacksRepacked > 0 {
+		a.printf("repacked %d blobs (%s) out of %d packs\n", st.BlobsRepacked, formatBytes(uint64(st.BytesRepacked)), st.PacksRepacked)
+	}
+	return nil
+}

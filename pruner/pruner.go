@@ -1,0 +1,369 @@
+// Package pruner frees space: it finds the blobs no snapshot uses, repacks
+// packs that are mostly unused, and deletes unused packs in two phases so a
+// backup running at the same time never loses data it deduplicated against.
+//
+// Phase one marks a pack obsolete in a new index file (with the time); its
+// blobs stay readable but new backups no longer deduplicate against them.
+// Phase two, in a later prune at least the grace period after the mark,
+// deletes the pack unless a snapshot written meanwhile uses one of its
+// blobs, in which case the pack is made live again.
+package pruner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/tree"
+)
+
+// Options tune a prune run.
+type Options struct {
+	// MaxUnused is the share of unused bytes above which a pack is
+	// repacked (default 0.05).
+	MaxUnused float64
+	// Grace is how long a pack stays obsolete before it is deleted. It
+	// must exceed the longest backup that may run concurrently.
+	Grace time.Duration
+	// DryRun computes and reports without changing the repository.
+	DryRun bool
+	// Now is the clock (tests); zero means time.Now.
+	Now time.Time
+	// Log receives progress lines; may be nil.
+	Log func(format string, args ...any)
+}
+
+// Stats report what prune did (or would do, with DryRun).
+type Stats struct {
+	Snapshots        int
+	UsedBlobs        int
+	PacksKept        int
+	PacksRepacked    int
+	PacksMarked      int // newly obsolete (phase one)
+	PacksPending     int // obsolete, grace period not over
+	PacksResurrected int
+	PacksDeleted     int // phase two
+	StrayPacks       int // in storage but in no index
+	BlobsRepacked    int
+	BytesRepacked    int64
+	BytesFreed       int64
+	BytesPending     int64 // held by obsolete packs not yet deleted
+	IndexFilesIn     int
+	IndexFilesOut    int
+}
+
+// ErrUnsafe is wrapped when prune refuses to run because the repository is
+// damaged (a snapshot needs data that is not there).
+var ErrUnsafe = errors.New("prune refused: the repository is damaged")
+
+// UsedBlobs walks every snapshot and returns the set of blobs they need.
+func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (map[crypto.ID]struct{}, error) {
+	used := make(map[crypto.ID]struct{})
+	var walk func(id crypto.ID) error
+	walk = func(id crypto.ID) error {
+		if _, ok := used[id]; ok {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		used[id] = struct{}{}
+		raw, err := r.LoadBlob(ctx, id, nil)
+		if err != nil {
+			return fmt.Errorf("%w: tree %s: %v (run 'cairn check', then 'cairn repair')", ErrUnsafe, id.Short(), err)
+		}
+		t, err := tree.Decode(raw)
+		if err != nil {
+			return fmt.Errorf("%w: tree %s: %v", ErrUnsafe, id.Short(), err)
+		}
+		for i := range t.Nodes {
+			n := &t.Nodes[i]
+			for _, b := range n.Content {
+				used[b] = struct{}{}
+			}
+			if n.Type == tree.Dir {
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, sn := range sns {
+		if err := walk(sn.Tree); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
+		}
+	}
+	return used, nil
+}
+
+func packType(t index.BlobType) backend.FileType {
+	if t == index.TreeBlob {
+		return backend.TreePack
+	}
+	return backend.DataPack
+}
+
+// indexFileBlobs bounds the blobs per index file prune writes.
+const indexFileBlobs = 100000
+
+// Prune runs one prune pass over r (which must not have pending writes).
+func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error) {
+	var st Stats
+	if opts.MaxUnused == 0 {
+		opts.MaxUnused = 0.05
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	logf := opts.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	be := r.Backend()
+
+	state, err := r.ReadIndexState(ctx, nil)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v (run 'cairn repair index')", ErrUnsafe, err)
+	}
+	st.IndexFilesIn = len(state.All)
+	r.UseIndexState(state)
+
+	sns, err := r.ListSnapshots(ctx)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrUnsafe, err)
+	}
+	st.Snapshots = len(sns)
+	logf("finding data used by %d snapshots", len(sns))
+	used, err := UsedBlobs(ctx, r, sns)
+	if err != nil {
+		return st, err
+	}
+	st.UsedBlobs = len(used)
+
+	stored := map[crypto.ID]int64{}
+	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
+		if err := be.List(ctx, t, func(fi backend.FileInfo) error {
+			if id, err := crypto.ParseID(fi.Name); err == nil {
+				stored[id] = fi.Size
+			}
+			return nil
+		}); err != nil {
+			return st, fmt.Errorf("list packs: %w", err)
+		}
+	}
+
+	// Where each used blob will be read from: the live index, or an
+	// obsolete pack that must then come back to life.
+	idx := r.Index()
+	resurrect := map[crypto.ID]bool{}
+	for id := range used {
+		if loc, ok := idx.Lookup(id); ok {
+			if _, ok := stored[loc.Pack]; !ok {
+				return st, fmt.Errorf("%w: blob %s is in missing pack %s (run 'cairn check')", ErrUnsafe, id.Short(), loc.Pack.Short())
+			}
+			continue
+		}
+		loc, ok := r.Lookup(id)
+		if !ok {
+			return st, fmt.Errorf("%w: blob %s used by a snapshot is not in the index (run 'cairn check')", ErrUnsafe, id.Short())
+		}
+		if _, ok := stored[loc.Pack]; !ok {
+			return st, fmt.Errorf("%w: blob %s is in deleted pack %s", ErrUnsafe, id.Short(), loc.Pack.Short())
+		}
+		resurrect[loc.Pack] = true
+	}
+	isChosen := func(id, pack crypto.ID) bool {
+		if _, ok := used[id]; !ok {
+			return false
+		}
+		if loc, ok := idx.Lookup(id); ok {
+			return loc.Pack == pack
+		}
+		loc, ok := r.Lookup(id)
+		return ok && loc.Pack == pack
+	}
+
+	var keep []index.PackEntry
+	var obsolete []index.ObsoletePack
+	var toDelete []backend.Handle
+	var toRepack []index.PackEntry
+
+	for id, p := range state.Live {
+		size, ok := stored[id]
+		if !ok {
+			continue // already gone; nothing used is in it (checked above)
+		}
+		var usedBytes, total int64
+		for _, b := range p.Blobs {
+			total += int64(b.Length)
+			if isChosen(b.ID, id) {
+				usedBytes += int64(b.Length)
+			}
+		}
+		switch {
+		case usedBytes == 0:
+			obsolete = append(obsolete, index.ObsoletePack{Pack: p, Since: now.Unix()})
+			st.PacksMarked++
+			st.BytesPending += size
+		case total > 0 && float64(total-usedBytes)/float64(total) > opts.MaxUnused:
+			toRepack = append(toRepack, p)
+		default:
+			keep = append(keep, p)
+		}
+	}
+	for id, o := range state.Obsolete {
+		size, ok := stored[id]
+		if !ok {
+			continue // deleted by an earlier prune
+		}
+		if resurrect[id] {
+			keep = append(keep, o.Pack)
+			st.PacksResurrected++
+			continue
+		}
+		if now.Sub(time.Unix(o.Since, 0)) >= opts.Grace {
+			toDelete = append(toDelete, backend.Handle{Type: packType(o.Pack.Type), Name: id.String()})
+			st.PacksDeleted++
+			st.BytesFreed += size
+		} else {
+			obsolete = append(obsolete, o)
+			st.PacksPending++
+			st.BytesPending += size
+		}
+	}
+	// Packs in no index were left by interrupted backups (or belong to one
+	// still running): they start their grace period now.
+	for id, size := range stored {
+		if _, ok := state.Live[id]; ok {
+			continue
+		}
+		if _, ok := state.Obsolete[id]; ok {
+			continue
+		}
+		st.StrayPacks++
+		t := index.DataBlob
+		if _, err := be.Stat(ctx, backend.Handle{Type: backend.TreePack, Name: id.String()}); err == nil {
+			t = index.TreeBlob
+		}
+		obsolete = append(obsolete, index.ObsoletePack{Pack: index.PackEntry{ID: id, Type: t}, Since: now.Unix()})
+		st.BytesPending += size
+	}
+	st.PacksKept = len(keep)
+	st.PacksRepacked = len(toRepack)
+	for _, p := range toRepack {
+		for _, b := range p.Blobs {
+			if isChosen(b.ID, p.ID) {
+				st.BlobsRepacked++
+				st.BytesRepacked += int64(b.Length)
+			}
+		}
+	}
+	logf("%d packs kept, %d to repack, %d newly unused, %d awaiting deletion, %d to delete now, %d brought back",
+		st.PacksKept, st.PacksRepacked, st.PacksMarked, st.PacksPending, st.PacksDeleted, st.PacksResurrected)
+	if opts.DryRun {
+		return st, nil
+	}
+	if st.PacksMarked+st.PacksRepacked+st.PacksDeleted+st.PacksResurrected+st.StrayPacks == 0 && len(state.InEffect) <= 1 {
+		return st, nil // nothing to change
+	}
+
+	// Repack: copy the used blobs of mostly-unused packs into new packs,
+	// then treat the old packs as newly obsolete.
+	sort.Slice(toRepack, func(i, j int) bool { return toRepack[i].ID.String() < toRepack[j].ID.String() })
+	for _, p := range toRepack {
+		h := backend.Handle{Type: packType(p.Type), Name: p.ID.String()}
+		data, err := be.Load(ctx, h, 0, 0)
+		if err != nil {
+			return st, fmt.Errorf("repack %v: %w", h, err)
+		}
+		for _, b := range p.Blobs {
+			if !isChosen(b.ID, p.ID) {
+				continue
+			}
+			if int64(b.Offset)+int64(b.Length) > int64(len(data)) {
+				return st, fmt.Errorf("repack %v: pack is shorter than its index says", h)
+			}
+			sealed := data[b.Offset : b.Offset+b.Length]
+			if _, err := r.DecodeBlob(b.ID, sealed, nil); err != nil {
+				return st, fmt.Errorf("repack %v: %w (run 'cairn check --read-data')", h, err)
+			}
+			if err := r.CopyBlob(ctx, p.Type, b.ID, sealed, b.RawLength); err != nil {
+				return st, fmt.Errorf("repack %v: %w", h, err)
+			}
+		}
+		obsolete = append(obsolete, index.ObsoletePack{Pack: p, Since: now.Unix()})
+		st.BytesPending += stored[p.ID]
+	}
+	// New packs and their index file are durable before anything that
+	// pointed at the old copies goes away.
+	if err := r.Flush(ctx); err != nil {
+		return st, fmt.Errorf("write repacked data: %w", err)
+	}
+
+	// Without a grace period nothing can be running that needs the packs
+	// (the caller says so): phase two happens at once.
+	if opts.Grace == 0 {
+		for _, o := range obsolete {
+			toDelete = append(toDelete, backend.Handle{Type: packType(o.Pack.Type), Name: o.Pack.ID.String()})
+			st.PacksDeleted++
+			st.BytesFreed += stored[o.Pack.ID]
+		}
+		obsolete = nil
+		st.PacksPending, st.BytesPending = 0, 0
+	}
+	// Write the new index: the superseding list goes in the last file, so
+	// until every new file exists the old ones stay in effect.
+	files := splitIndex(keep, obsolete)
+	files[len(files)-1].Supersedes = state.All
+	for _, f := range files {
+		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+			return st, err
+		}
+	}
+	st.IndexFilesOut = len(files)
+	for _, id := range state.All {
+		if err := be.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil {
+			return st, fmt.Errorf("remove superseded index: %w", err)
+		}
+	}
+	for _, h := range toDelete {
+		if err := be.Remove(ctx, h); err != nil {
+			return st, fmt.Errorf("delete unused pack: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// splitIndex spreads packs over index files of bounded size; it always
+// returns at least one file.
+func splitIndex(live []index.PackEntry, obsolete []index.ObsoletePack) []*index.File {
+	sort.Slice(live, func(i, j int) bool { return live[i].ID.String() < live[j].ID.String() })
+	sort.Slice(obsolete, func(i, j int) bool { return obsolete[i].Pack.ID.String() < obsolete[j].Pack.ID.String() })
+	files := []*index.File{{}}
+	n := 0
+	next := func(blobs int) *index.File {
+		if n+blobs > indexFileBlobs && n > 0 {
+			files = append(files, &index.File{})
+			n = 0
+		}
+		n += blobs
+		return files[len(files)-1]
+	}
+	for _, p := range live {
+		f := next(len(p.Blobs))
+		f.Packs = append(f.Packs, p)
+	}
+	for _, o := range obsolete {
+		f := next(len(o.Pack.Blobs) + 1)
+		f.Obsolete = append(f.Obsolete, o)
+	}
+	return files
+}

@@ -1,0 +1,272 @@
+package restorer_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/restorer"
+)
+
+// testKDF keeps key derivation cheap; these tests are not about passwords.
+var testKDF = crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+func newRepo(t *testing.T) *repo.Repository {
+	t.Helper()
+	be, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, "secret", repo.Options{KDF: &testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// snapshotOf backs up paths and streams and returns the root tree.
+func snapshotOf(t *testing.T, r *repo.Repository, paths []string, streams ...archiver.Stream) crypto.ID {
+	t.Helper()
+	ctx := context.Background()
+	res, err := archiver.Run(ctx, r, paths, streams, archiver.Options{
+		Warn: func(p string, err error) { t.Errorf("backup warning: %s: %v", p, err) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return res.Tree
+}
+
+// dirState is what must not change in a directory outside the target.
+type dirState struct {
+	names []string
+	mode  uint32
+	mtime int64
+}
+
+func stateOf(t *testing.T, dir string) dirState {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	s := dirState{mode: st.Mode, mtime: st.Mtim.Nano()}
+	for _, e := range ents {
+		s.names = append(s.names, e.Name())
+	}
+	return s
+}
+
+func (s dirState) equal(o dirState) bool {
+	return s.mode == o.mode && s.mtime == o.mtime && strings.Join(s.names, "\x00") == strings.Join(o.names, "\x00")
+}
+
+func restore(t *testing.T, r *repo.Repository, root crypto.ID, target string) (restorer.Stats, error, []string) {
+	t.Helper()
+	var warned []string
+	st, err := restorer.Restore(context.Background(), r, root, restorer.Options{
+		Target: target,
+		Warn:   func(p string, err error) { warned = append(warned, p+": "+err.Error()) },
+	})
+	return st, err, warned
+}
+
+// TestRestoreNeverFollowsPlantedSymlinks restores into targets where a
+// directory (or file) the snapshot needs is already a symlink pointing
+// outside the target: nothing may be written outside, and the restore must
+// report a problem.
+func TestRestoreNeverFollowsPlantedSymlinks(t *testing.T) {
+	r := newRepo(t)
+	root := snapshotOf(t, r, nil,
+		archiver.Stream{Path: "/a/b/file.txt", Reader: strings.NewReader("payload from the snapshot\n"), Mode: 0o644},
+		archiver.Stream{Path: "/a/other.txt", Reader: strings.NewReader("more\n"), Mode: 0o600},
+	)
+
+	cases := []struct {
+		name  string
+		plant func(t *testing.T, target, outside string)
+		// victim, when set, is a file outside whose content must not change.
+		victim bool
+	}{
+		{name: "top directory is a symlink", plant: func(t *testing.T, target, outside string) {
+			mustSymlink(t, outside, filepath.Join(target, "a"))
+		}},
+		{name: "nested directory is a symlink", plant: func(t *testing.T, target, outside string) {
+			mustMkdir(t, filepath.Join(target, "a"))
+			mustSymlink(t, outside, filepath.Join(target, "a", "b"))
+		}},
+		{name: "relative symlink climbing out", plant: func(t *testing.T, target, outside string) {
+			mustMkdir(t, filepath.Join(target, "a"))
+			rel, err := filepath.Rel(filepath.Join(target, "a"), outside)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustSymlink(t, rel, filepath.Join(target, "a", "b"))
+		}},
+		{name: "file is a symlink", victim: true, plant: func(t *testing.T, target, outside string) {
+			mustMkdir(t, filepath.Join(target, "a", "b"))
+			mustSymlink(t, filepath.Join(outside, "victim"), filepath.Join(target, "a", "b", "file.txt"))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			target := filepath.Join(base, "target")
+			outside := filepath.Join(base, "outside")
+			mustMkdir(t, target)
+			mustMkdir(t, outside)
+			const victimContent = "must stay as it is\n"
+			if tc.victim {
+				if err := os.WriteFile(filepath.Join(outside, "victim"), []byte(victimContent), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.plant(t, target, outside)
+			before := stateOf(t, outside)
+
+			st, err, warned := restore(t, r, root, target)
+
+			if after := stateOf(t, outside); !after.equal(before) {
+				t.Errorf("restore changed the directory outside the target: %+v -> %+v", before, after)
+			}
+			if tc.victim {
+				b, rerr := os.ReadFile(filepath.Join(outside, "victim"))
+				if rerr != nil || string(b) != victimContent {
+					t.Errorf("restore wrote through a symlink into a file outside the target: %q, %v", b, rerr)
+				}
+				var vst unix.Stat_t
+				if err := unix.Stat(filepath.Join(outside, "victim"), &vst); err == nil && vst.Mode&0o7777 != 0o640 {
+					t.Errorf("restore changed the mode of a file outside the target to %o", vst.Mode&0o7777)
+				}
+				// Either the symlink was replaced by the restored file, or
+				// the restore said it could not restore it.
+				fi, lerr := os.Lstat(filepath.Join(target, "a", "b", "file.txt"))
+				replaced := lerr == nil && fi.Mode().IsRegular()
+				t.Logf("replaced=%v err=%v warnings=%q", replaced, err, warned)
+				if !replaced && err == nil && st.Warnings == 0 {
+					t.Errorf("file.txt was neither restored nor reported (stats %+v, warnings %q)", st, warned)
+				}
+				return
+			}
+			if err == nil && st.Warnings == 0 {
+				t.Errorf("restore through a planted directory symlink reported no problem (stats %+v)", st)
+			}
+			t.Logf("reported: err=%v warnings=%q", err, warned)
+		})
+	}
+}
+
+// TestRestoreTargetIsSymlink: a target that is itself a symlink is refused.
+func TestRestoreTargetIsSymlink(t *testing.T) {
+	r := newRepo(t)
+	root := snapshotOf(t, r, nil, archiver.Stream{Path: "/x/f", Reader: strings.NewReader("x")})
+	base := t.TempDir()
+	outside := filepath.Join(base, "outside")
+	mustMkdir(t, outside)
+	mustSymlink(t, outside, filepath.Join(base, "target"))
+	before := stateOf(t, outside)
+	st, err, _ := restore(t, r, root, filepath.Join(base, "target"))
+	if err == nil && st.Warnings == 0 {
+		t.Errorf("restore into a symlinked target reported nothing")
+	}
+	if after := stateOf(t, outside); !after.equal(before) {
+		t.Errorf("restore wrote through a symlinked target: %+v -> %+v", before, after)
+	}
+}
+
+// TestRestoreReplacesPlantedEntries: links, hardlinks and special files are
+// created in place of whatever is there, without touching what a planted
+// symlink points to.
+func TestRestoreReplacesPlantedEntries(t *testing.T) {
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	mustMkdir(t, src)
+	if err := os.WriteFile(filepath.Join(src, "h1"), []byte("linked"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(src, "h1"), filepath.Join(src, "h2")); err != nil {
+		t.Fatal(err)
+	}
+	mustSymlink(t, "h1", filepath.Join(src, "sym"))
+	if err := unix.Mkfifo(filepath.Join(src, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := snapshotOf(t, r, []string{src})
+
+	base := t.TempDir()
+	target := filepath.Join(base, "target")
+	outside := filepath.Join(base, "outside")
+	mustMkdir(t, outside)
+	dst := filepath.Join(target, src)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victims := []string{"h2", "sym", "fifo"}
+	for _, v := range victims {
+		if err := os.WriteFile(filepath.Join(outside, v), []byte("outside "+v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustSymlink(t, filepath.Join(outside, v), filepath.Join(dst, v))
+	}
+	before := stateOf(t, outside)
+	st, err, warned := restore(t, r, root, target)
+	if err != nil || st.Warnings != 0 {
+		t.Errorf("restore over planted links: err %v, warnings %q", err, warned)
+	}
+	if after := stateOf(t, outside); !after.equal(before) {
+		t.Errorf("restore changed the outside directory: %+v -> %+v", before, after)
+	}
+	for _, v := range victims {
+		b, err := os.ReadFile(filepath.Join(outside, v))
+		if err != nil || string(b) != "outside "+v {
+			t.Errorf("outside file %s changed: %q %v", v, b, err)
+		}
+	}
+	var s1, s2 unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dst, "h1"), &s1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(dst, "h2"), &s2); err != nil {
+		t.Fatal(err)
+	}
+	if s1.Ino != s2.Ino {
+		t.Errorf("h1 and h2 are not one inode after the restore")
+	}
+	if tgt, err := os.Readlink(filepath.Join(dst, "sym")); err != nil || tgt != "h1" {
+		t.Errorf("sym restored as %q, %v; want a link to h1", tgt, err)
+	}
+	var sf unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dst, "fifo"), &sf); err != nil || sf.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Errorf("fifo not restored as a FIFO: mode %o, %v", sf.Mode, err)
+	}
+}
+
+func mustMkdir(t *testing.T, p string) {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustSymlink(t *testing.T, oldname, newname string) {
+	t.Helper()
+	if err := os.Symlink(oldname, newname); err != nil {
+		t.Fatal(err)
+	}
+}
