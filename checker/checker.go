@@ -178,7 +178,7 @@ func (c *checker) listPacks(ctx context.Context) error {
 		obj := string(packType(p.Type)) + "/" + id.String()
 		size, ok := c.stored[id]
 		if !ok {
-			c.add(Error, obj, "pack is referenced by the index but missing (%d blobs lost)", len(p.Blobs))
+			c.add(Error, obj, "pack is referenced by the index but missing (%d blobs lost; run 'cairn repair index', then 'cairn repair snapshots')", len(p.Blobs))
 			continue
 		}
 		if types[id] != packType(p.Type) {

@@ -1,12 +1,14 @@
 package repo
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // Pack layout (docs/format.md, "Packs"):
@@ -124,4 +126,55 @@ func ReadPackHeader(key *crypto.Key, pack []byte) (index.BlobType, []index.BlobE
 		}
 	}
 	return t, blobs, nil
+}
+
+// LoadPackHeader reads only the tail of a stored pack and returns its blob
+// type and blobs (repair index uses it to rebuild the index from packs).
+func (r *Repository) LoadPackHeader(ctx context.Context, t backend.FileType, id crypto.ID) (index.BlobType, []index.BlobEntry, error) {
+	h := backend.Handle{Type: t, Name: id.String()}
+	fi, err := r.be.Stat(ctx, h)
+	if err != nil {
+		return 0, nil, err
+	}
+	if fi.Size < 4+crypto.Overhead {
+		return 0, nil, fmt.Errorf("%v: %w: %d bytes is too short", h, ErrPackFormat, fi.Size)
+	}
+	// Read a generous tail at once; most headers fit in it.
+	tailLen := min(fi.Size, 64<<10)
+	tail, err := r.be.Load(ctx, h, fi.Size-tailLen, tailLen)
+	if err != nil {
+		return 0, nil, err
+	}
+	if int64(len(tail)) != tailLen {
+		return 0, nil, fmt.Errorf("%v: %w: short read", h, ErrPackFormat)
+	}
+	hl := int64(binary.LittleEndian.Uint32(tail[len(tail)-4:]))
+	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > fi.Size {
+		return 0, nil, fmt.Errorf("%v: %w: header length %d does not fit a %d-byte pack", h, ErrPackFormat, hl, fi.Size)
+	}
+	var sealed []byte
+	if hl+4 <= tailLen {
+		sealed = tail[tailLen-4-hl : tailLen-4]
+	} else {
+		sealed, err = r.be.Load(ctx, h, fi.Size-4-hl, hl)
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+	plain, err := r.key.Open(nil, sealed)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%v: header: %w", h, err)
+	}
+	bt, blobs, err := DecodePackHeader(plain)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%v: %w", h, err)
+	}
+	hstart := fi.Size - 4 - hl
+	if len(blobs) > 0 {
+		last := blobs[len(blobs)-1]
+		if int64(last.Offset)+int64(last.Length) != hstart {
+			return 0, nil, fmt.Errorf("%v: %w: blobs end at %d but the header starts at %d", h, ErrPackFormat, int64(last.Offset)+int64(last.Length), hstart)
+		}
+	}
+	return bt, blobs, nil
 }

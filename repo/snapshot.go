@@ -53,6 +53,9 @@ type Snapshot struct {
 	ProgramVersion string     `json:"program_version"`
 	Summary        *Summary   `json:"summary,omitempty"`
 	Sources        []Source   `json:"sources,omitempty"`
+	// Original is set on a snapshot made by 'repair snapshots': the
+	// damaged snapshot it replaces.
+	Original *crypto.ID `json:"original,omitempty"`
 
 	// ID is the storage name; not stored.
 	ID crypto.ID `json:"-"`

@@ -27,7 +27,7 @@ import (
 func (a *app) moreCommands() []*cobra.Command {
 	return []*cobra.Command{
 		a.backupCommand(), a.restoreCommand(), a.snapshotsCommand(), a.lsCommand(),
-		a.dumpCommand(), a.diffCommand(), a.statsCommand(), a.pruneCommand(),
+		a.dumpCommand(), a.diffCommand(), a.statsCommand(), a.pruneCommand(), a.repairCommand(),
 	}
 }
 
