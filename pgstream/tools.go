@@ -115,8 +115,8 @@ func checkToolVersion(ctx context.Context, t Tools, name string, need Version, n
 		return "", Version{}, err
 	}
 	if need.Num != 0 && v.majorNum() < need.majorNum() {
-		msg := fmt.Sprintf("%s %s (%s) is older than %s %s: %s %s or newer is needed; install it and give its directory with --pg-bin (or CAIRN_PG_BIN)",
-			name, v.Text, path, needWhat, need.Text, name, need.Major())
+		msg := fmt.Sprintf("%s %s (%s) is older than %s: %s %s or newer is needed; install it and give its directory with --pg-bin (or CAIRN_PG_BIN)",
+			name, v.Text, path, needWhat, name, need.Major())
 		if others := installedVersions(name); len(others) > 0 {
 			msg += "; found " + strings.Join(others, ", ")
 		}

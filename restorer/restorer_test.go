@@ -172,6 +172,48 @@ func TestRestoreNeverFollowsPlantedSymlinks(t *testing.T) {
 	}
 }
 
+// TestRestoreDoesNotWriteThroughPlantedHardlink: a regular file in the
+// target that is a hardlink to a file outside it shares that file's inode;
+// writing the restored content into it in place would change the outside
+// file. The README promises that a restore never writes outside the target.
+func TestRestoreDoesNotWriteThroughPlantedHardlink(t *testing.T) {
+	r := newRepo(t)
+	root := snapshotOf(t, r, nil,
+		archiver.Stream{Path: "/a/file.txt", Reader: strings.NewReader("payload from the snapshot\n"), Mode: 0o644})
+	base := t.TempDir()
+	target := filepath.Join(base, "target")
+	outside := filepath.Join(base, "outside")
+	mustMkdir(t, filepath.Join(target, "a"))
+	mustMkdir(t, outside)
+	const victimContent = "must stay as it is\n"
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte(victimContent), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(victim, filepath.Join(target, "a", "file.txt")); err != nil {
+		t.Skipf("cannot hardlink here: %v", err)
+	}
+	var before unix.Stat_t
+	if err := unix.Stat(victim, &before); err != nil {
+		t.Fatal(err)
+	}
+	st, err, warned := restore(t, r, root, target)
+	b, rerr := os.ReadFile(victim)
+	if rerr != nil || string(b) != victimContent {
+		t.Errorf("BUG: restore wrote through a hardlink planted in the target into a file outside it: now %q (%v)", b, rerr)
+	}
+	var after unix.Stat_t
+	if err := unix.Stat(victim, &after); err == nil && (after.Mode != before.Mode || after.Mtim != before.Mtim || after.Uid != before.Uid) {
+		t.Errorf("BUG: restore changed the metadata of a file outside the target through a planted hardlink: mode %o -> %o, mtime %v -> %v",
+			before.Mode, after.Mode, before.Mtim, after.Mtim)
+	}
+	// The restored file itself must be right (or the failure reported).
+	got, gerr := os.ReadFile(filepath.Join(target, "a", "file.txt"))
+	if (gerr != nil || string(got) != "payload from the snapshot\n") && err == nil && st.Warnings == 0 {
+		t.Errorf("file.txt restored as %q (%v) without any reported problem (warnings %q)", got, gerr, warned)
+	}
+}
+
 // TestRestoreTargetIsSymlink: a target that is itself a symlink is refused.
 func TestRestoreTargetIsSymlink(t *testing.T) {
 	r := newRepo(t)
