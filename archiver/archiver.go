@@ -72,6 +72,8 @@ type Result struct {
 	Warnings int
 	// StreamSizes maps stream paths to their lengths.
 	StreamSizes map[string]uint64
+	// PathSizes maps each backed-up file system path to its bytes.
+	PathSizes map[string]uint64
 	// FilesRead counts files whose contents were read (not taken from the parent).
 	FilesRead int64
 }
@@ -104,6 +106,19 @@ type archiver struct {
 
 	streamMu    sync.Mutex
 	streamSizes map[string]uint64
+	rootSizes   map[string]*atomic.Uint64 // bytes per backed-up path; filled before the walk
+}
+
+// rootCounter returns the byte counter of a backed-up path.
+func (a *archiver) rootCounter(p string) *atomic.Uint64 {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	c := a.rootSizes[p]
+	if c == nil {
+		c = new(atomic.Uint64)
+		a.rootSizes[p] = c
+	}
+	return c
 }
 
 type blobJob struct {
@@ -131,6 +146,7 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 		blobJobs:    make(chan blobJob, 2*opts.BlobWorkers),
 		fileSem:     make(chan struct{}, opts.FileWorkers),
 		streamSizes: map[string]uint64{},
+		rootSizes:   map[string]*atomic.Uint64{},
 	}
 	var workers sync.WaitGroup
 	for i := 0; i < opts.BlobWorkers; i++ {
@@ -152,7 +168,7 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 	var fut *future
 	if root.fsPath != "" {
 		// The whole file system root is backed up: its tree is the root.
-		fut = a.saveFSPath(root.fsPath, "/", "/", nil, parentRoot)
+		fut = a.saveFSPath(a.rootCounter(root.fsPath), root.fsPath, "/", "/", nil, parentRoot)
 	} else {
 		var prevRoot *tree.Node
 		if opts.Parent != nil {
@@ -167,7 +183,12 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 	if fut.err != nil {
 		return nil, fut.err
 	}
+	pathSizes := map[string]uint64{}
+	for p, c := range a.rootSizes {
+		pathSizes[p] = c.Load()
+	}
 	res := &Result{
+		PathSizes:   pathSizes,
 		Tree:        fut.node.Subtree,
 		Warnings:    int(a.warnings.Load()),
 		StreamSizes: a.streamSizes,
@@ -341,7 +362,7 @@ func (a *archiver) saveVirtualDir(t *trie, snapPath string, prevDir *tree.Node, 
 			if prevNode != nil && prevNode.Type == tree.Dir {
 				prevSub = a.loadTree(prevNode.Subtree)
 			}
-			futures = append(futures, a.saveFSPath(c.fsPath, childPath, name, prevNode, prevSub))
+			futures = append(futures, a.saveFSPath(a.rootCounter(c.fsPath), c.fsPath, childPath, name, prevNode, prevSub))
 		default:
 			var sub *tree.Tree
 			if prevNode != nil && prevNode.Type == tree.Dir {
@@ -435,7 +456,7 @@ func (a *archiver) finishDir(node tree.Node, children []*future, prev *tree.Node
 
 // saveFSPath backs up one file system entry (not following links). prev is
 // the entry in the parent snapshot and prevTree its subtree for directories.
-func (a *archiver) saveFSPath(fsPath, snapPath, name string, prev *tree.Node, prevTree *tree.Tree) *future {
+func (a *archiver) saveFSPath(size *atomic.Uint64, fsPath, snapPath, name string, prev *tree.Node, prevTree *tree.Tree) *future {
 	if a.ctx.Err() != nil {
 		return &future{done: closedChan(), err: context.Cause(a.ctx)}
 	}
@@ -452,9 +473,9 @@ func (a *archiver) saveFSPath(fsPath, snapPath, name string, prev *tree.Node, pr
 	}
 	switch node.Type {
 	case tree.File:
-		return a.saveFile(fsPath, node, prev)
+		return a.saveFile(size, fsPath, node, prev)
 	case tree.Dir:
-		return a.saveDir(fsPath, snapPath, node, prev, prevTree)
+		return a.saveDir(size, fsPath, snapPath, node, prev, prevTree)
 	case tree.Socket:
 		a.warn(fsPath, errors.New("socket recorded as an entry; its connections are not backed up"))
 	}
@@ -467,7 +488,7 @@ func closedChan() chan struct{} {
 	return c
 }
 
-func (a *archiver) saveDir(fsPath, snapPath string, node tree.Node, prev *tree.Node, prevTree *tree.Tree) *future {
+func (a *archiver) saveDir(size *atomic.Uint64, fsPath, snapPath string, node tree.Node, prev *tree.Node, prevTree *tree.Tree) *future {
 	if prev != nil && prev.Type != tree.Dir {
 		prev, prevTree = nil, nil
 	} else if prev != nil && prevTree == nil {
@@ -491,7 +512,7 @@ func (a *archiver) saveDir(fsPath, snapPath string, node tree.Node, prev *tree.N
 		if snapPath == "/" {
 			childSnap = "/" + n
 		}
-		futures = append(futures, a.saveFSPath(filepath.Join(fsPath, n), childSnap, n, findIn(prevTree, n), nil))
+		futures = append(futures, a.saveFSPath(size, filepath.Join(fsPath, n), childSnap, n, findIn(prevTree, n), nil))
 	}
 	return a.finishDir(node, futures, prev)
 }
@@ -511,9 +532,10 @@ func (a *archiver) unchanged(node tree.Node, prev *tree.Node) bool {
 	return true
 }
 
-func (a *archiver) saveFile(fsPath string, node tree.Node, prev *tree.Node) *future {
+func (a *archiver) saveFile(size *atomic.Uint64, fsPath string, node tree.Node, prev *tree.Node) *future {
 	a.totalFiles.Add(1)
 	if a.unchanged(node, prev) {
+		size.Add(node.Size)
 		node.Content, node.ChunkSizes = prev.Content, prev.ChunkSizes
 		a.filesUnmodified.Add(1)
 		a.totalBytes.Add(node.Size)
@@ -532,7 +554,7 @@ func (a *archiver) saveFile(fsPath string, node tree.Node, prev *tree.Node) *fut
 	go func() {
 		defer close(f.done)
 		defer func() { <-a.fileSem }()
-		content, sizes, size, err := a.readFile(fsPath, node)
+		content, sizes, n, err := a.readFile(fsPath, node)
 		if err != nil {
 			if a.ctx.Err() != nil {
 				f.err = context.Cause(a.ctx)
@@ -542,14 +564,15 @@ func (a *archiver) saveFile(fsPath string, node tree.Node, prev *tree.Node) *fut
 			f.skip = true
 			return
 		}
-		node.Content, node.ChunkSizes, node.Size = content, sizes, size
+		node.Content, node.ChunkSizes, node.Size = content, sizes, n
 		if prev != nil {
 			a.filesChanged.Add(1)
 		} else {
 			a.filesNew.Add(1)
 		}
 		a.filesRead.Add(1)
-		a.totalBytes.Add(size)
+		a.totalBytes.Add(n)
+		size.Add(n)
 		if p := a.opts.Progress; p != nil {
 			p.Files.Add(1)
 		}

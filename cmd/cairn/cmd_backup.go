@@ -263,6 +263,9 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != "skipped" {
 			sources[i].Size = sz
 		}
+		if sz, ok := res.PathSizes[sources[i].Name]; ok && sources[i].Kind == "files" {
+			sources[i].Size = sz
+		}
 	}
 	if len(warned) > 0 {
 		for i := range sources {

@@ -184,6 +184,15 @@ func (a *app) snapshotsCommand() *cobra.Command {
 				}
 				fmt.Fprintf(a.stdout, "%-9s %-19s %-16s %-16s %10s  %s\n", sn.ID.Short(), sn.Time.Local().Format("2006-01-02 15:04:05"),
 					sn.Hostname, strings.Join(sn.Tags, ","), size, strings.Join(sn.Paths, ", "))
+				if showSources(sn) {
+					for _, src := range sn.Sources {
+						status := src.Status
+						if src.Error != "" {
+							status += ": " + src.Error
+						}
+						fmt.Fprintf(a.stdout, "%-9s %-8s %-36s %10s  %s\n", "", src.Kind, src.Name, formatBytes(src.Size), status)
+					}
+				}
 			}
 			fmt.Fprintln(a.stdout, strings.Repeat("-", 90))
 			fmt.Fprintf(a.stdout, "%d snapshots\n", len(out))
@@ -193,6 +202,17 @@ func (a *app) snapshotsCommand() *cobra.Command {
 	cmd.Flags().StringVar(&host, "host", "", "only snapshots of `host`")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only snapshots with all of these `tags`")
 	return cmd
+}
+
+// showSources says whether a snapshot's sources add anything to its row:
+// a database, a cache, a stream, or a source that is not ok.
+func showSources(sn *repo.Snapshot) bool {
+	for _, src := range sn.Sources {
+		if src.Kind != "files" || src.Status != "ok" {
+			return true
+		}
+	}
+	return false
 }
 
 func hasTags(have, want []string) bool {
