@@ -58,6 +58,7 @@ type entry struct {
 
 type fileState struct {
 	mu        sync.Mutex
+	created   bool
 	f         *os.File
 	remaining int
 	failed    bool
@@ -235,9 +236,36 @@ type packRead struct {
 	blobs []*packBlob
 }
 
+// createFile makes a new file at p with the given size. Whatever is in
+// the way is replaced, never written into: an existing file may be a
+// hardlink to a file outside the target, or a symlink.
+func createFile(p string, size int64) (*os.File, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | unix.O_NOFOLLOW
+	f, err := os.OpenFile(p, flags, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		if fi, lerr := os.Lstat(p); lerr == nil && !fi.IsDir() {
+			_ = os.Remove(p)
+		}
+		f, err = os.OpenFile(p, flags, 0o600)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if size > 0 {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
 // maxGap is the largest hole between two needed blobs that is read through
 // rather than split into two requests.
 const maxGap = 1 << 20
+
+// maxRead bounds one merged range read (memory: Workers × maxRead).
+const maxRead = 8 << 20
 
 func (rs *restorer) writeContents(ctx context.Context) error {
 	byBlob := map[crypto.ID]*packBlob{}
@@ -245,20 +273,18 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	for _, e := range rs.files {
 		st := &fileState{}
 		rs.states[e.target] = st
-		// Create (truncate) now, so empty files exist and sizes are right.
-		f, err := os.OpenFile(e.target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o600)
-		if err != nil {
-			rs.warn(e.snap, err)
-			st.failed = true
-			continue
-		}
-		if e.node.Size > 0 {
-			if err := f.Truncate(int64(e.node.Size)); err != nil {
+		// Files with content are created at their first write; empty ones
+		// now.
+		if len(e.node.Content) == 0 {
+			f, err := createFile(e.target, 0)
+			if err != nil {
+				rs.warn(e.snap, err)
+				st.failed = true
+				continue
+			}
+			if err := f.Close(); err != nil {
 				rs.warn(e.snap, err)
 			}
-		}
-		if err := f.Close(); err != nil {
-			rs.warn(e.snap, err)
 		}
 		rs.stats.Files++
 		rs.stats.Bytes += e.node.Size
@@ -343,7 +369,7 @@ func (rs *restorer) restorePack(ctx context.Context, p *packRead) error {
 		start := int64(blobs[0].loc.Offset)
 		end := start + int64(blobs[0].loc.Length)
 		n := 1
-		for n < len(blobs) && int64(blobs[n].loc.Offset)-end <= maxGap && int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= 32<<20 {
+		for n < len(blobs) && int64(blobs[n].loc.Offset)-end <= maxGap && int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= maxRead {
 			end = max(end, int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length))
 			n++
 		}
@@ -407,7 +433,14 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.f == nil && !st.failed {
-		f, err := os.OpenFile(u.entry.target, os.O_WRONLY|unix.O_NOFOLLOW, 0)
+		var f *os.File
+		var err error
+		if st.created {
+			f, err = os.OpenFile(u.entry.target, os.O_WRONLY|unix.O_NOFOLLOW, 0)
+		} else {
+			f, err = createFile(u.entry.target, int64(u.entry.node.Size))
+			st.created = err == nil
+		}
 		if err != nil {
 			st.failed = true
 			rs.warn(u.entry.snap, err)
