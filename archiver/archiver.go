@@ -476,8 +476,6 @@ func (a *archiver) saveFSPath(size *atomic.Uint64, fsPath, snapPath, name string
 		return a.saveFile(size, fsPath, node, prev)
 	case tree.Dir:
 		return a.saveDir(size, fsPath, snapPath, node, prev, prevTree)
-	case tree.Socket:
-		a.warn(fsPath, errors.New("socket recorded as an entry; its connections are not backed up"))
 	}
 	return resolved(node, false)
 }
