@@ -28,20 +28,25 @@ func (a *app) moreCommands() []*cobra.Command {
 	return []*cobra.Command{
 		a.backupCommand(), a.restoreCommand(), a.snapshotsCommand(), a.lsCommand(),
 		a.dumpCommand(), a.diffCommand(), a.statsCommand(), a.pruneCommand(), a.repairCommand(),
+		a.forgetCommand(),
 	}
 }
 
 func (a *app) restoreCommand() *cobra.Command {
-	var target, host string
-	var includes, excludes []string
+	var target, host, at string
+	var includes, excludes, tags []string
 	var pgFlags pgRestoreFlags
 	var redisFlags redisRestoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore SNAPSHOT --target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR",
-		Short: "Restore a snapshot (ID, unique prefix or 'latest') into a directory, a database or Redis",
-		Args:  cobra.ExactArgs(1),
+		Use:   "restore (SNAPSHOT | --at TIME) (--target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR)",
+		Short: "Restore a snapshot (ID, unique prefix, 'latest' or --at TIME) into a directory, a database or Redis",
+		Args:  cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			atTime, err := snapshotOrAt(args, at)
+			if err != nil {
+				return err
+			}
 			if target == "" && !pgFlags.enabled() && !redisFlags.enabled() {
 				return errors.New("give a destination: --target DIR for files, --pg-target URL for PostgreSQL, --redis-target or --redis-rdb-dir for Redis")
 			}
@@ -58,7 +63,7 @@ func (a *app) restoreCommand() *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			sn, err := findSnapshot(ctx, r, args[0], host)
+			sn, err := a.restoreSnapshot(ctx, r, args, atTime, host, tags)
 			if err != nil {
 				return err
 			}
@@ -106,7 +111,9 @@ func (a *app) restoreCommand() *cobra.Command {
 	fl.StringVarP(&target, "target", "t", "", "restore into `directory`")
 	fl.StringArrayVarP(&includes, "include", "i", nil, "restore only paths matching `pattern` (repeatable)")
 	fl.StringArrayVarP(&excludes, "exclude", "e", nil, "do not restore paths matching `pattern` (repeatable)")
-	fl.StringVar(&host, "host", "", "with 'latest': the newest snapshot of this `host`")
+	fl.StringVar(&host, "host", "", "with 'latest' or --at: only snapshots of this `host`")
+	fl.StringVar(&at, "at", "", "restore the newest snapshot taken at or before `time` (RFC 3339, or local 2026-01-06 03:00[:00] or 2026-01-06 for 00:00)")
+	fl.StringArrayVar(&tags, "tag", nil, "with 'latest' or --at: only snapshots with all of these `tags`")
 	registerPgRestoreFlags(fl, &pgFlags)
 	registerRedisRestoreFlags(fl, &redisFlags)
 	return cmd
@@ -128,7 +135,7 @@ type snapshotJSON struct {
 }
 
 func (a *app) snapshotsCommand() *cobra.Command {
-	var host string
+	var host, at string
 	var tags []string
 	cmd := &cobra.Command{
 		Use:   "snapshots",
@@ -136,6 +143,10 @@ func (a *app) snapshotsCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			atTime, err := parseAtFlag(at)
+			if err != nil {
+				return err
+			}
 			r, err := a.openRepo(ctx, false)
 			if err != nil {
 				return err
@@ -155,6 +166,13 @@ func (a *app) snapshotsCommand() *cobra.Command {
 					continue
 				}
 				out = append(out, sn)
+			}
+			if at != "" {
+				sn, err := snapshotAt(out, atTime)
+				if err != nil {
+					return err
+				}
+				out = []*repo.Snapshot{sn}
 			}
 			if a.jsonOutput {
 				js := []snapshotJSON{}
@@ -201,6 +219,7 @@ func (a *app) snapshotsCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&host, "host", "", "only snapshots of `host`")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only snapshots with all of these `tags`")
+	cmd.Flags().StringVar(&at, "at", "", "show only the newest snapshot taken at or before `time` (what restore --at picks)")
 	return cmd
 }
 
