@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -50,10 +51,28 @@ type TableCount struct {
 	Rows   int64  `json:"rows"`
 }
 
-// QualifiedName is schema.name, quoted where SQL would need it.
+// QualifiedName is schema.name for people: a part is quoted unless it is
+// a plain lower-case name.
 func (t TableCount) QualifiedName() string {
-	return pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	return displayIdent(t.Schema) + "." + displayIdent(t.Name)
 }
+
+// sqlName is schema.name quoted for SQL.
+func (t TableCount) sqlName() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+var plainIdentRE = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+
+func displayIdent(s string) string {
+	if plainIdentRE.MatchString(s) {
+		return s
+	}
+	return pgx.Identifier{s}.Sanitize()
+}
+
+// ServerRelease is the server's version without its build details ("15.18").
+func (d *Details) ServerRelease() string { return shortVersion(d.ServerVersion) }
+
+func shortVersion(v string) string { return strings.Fields(v + " ")[0] }
 
 // Rows is the sum of all row counts.
 func (d *Details) Rows() int64 {
@@ -155,7 +174,7 @@ func StartDump(ctx context.Context, o DumpOptions) (d *Dump, err error) {
 		return nil, fail("read server facts", err)
 	}
 	d.Database = det.Database
-	server := Version{Text: strings.Fields(det.ServerVersion + " ")[0], Num: det.ServerVersionNum}
+	server := Version{Text: det.ServerRelease(), Num: det.ServerVersionNum}
 	dumpPath, dumpVersion, err := checkToolVersion(ctx, o.Tools, "pg_dump", server, serverWhat(server, o.Conn))
 	if err != nil {
 		return nil, err
@@ -309,7 +328,7 @@ func lockTables(ctx context.Context, tx pgx.Tx, tables []TableCount) error {
 		batch := tables[i:min(i+500, len(tables))]
 		names := make([]string, len(batch))
 		for j, t := range batch {
-			names[j] = t.QualifiedName()
+			names[j] = t.sqlName()
 		}
 		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE"); err != nil {
 			return err
@@ -326,7 +345,7 @@ func countRows(ctx context.Context, q interface {
 	out := make([]TableCount, len(tables))
 	for i, t := range tables {
 		out[i] = t
-		if err := q.QueryRow(ctx, "SELECT count(*) FROM ONLY "+t.QualifiedName()).Scan(&out[i].Rows); err != nil {
+		if err := q.QueryRow(ctx, "SELECT count(*) FROM ONLY "+t.sqlName()).Scan(&out[i].Rows); err != nil {
 			return nil, fmt.Errorf("%s: %w", t.QualifiedName(), err)
 		}
 	}
@@ -359,7 +378,7 @@ func StartGlobals(ctx context.Context, o DumpOptions) (*Globals, error) {
 	if !super {
 		return nil, fmt.Errorf("globals of %s: pg_dumpall --globals-only needs a superuser and %q is not one: give --pg-no-globals to back up the database without roles and tablespaces", o.Conn, user)
 	}
-	server := Version{Text: strings.Fields(version + " ")[0], Num: versionNum}
+	server := Version{Text: shortVersion(version), Num: versionNum}
 	path, _, err := checkToolVersion(ctx, o.Tools, "pg_dumpall", server, serverWhat(server, o.Conn))
 	if err != nil {
 		return nil, err

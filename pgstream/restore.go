@@ -67,8 +67,8 @@ type TableCheck struct {
 // ErrVerify is returned (wrapped) when row counts differ from the backup.
 var ErrVerify = errors.New("restored row counts differ from the backup")
 
-// Restore creates the database if asked, applies the globals if given,
-// restores the dump with pg_restore (custom) or psql (plain), stopping at
+// Restore creates the database if asked, refuses a non-empty one unless
+// Clean, applies the globals if given, restores the dump with pg_restore (custom) or psql (plain), stopping at
 // the first error, runs ANALYZE and compares every table's row count with
 // the counts recorded at backup.
 func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
@@ -94,6 +94,9 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		if o.Jobs > 1 {
 			logf("note: --jobs is ignored for a plain SQL dump (psql runs it in order)")
 		}
+		if o.NoOwner {
+			logf("note: --pg-no-owner is ignored for a plain SQL dump (its ownership statements are part of the SQL)")
+		}
 	}
 	var need Version
 	if det.PgDumpVersion != "" {
@@ -104,13 +107,6 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 
-	if o.Globals != nil {
-		roles, spaces, err := applyGlobals(ctx, o, target)
-		if err != nil {
-			return nil, err
-		}
-		res.ExistingRoles, res.ExistingTablespaces = roles, spaces
-	}
 	if o.Create {
 		created, err := createDatabase(ctx, target, db, det.Encoding)
 		if err != nil {
@@ -118,9 +114,9 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		}
 		res.Created = created
 		if created {
-			logf("created database %s", quoteIdent(db))
+			logf("created database %s", displayIdent(db))
 		} else {
-			logf("database %s exists", quoteIdent(db))
+			logf("database %s exists", displayIdent(db))
 		}
 	}
 	conn, err := target.connect(ctx)
@@ -141,7 +137,16 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 			names = append(names, t.QualifiedName())
 		}
 		return nil, fmt.Errorf("database %s is not empty (%d tables, e.g. %s): give --pg-clean to drop and recreate the dumped objects, or restore into a new database with --pg-create",
-			quoteIdent(db), len(existing), strings.Join(names, ", "))
+			displayIdent(db), len(existing), strings.Join(names, ", "))
+	}
+	// Roles come before the objects they own; after the checks above, so
+	// that a refused restore changes nothing on the server.
+	if o.Globals != nil {
+		roles, spaces, err := applyGlobals(ctx, o, target)
+		if err != nil {
+			return nil, err
+		}
+		res.ExistingRoles, res.ExistingTablespaces = roles, spaces
 	}
 
 	start := time.Now()
@@ -168,14 +173,14 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 			stdin = nil
 		}
 	}
-	logf("restoring %s dump of %s (%s, taken %s) into %s with %s", det.Format, quoteIdent(det.Database),
-		"PostgreSQL "+det.ServerVersion, det.Time.Local().Format("2006-01-02 15:04:05"), quoteIdent(db), tool)
+	logf("restoring %s dump of %s (PostgreSQL %s, taken %s) into %s with %s", det.Format, displayIdent(det.Database),
+		det.ServerRelease(), det.Time.Local().Format("2006-01-02 15:04:05"), displayIdent(db), tool)
 	if err := runTool(ctx, target, toolPath, args, stdin, io.Discard); err != nil {
-		return nil, fmt.Errorf("restore into %s failed, the database is partly restored (fix the cause, then restore again with --pg-clean or into a new database): %w", quoteIdent(db), err)
+		return nil, fmt.Errorf("restore into %s failed, the database is partly restored (fix the cause, then restore again with --pg-clean or into a new database): %w", displayIdent(db), err)
 	}
 	res.Bytes, res.RestoreTime = cr.n, time.Since(start)
 	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
-		return nil, fmt.Errorf("ANALYZE %s: %s", quoteIdent(db), target.Redact(err.Error()))
+		return nil, fmt.Errorf("ANALYZE %s: %s", displayIdent(db), target.Redact(err.Error()))
 	}
 	if err := res.verify(ctx, conn, det); err != nil {
 		return res, err
@@ -477,6 +482,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// quoteIdent quotes a name for SQL; in messages, displayIdent reads better.
 func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -46,18 +46,19 @@ func (r *run) wait() error {
 		return r.err
 	}
 	r.waited = true
-	if !r.out.done() {
+	abandoned := !r.out.done()
+	if abandoned {
 		_ = r.cmd.Process.Kill()
 	}
 	err := r.cmd.Wait()
-	_, _, _, eof, readErr := r.out.state()
+	_, _, _, _, readErr := r.out.state()
 	switch {
+	case abandoned:
+		r.err = fmt.Errorf("%s stopped: the backup ended before reading all of its output%s", r.name, r.stderrSuffix())
 	case err != nil:
 		r.err = fmt.Errorf("%s failed (%v)%s", r.name, err, r.stderrSuffix())
 	case readErr != nil:
 		r.err = fmt.Errorf("%s: reading its output: %v", r.name, readErr)
-	case !eof:
-		r.err = fmt.Errorf("%s: its output was not read to the end", r.name)
 	}
 	if r.err != nil {
 		r.err = errors.New(r.conn.Redact(r.err.Error()))
@@ -65,17 +66,37 @@ func (r *run) wait() error {
 	return r.err
 }
 
-// stderrSuffix is ": " and the last lines the program wrote to stderr.
+// stderrSuffix is ": " and what the program said on stderr: from its first
+// "error:" line on (with its detail and hint lines, not the text of the
+// failed query), or else its last lines.
 func (r *run) stderrSuffix() string {
 	msg := r.stderr.String()
 	if msg == "" {
 		return ""
 	}
 	lines := strings.Split(msg, "\n")
-	if len(lines) > 6 {
-		lines = lines[len(lines)-6:]
+	prefix := r.name + ":"
+	var picked []string
+	for i, l := range lines {
+		if strings.HasPrefix(l, prefix) && (strings.Contains(l, "error:") || strings.Contains(l, "ERROR:") || strings.Contains(l, "FATAL:")) {
+			for _, m := range lines[i:] {
+				if len(picked) == 6 {
+					break
+				}
+				if strings.HasPrefix(m, prefix) {
+					if len(m) > 300 {
+						m = m[:300] + "..."
+					}
+					picked = append(picked, m)
+				}
+			}
+			break
+		}
 	}
-	return ": " + r.conn.Redact(strings.Join(lines, " | "))
+	if len(picked) == 0 {
+		picked = lines[max(0, len(lines)-6):]
+	}
+	return ": " + r.conn.Redact(strings.Join(picked, " | "))
 }
 
 // watchReader passes a program's output through, remembering its first and

@@ -39,6 +39,10 @@ type Source struct {
 	Error  string            `json:"error,omitempty"` // why not ok
 	Size   uint64            `json:"size"`            // plaintext bytes
 	Meta   map[string]string `json:"meta,omitempty"`  // source-specific facts
+	// Details holds structured source-specific metadata (a database's
+	// server version and per-table row counts, a Redis key space), in a
+	// shape defined by the source.
+	Details json.RawMessage `json:"details,omitempty"`
 }
 
 // Snapshot is the commit point of a backup: it names a root tree.

@@ -160,20 +160,6 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	if listErr != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	snapPaths := append([]string(nil), absPaths...)
-	if f.stdin || f.stdinFromCommand {
-		snapPaths = append(snapPaths, "/"+name)
-	}
-	var parent *repo.Snapshot
-	if f.parent != "" {
-		parent, err = findSnapshot(ctx, r, f.parent, "")
-		if err != nil {
-			return fmt.Errorf("--parent: %w", err)
-		}
-	} else if len(absPaths) > 0 {
-		parent = findParent(sns, host, snapPaths)
-	}
-
 	var extra []backupSource
 	switch {
 	case f.stdin:
@@ -188,12 +174,39 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		}
 		extra = append(extra, src)
 	}
+	// abort stops the sources already started (it waits for their
+	// commands) and returns err.
+	abort := func(err error) error {
+		for _, e := range extra {
+			if e.finish != nil {
+				_ = e.finish(nil)
+			}
+		}
+		return err
+	}
 	for _, add := range []func(context.Context, *backupFlags) ([]backupSource, error){a.pgBackupSources, a.redisBackupSources} {
 		srcs, err := add(ctx, &f)
 		if err != nil {
-			return err
+			return abort(err)
 		}
 		extra = append(extra, srcs...)
+	}
+	// The snapshot's paths are the backed-up paths and the streams' names,
+	// so snapshots of the same sources group together.
+	snapPaths := append([]string(nil), absPaths...)
+	for _, e := range extra {
+		for _, st := range e.streams {
+			snapPaths = append(snapPaths, st.Path)
+		}
+	}
+	var parent *repo.Snapshot
+	if f.parent != "" {
+		parent, err = findSnapshot(ctx, r, f.parent, "")
+		if err != nil {
+			return abort(fmt.Errorf("--parent: %w", err))
+		}
+	} else if len(absPaths) > 0 {
+		parent = findParent(sns, host, snapPaths)
 	}
 	var streams []archiver.Stream
 	var sources []repo.Source
@@ -244,6 +257,9 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		sourceErrs = append(sourceErrs, ferr)
 	}
 	if len(sourceErrs) > 0 {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			sourceErrs = append(sourceErrs, err)
+		}
 		return fmt.Errorf("%w; no snapshot was written", errors.Join(sourceErrs...))
 	}
 	if err != nil {
@@ -258,6 +274,29 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	}
 	if err := r.Flush(ctx); err != nil {
 		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
+	}
+	// A skipped optional source must not leave a half-read stream in the
+	// tree that looks complete.
+	var dropped []string
+	for _, e := range extra {
+		for _, src := range e.sources {
+			if src.Status == "skipped" {
+				for _, st := range e.streams {
+					dropped = append(dropped, st.Path)
+				}
+				break
+			}
+		}
+	}
+	if len(dropped) > 0 {
+		root, derr := archiver.DropPaths(ctx, r, res.Tree, dropped)
+		if derr != nil {
+			return fmt.Errorf("backup failed: %w; no snapshot was written", derr)
+		}
+		res.Tree = root
+		if err := r.Flush(ctx); err != nil {
+			return fmt.Errorf("backup failed: %w; no snapshot was written", err)
+		}
 	}
 	for i := range sources {
 		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != "skipped" {

@@ -25,8 +25,6 @@ const (
 	pgDir         = "/postgres/"
 	pgSourceKind  = "postgres"
 	pgGlobalsKind = "postgres-globals"
-	// pgDetailsKey holds the JSON of pgstream.Details in Source.Meta.
-	pgDetailsKey = "details"
 )
 
 // pgBackupFlags are the PostgreSQL source's backup flags.
@@ -57,6 +55,9 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 	if !f.enabled() {
 		return nil, nil
 	}
+	if f.format != pgstream.FormatCustom && f.format != pgstream.FormatPlain {
+		return nil, fmt.Errorf("--pg-format %q: use %s or %s", f.format, pgstream.FormatCustom, pgstream.FormatPlain)
+	}
 	if f.lockWait < 0 {
 		return nil, errors.New("--pg-lock-wait-timeout must not be negative")
 	}
@@ -76,6 +77,7 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 		}
 	}
 	tools := pgstream.Tools{Dir: f.bin}
+	seen := map[string]string{} // snapshot path -> what is stored there
 	// Started programs are ended if a later one cannot start.
 	defer func() {
 		if err != nil {
@@ -96,10 +98,7 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 			sources: []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: "ok", Meta: map[string]string{"connection": conns[0].String()}}},
 			finish:  func(*archiver.Result) error { return g.Finish() },
 		})
-	}
-	seen := map[string]string{}
-	if !f.noGlobals {
-		seen[pgDir+pgstream.GlobalsFileName] = "the globals"
+		seen[p] = "the globals"
 	}
 	for _, c := range conns {
 		d, err := pgstream.StartDump(ctx, pgstream.DumpOptions{Conn: c, Tools: tools, Format: f.format, LockWaitTimeout: f.lockWait})
@@ -122,13 +121,13 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 				setPgDetails(&srcs[0], det)
 				if !a.jsonOutput {
 					a.printf("postgres: %s -> %s: %d tables, %d rows, PostgreSQL %s, WAL %s at %s\n", det.Database, p,
-						len(det.Tables), det.Rows(), det.ServerVersion, det.WALLSN, det.Time.Local().Format("2006-01-02 15:04:05"))
+						len(det.Tables), det.Rows(), det.ServerRelease(), det.WALLSN, det.Time.Local().Format("2006-01-02 15:04:05"))
 				}
 				return nil
 			},
 		})
 		if prev, ok := seen[p]; ok {
-			return out, fmt.Errorf("--pg %s: its dump would be stored as %s, as %s: give each database once (and do not name a plain-format database \"globals\")", c, p, prev)
+			return out, fmt.Errorf("--pg %s: %s would hold both its dump and %s: give each database once (a plain-format database named \"globals\" collides with the globals)", c, p, prev)
 		}
 		seen[p] = c.String()
 	}
@@ -148,18 +147,18 @@ func setPgDetails(s *repo.Source, d *pgstream.Details) {
 		"time":           d.Time.Format(time.RFC3339Nano),
 		"tables":         strconv.Itoa(len(d.Tables)),
 		"rows":           strconv.FormatInt(d.Rows(), 10),
-		pgDetailsKey:     string(js),
 	}
+	s.Details = js
 }
 
 // pgDetails reads what setPgDetails stored.
 func pgDetails(s repo.Source) (*pgstream.Details, error) {
-	js, ok := s.Meta[pgDetailsKey]
-	if !ok {
+	js := []byte(s.Details)
+	if len(js) == 0 {
 		return nil, fmt.Errorf("%s: the snapshot holds no details of this dump", s.Name)
 	}
 	var d pgstream.Details
-	if err := json.Unmarshal([]byte(js), &d); err != nil {
+	if err := json.Unmarshal(js, &d); err != nil {
 		return nil, fmt.Errorf("%s: details: %w", s.Name, err)
 	}
 	return &d, nil

@@ -320,7 +320,7 @@ func (s *Server) CreateDB(t testing.TB, db string) {
 
 // Checksums returns, for every user table of database db, an md5 of its
 // rows in order (md5(string_agg(t::text, ',' ORDER BY t::text))) and its
-// row count, keyed by schema.table: equal maps mean equal contents.
+// row count, keyed by schema.table (unquoted): equal maps mean equal contents.
 func (s *Server) Checksums(t testing.TB, db string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -331,13 +331,13 @@ func (s *Server) Checksums(t testing.TB, db string) map[string]string {
 	if err != nil {
 		t.Fatalf("list tables of %s: %v", db, err)
 	}
-	var names []string
+	var names [][2]string
 	for rows.Next() {
 		var ns, rel string
 		if err := rows.Scan(&ns, &rel); err != nil {
 			t.Fatal(err)
 		}
-		names = append(names, pgx.Identifier{ns, rel}.Sanitize())
+		names = append(names, [2]string{ns, rel})
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -346,14 +346,14 @@ func (s *Server) Checksums(t testing.TB, db string) map[string]string {
 	for _, n := range names {
 		var sum *string
 		var count int64
-		if err := c.QueryRow(ctx, "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)), count(*) FROM ONLY "+n+" t").Scan(&sum, &count); err != nil {
-			t.Fatalf("checksum %s.%s: %v", db, n, err)
+		if err := c.QueryRow(ctx, "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)), count(*) FROM ONLY "+pgx.Identifier(n[:]).Sanitize()+" t").Scan(&sum, &count); err != nil {
+			t.Fatalf("checksum %s: %s.%s: %v", db, n[0], n[1], err)
 		}
 		v := "empty"
 		if sum != nil {
 			v = *sum
 		}
-		out[n] = fmt.Sprintf("%s/%d", v, count)
+		out[n[0]+"."+n[1]] = fmt.Sprintf("%s/%d", v, count)
 	}
 	return out
 }
