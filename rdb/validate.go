@@ -62,7 +62,7 @@ type Validator struct {
 	head    [9]byte
 	version int
 	crc     uint64
-	last    byte   // the newest byte included in crc
+	last    byte    // the newest byte included in crc
 	tail    [8]byte // the newest bytes, not yet in crc (they may be the checksum)
 	tailN   int
 	err     error // sticky header error
@@ -73,8 +73,8 @@ type Validator struct {
 	infoErr error
 }
 
-// NewValidator starts a validator. Call Close exactly once when the input
-// ends (or is abandoned) to release its goroutine.
+// NewValidator starts a validator. Call Close when the input ends (or is
+// abandoned): it releases the validator's goroutine.
 func NewValidator() *Validator {
 	pr, pw := io.Pipe()
 	v := &Validator{pw: pw, walked: make(chan walkResult, 1)}

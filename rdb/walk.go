@@ -281,23 +281,13 @@ func (w *walker) length() uint64 {
 func (w *walker) str() {
 	at := w.pos()
 	n, enc := w.lengthOrEnc()
-	if !enc {
+	switch {
+	case !enc:
 		w.skip(n)
-		return
-	}
-	switch n {
-	case 0:
-		w.skip(1)
-	case 1:
-		w.skip(2)
-	case 2:
-		w.skip(4)
-	case 3: // LZF: compressed length, uncompressed length, data
-		clen := w.length()
-		w.length()
-		w.skip(clen)
+	case n <= 2: // 8, 16 or 32 bit integer
+		w.skip(1 << n)
 	default:
-		w.fail(at, fmt.Sprintf("unknown string encoding %d", n))
+		w.skipEncoded(at, n)
 	}
 }
 
@@ -331,6 +321,8 @@ func (w *walker) shortString() string {
 	return ""
 }
 
+// skipEncoded skips an LZF string (kind 3): compressed length, uncompressed
+// length, data.
 func (w *walker) skipEncoded(at int64, kind uint64) {
 	if kind != 3 {
 		w.fail(at, fmt.Sprintf("unknown string encoding %d", kind))

@@ -187,7 +187,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	for _, add := range []func(context.Context, *backupFlags) ([]backupSource, error){a.pgBackupSources, a.redisBackupSources} {
 		srcs, err := add(ctx, &f)
 		if err != nil {
-			return abort(err)
+			return abort(fmt.Errorf("%w; no snapshot was written", err))
 		}
 		extra = append(extra, srcs...)
 	}
