@@ -86,8 +86,9 @@ type archiver struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	blobJobs chan blobJob
-	fileSem  chan struct{}
+	blobJobs  chan blobJob
+	producers sync.WaitGroup // goroutines that may send on blobJobs
+	fileSem   chan struct{}
 
 	warnings        atomic.Int64
 	filesNew        atomic.Uint64
@@ -129,7 +130,7 @@ type blobJob struct {
 
 // Run backs up the file system paths (absolute) and streams, returning the
 // root tree. It saves blobs but does not flush or write a snapshot.
-func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stream, opts Options) (*Result, error) {
+func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stream, opts Options) (_ *Result, retErr error) {
 	if opts.FileWorkers <= 0 {
 		opts.FileWorkers = 4
 	}
@@ -153,8 +154,20 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 		workers.Go(a.blobWorker)
 	}
 	defer func() {
-		close(a.blobJobs)
-		workers.Wait()
+		// Chunk producers (file readers, streams) hand work to the blob
+		// workers; the channel closes only after the last of them stopped.
+		// After a failure a producer may still sit in a Read that only the
+		// caller can end (closing its stream), so Run does not wait then.
+		if retErr == nil {
+			a.producers.Wait()
+			close(a.blobJobs)
+			workers.Wait()
+			return
+		}
+		go func() {
+			a.producers.Wait()
+			close(a.blobJobs)
+		}()
 	}()
 
 	root, err := buildTrie(paths, streams)
@@ -549,7 +562,9 @@ func (a *archiver) saveFile(size *atomic.Uint64, fsPath string, node tree.Node, 
 		return &future{done: closedChan(), err: context.Cause(a.ctx)}
 	}
 	f := &future{done: make(chan struct{})}
+	a.producers.Add(1)
 	go func() {
+		defer a.producers.Done()
 		defer close(f.done)
 		defer func() { <-a.fileSem }()
 		content, sizes, n, err := a.readFile(fsPath, node)
@@ -702,7 +717,9 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64) ([]cr
 // saveStream stores a stream as a file node; a read error fails the backup.
 func (a *archiver) saveStream(s *Stream, name string) *future {
 	f := &future{done: make(chan struct{})}
+	a.producers.Add(1)
 	go func() {
+		defer a.producers.Done()
 		defer close(f.done)
 		kind := s.Kind
 		if kind == "" {

@@ -21,4 +21,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	fi
 fi
 go mod download
+
+# The MinIO server the S3 tests run against, built once per machine and
+# cached outside the repository (about 4 minutes on 2 cores the first time).
+./scripts/minio.sh
 echo "install-deps: ok"

@@ -43,7 +43,9 @@ func (a *app) initCommand() *cobra.Command {
 			if pw == "" {
 				return errors.New("an empty password is not allowed")
 			}
-			r, err := repo.Init(ctx, be, pw, repo.Options{PackSize: packSizeMiB << 20})
+			opts := a.repoOptions(be)
+			opts.PackSize = packSizeMiB << 20
+			r, err := repo.Init(ctx, be, pw, opts)
 			if err != nil {
 				return err
 			}

@@ -68,6 +68,9 @@ type app struct {
 	passwordCommand string
 	jsonOutput      bool
 	cpuProfile      string
+	s3Region        string
+	s3CAFile        string
+	uploads         int
 	quiet           bool
 	stdin           io.Reader
 	stdout, stderr  io.Writer
@@ -110,6 +113,9 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.passwordCommand, "password-command", os.Getenv("CAIRN_PASSWORD_COMMAND"), "run `command` and use its output as the password; env CAIRN_PASSWORD_COMMAND")
 	pf.BoolVar(&a.jsonOutput, "json", false, "print machine-readable JSON")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
+	pf.StringVar(&a.s3Region, "s3-region", "", "S3 `region` (default: AWS_DEFAULT_REGION, or asked from the server)")
+	pf.StringVar(&a.s3CAFile, "s3-ca-file", os.Getenv("CAIRN_S3_CA_FILE"), "trust the certificate authorities in PEM `file` for S3 over TLS; env CAIRN_S3_CA_FILE")
+	pf.IntVar(&a.uploads, "uploads", 0, "concurrent pack uploads (default 2 for local repositories, 6 for S3)")
 	pf.StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to `file` (for development)")
 	_ = pf.MarkHidden("cpu-profile")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {

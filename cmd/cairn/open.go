@@ -14,6 +14,7 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/repo/backend/s3"
 )
 
 // openBackend parses a repository location.
@@ -26,13 +27,44 @@ func (a *app) openBackend() (backend.Backend, error) {
 	case strings.HasPrefix(loc, "local:"):
 		return local.Open(strings.TrimPrefix(loc, "local:"))
 	case strings.HasPrefix(loc, "s3:"):
-		return nil, &exitCodeError{exitError, fmt.Errorf("repository %q: the S3 backend is not available in this build", loc)}
+		// Credentials, region and CA file come from the environment
+		// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+		// AWS_DEFAULT_REGION, CAIRN_S3_CA_FILE).
+		cfg, err := s3.Parse(loc)
+		if err != nil {
+			return nil, &exitCodeError{exitError, err}
+		}
+		if a.s3Region != "" {
+			cfg.Region = a.s3Region
+		}
+		if a.s3CAFile != "" {
+			cfg.CAFile = a.s3CAFile
+		}
+		be, err := s3.Open(context.Background(), cfg)
+		if err != nil {
+			return nil, &exitCodeError{exitError, err}
+		}
+		return be, nil
 	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
 		if i := strings.Index(loc, ":"); i > 1 {
-			return nil, &exitCodeError{exitError, fmt.Errorf("repository %q: unknown backend %q (use /path, local:/path)", loc, loc[:i])}
+			return nil, &exitCodeError{exitError, fmt.Errorf("repository %q: unknown backend %q (use /path, local:/path, s3:https://host/bucket)", loc, loc[:i])}
 		}
 	}
 	return local.Open(loc)
+}
+
+// repoOptions are the repository options from global flags: concurrent
+// pack uploads default to 2 on a local disk and 6 on S3, where each upload
+// waits on the network.
+func (a *app) repoOptions(be backend.Backend) repo.Options {
+	o := repo.Options{Uploads: a.uploads}
+	if o.Uploads <= 0 {
+		o.Uploads = 2
+		if strings.HasPrefix(be.Location(), "s3:") {
+			o.Uploads = 6
+		}
+	}
+	return o
 }
 
 // password returns the repository password from, in order: --password-file
@@ -116,7 +148,7 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, repo.Options{})
+	r, err := repo.Open(ctx, be, pw, a.repoOptions(be))
 	if err != nil {
 		return nil, err
 	}
