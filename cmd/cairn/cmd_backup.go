@@ -31,6 +31,7 @@ type backupFlags struct {
 	timeStr          string
 	excludes         []string
 	parent           string
+	config           string
 	// Flags of the database and cache sources, registered by their files.
 	pg    pgBackupFlags
 	redis redisBackupFlags
@@ -88,6 +89,12 @@ func (a *app) backupCommand() *cobra.Command {
 		Use:   "backup [flags] PATH... | --stdin | --stdin-from-command -- CMD ARGS...",
 		Short: "Create a snapshot of files, directories or a stream",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.config != "" {
+				var err error
+				if args, err = a.applyBackupProfile(cmd, &f, args); err != nil {
+					return err
+				}
+			}
 			return a.runBackup(cmd.Context(), f, args)
 		},
 	}
@@ -100,6 +107,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
 	fl.StringArrayVarP(&f.excludes, "exclude", "e", nil, "exclude paths matching `pattern` (repeatable)")
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
+	fl.StringVar(&f.config, "config", "", "back up every source of the deployment profile `file` (TOML) into one snapshot")
 	registerPgBackupFlags(fl, &f.pg)
 	registerRedisBackupFlags(fl, &f.redis)
 	return cmd
@@ -184,9 +192,24 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		}
 		return err
 	}
-	for _, add := range []func(context.Context, *backupFlags) ([]backupSource, error){a.pgBackupSources, a.redisBackupSources} {
-		srcs, err := add(ctx, &f)
+	skipped := 0
+	adds := []struct {
+		add      func(context.Context, *backupFlags) ([]backupSource, error)
+		kind     string
+		optional bool
+	}{
+		{a.pgBackupSources, "postgres", f.pg.optional},
+		{a.redisBackupSources, "redis", f.redis.optional},
+	}
+	for _, s := range adds {
+		srcs, err := s.add(ctx, &f)
 		if err != nil {
+			if s.optional && ctx.Err() == nil {
+				fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err)
+				skipped++
+				extra = append(extra, backupSource{optional: true, sources: []repo.Source{{Kind: s.kind, Name: "/" + s.kind, Status: "skipped", Error: err.Error()}}})
+				continue
+			}
 			return abort(fmt.Errorf("%w; no snapshot was written", err))
 		}
 		extra = append(extra, srcs...)
@@ -237,7 +260,6 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	stopProgress(true)
 	// Every source is finished (commands waited for) whatever happened.
 	var sourceErrs []error
-	skipped := 0
 	for i, e := range extra {
 		if e.finish == nil {
 			continue

@@ -33,7 +33,8 @@ func (a *app) moreCommands() []*cobra.Command {
 }
 
 func (a *app) restoreCommand() *cobra.Command {
-	var target, host, at string
+	var target, host, at, config string
+	var dryRun, inPlace bool
 	var includes, excludes, tags []string
 	var pgFlags pgRestoreFlags
 	var redisFlags redisRestoreFlags
@@ -43,6 +44,12 @@ func (a *app) restoreCommand() *cobra.Command {
 		Args:  cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if config != "" {
+				return a.runProfileRestore(ctx, config, args, at, host, target, dryRun, inPlace)
+			}
+			if dryRun || inPlace {
+				return errors.New("--dry-run and --in-place go with --config")
+			}
 			atTime, err := snapshotOrAt(args, at)
 			if err != nil {
 				return err
@@ -114,6 +121,9 @@ func (a *app) restoreCommand() *cobra.Command {
 	fl.StringVar(&host, "host", "", "with 'latest' or --at: only snapshots of this `host`")
 	fl.StringVar(&at, "at", "", "restore the newest snapshot taken at or before `time` (RFC 3339, or local 2026-01-06 03:00[:00] or 2026-01-06 for 00:00)")
 	fl.StringArrayVar(&tags, "tag", nil, "with 'latest' or --at: only snapshots with all of these `tags`")
+	fl.StringVar(&config, "config", "", "restore every source of the deployment profile `file` to the targets it names (SNAPSHOT defaults to the newest of the profile)")
+	fl.BoolVarP(&dryRun, "dry-run", "n", false, "with --config: print the plan and stop")
+	fl.BoolVar(&inPlace, "in-place", false, "with --config: allow the plan to replace live data (the backed-up database, Redis or paths)")
 	registerPgRestoreFlags(fl, &pgFlags)
 	registerRedisRestoreFlags(fl, &redisFlags)
 	return cmd
@@ -135,7 +145,7 @@ type snapshotJSON struct {
 }
 
 func (a *app) snapshotsCommand() *cobra.Command {
-	var host, at string
+	var host, at, config string
 	var tags []string
 	cmd := &cobra.Command{
 		Use:   "snapshots",
@@ -146,6 +156,16 @@ func (a *app) snapshotsCommand() *cobra.Command {
 			atTime, err := parseAtFlag(at)
 			if err != nil {
 				return err
+			}
+			if config != "" {
+				p, err := a.loadProfile(config)
+				if err != nil {
+					return err
+				}
+				tags = append(tags, p.Tag())
+				if host == "" {
+					host = p.Host
+				}
 			}
 			r, err := a.openRepo(ctx, false)
 			if err != nil {
@@ -219,6 +239,7 @@ func (a *app) snapshotsCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&host, "host", "", "only snapshots of `host`")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only snapshots with all of these `tags`")
+	cmd.Flags().StringVar(&config, "config", "", "only snapshots of the deployment profile `file`")
 	cmd.Flags().StringVar(&at, "at", "", "show only the newest snapshot taken at or before `time` (what restore --at picks)")
 	return cmd
 }

@@ -58,6 +58,7 @@ type forgetOptions struct {
 	groupBy string
 	dryRun  bool
 	prune   bool
+	config  string
 }
 
 func (a *app) forgetCommand() *cobra.Command {
@@ -97,6 +98,7 @@ the data no snapshot uses any more.`,
 	fl.StringVarP(&o.groupBy, "group-by", "g", "host,paths", "apply the policy per group of snapshots with equal `fields` (host, paths, tags; '' for one group)")
 	fl.BoolVarP(&o.dryRun, "dry-run", "n", false, "only show what would be kept and removed, and why")
 	fl.BoolVar(&o.prune, "prune", false, "run 'cairn prune' afterwards if snapshots were removed")
+	fl.StringVar(&o.config, "config", "", "apply the retention policy of the deployment profile `file` to its snapshots (--keep-* flags override it)")
 	return cmd
 }
 
@@ -141,6 +143,11 @@ func (o *forgetOptions) matchFilter(sn *repo.Snapshot) bool {
 }
 
 func (a *app) runForget(ctx context.Context, o forgetOptions, args []string) error {
+	if o.config != "" {
+		if err := a.applyForgetProfile(&o); err != nil {
+			return err
+		}
+	}
 	p := o.policy
 	if o.within != "" {
 		m, d, err := retention.ParseWithin(o.within)

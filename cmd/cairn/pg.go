@@ -29,6 +29,8 @@ const (
 
 // pgBackupFlags are the PostgreSQL source's backup flags.
 type pgBackupFlags struct {
+	// optional: a failing database is recorded as skipped (profiles).
+	optional  bool
 	urls      []string
 	format    string
 	noGlobals bool
@@ -94,9 +96,10 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 		}
 		p := pgDir + pgstream.GlobalsFileName
 		out = append(out, backupSource{
-			streams: []archiver.Stream{{Path: p, Reader: g.Reader, Kind: repo.KindDatabase}},
-			sources: []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: "ok", Meta: map[string]string{"connection": conns[0].String()}}},
-			finish:  func(*archiver.Result) error { return g.Finish() },
+			streams:  []archiver.Stream{{Path: p, Reader: g.Reader, Kind: repo.KindDatabase}},
+			sources:  []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: "ok", Meta: map[string]string{"connection": conns[0].String()}}},
+			finish:   func(*archiver.Result) error { return g.Finish() },
+			optional: f.optional,
 		})
 		seen[p] = "the globals"
 	}
@@ -108,8 +111,9 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 		p := pgDir + pgstream.FileName(d.Database, f.format)
 		srcs := []repo.Source{{Kind: pgSourceKind, Name: p, Status: "ok"}}
 		out = append(out, backupSource{
-			streams: []archiver.Stream{{Path: p, Reader: d.Reader, Kind: repo.KindDatabase}},
-			sources: srcs,
+			optional: f.optional,
+			streams:  []archiver.Stream{{Path: p, Reader: d.Reader, Kind: repo.KindDatabase}},
+			sources:  srcs,
 			finish: func(*archiver.Result) error {
 				det, err := d.Finish()
 				if err != nil {
