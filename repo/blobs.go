@@ -1,11 +1,15 @@
 package repo
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
@@ -31,10 +35,61 @@ var ErrBlobNotFound = errors.New("blob not in index")
 // ErrBlobCorrupt is wrapped when a stored blob fails decryption or its hash.
 var ErrBlobCorrupt = errors.New("blob is corrupt")
 
+// packer collects the blobs of one pack. Packs are built in a temporary
+// file when the backend can store from one (all real backends can), so a
+// backup holds no pack in memory; otherwise in buf.
 type packer struct {
 	t     index.BlobType
+	f     *os.File
+	w     *bufio.Writer
 	buf   []byte
+	size  int64
 	blobs []index.BlobEntry
+}
+
+func (r *Repository) newPacker(t index.BlobType) (*packer, error) {
+	p := &packer{t: t}
+	if fs, ok := r.be.(backend.FileSaver); ok {
+		f, err := os.CreateTemp(fs.TempDir(), ".tmp-pack-")
+		if err != nil {
+			return nil, fmt.Errorf("create temporary pack file: %w", err)
+		}
+		p.f, p.w = f, bufio.NewWriterSize(f, 1<<20)
+	}
+	return p, nil
+}
+
+func (p *packer) write(b []byte) error {
+	p.size += int64(len(b))
+	if p.w != nil {
+		if _, err := p.w.Write(b); err != nil {
+			return fmt.Errorf("write temporary pack file: %w", err)
+		}
+		return nil
+	}
+	p.buf = append(p.buf, b...)
+	return nil
+}
+
+// readAt reads back what was written.
+func (p *packer) readAt(b []byte, off int64) error {
+	if p.f == nil {
+		copy(b, p.buf[off:])
+		return nil
+	}
+	if _, err := p.f.ReadAt(b, off); err != nil {
+		return fmt.Errorf("read back temporary pack file: %w", err)
+	}
+	return nil
+}
+
+// discard removes the temporary file.
+func (p *packer) discard() {
+	if p.f != nil {
+		p.f.Close()
+		os.Remove(p.f.Name())
+		p.f, p.w = nil, nil
+	}
 }
 
 func packType(t index.BlobType) backend.FileType {
@@ -117,14 +172,21 @@ func (r *Repository) addToPacker(ctx context.Context, t index.BlobType, e index.
 	r.mu.Lock()
 	p := r.packers[t]
 	if p == nil {
-		p = &packer{t: t, buf: r.getPackBuf()}
+		var err error
+		if p, err = r.newPacker(t); err != nil {
+			r.mu.Unlock()
+			return err
+		}
 		r.packers[t] = p
 	}
-	e.Offset = uint32(len(p.buf))
+	e.Offset = uint32(p.size)
+	if err := p.write(sealed); err != nil {
+		r.mu.Unlock()
+		return err
+	}
 	p.blobs = append(p.blobs, e)
-	p.buf = append(p.buf, sealed...)
 	var full *packer
-	if len(p.buf) >= r.cfg.PackSize {
+	if p.size >= int64(r.cfg.PackSize) {
 		full = p
 		r.packers[t] = nil
 	}
@@ -173,24 +235,6 @@ func (r *Repository) verifyBlob(id crypto.ID, stored []byte, rawLen int) error {
 		return fmt.Errorf("blob %s: %w: content does not hash to its ID", id.Short(), ErrBlobCorrupt)
 	}
 	return nil
-}
-
-// packCap is the capacity of a pack buffer: the target plus room for the
-// blob that crosses it and the header.
-func (r *Repository) packCap() int { return r.cfg.PackSize + r.cfg.PackSize/4 + 1<<20 }
-
-func (r *Repository) getPackBuf() []byte {
-	if v := r.packBufs.Get(); v != nil {
-		return (*v.(*[]byte))[:0]
-	}
-	return make([]byte, 0, r.packCap())
-}
-
-func (r *Repository) putPackBuf(b []byte) {
-	if cap(b) == r.packCap() {
-		b = b[:0]
-		r.packBufs.Put(&b)
-	}
 }
 
 // sealBlob compresses data when that shrinks it and seals flag || payload.
@@ -285,21 +329,53 @@ func (r *Repository) startUpload(ctx context.Context, p *packer) error {
 }
 
 func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
-	// Verify every blob before the pack leaves memory: a bug or bad RAM
-	// must not produce a pack that cannot be read back.
-	for _, b := range p.blobs {
-		if err := r.verifyBlob(b.ID, p.buf[b.Offset:b.Offset+b.Length], int(b.RawLength)); err != nil {
-			return fmt.Errorf("verify pack before upload: %w", err)
+	defer p.discard()
+	hdr := r.key.Seal(nil, encodePackHeader(p.t, p.blobs))
+	if err := p.write(binary.LittleEndian.AppendUint32(hdr, uint32(len(hdr)))); err != nil {
+		return err
+	}
+	if p.w != nil {
+		if err := p.w.Flush(); err != nil {
+			return fmt.Errorf("write temporary pack file: %w", err)
 		}
 	}
-	hdr := r.key.Seal(nil, encodePackHeader(p.t, p.blobs))
-	buf := append(p.buf, hdr...)
-	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
-	id := crypto.Hash(buf)
-	if err := r.be.Save(ctx, backend.Handle{Type: packType(p.t), Name: id.String()}, buf); err != nil {
+	// Read every blob back from what will be stored, decrypt and re-hash
+	// it, and hash the pack for its name on the way: a bug, bad RAM or a
+	// failing temporary disk must not produce a pack that cannot be read.
+	h := blake3.New()
+	var off int64
+	for _, b := range p.blobs {
+		bp := r.getBuf(int(b.Length))
+		stored := (*bp)[:b.Length]
+		if err := p.readAt(stored, int64(b.Offset)); err != nil {
+			r.putBuf(bp)
+			return err
+		}
+		_, _ = h.Write(stored)
+		err := r.verifyBlob(b.ID, stored, int(b.RawLength))
+		r.putBuf(bp)
+		if err != nil {
+			return fmt.Errorf("verify pack before upload: %w", err)
+		}
+		off = int64(b.Offset) + int64(b.Length)
+	}
+	tail := make([]byte, p.size-off)
+	if err := p.readAt(tail, off); err != nil {
+		return err
+	}
+	_, _ = h.Write(tail)
+	var id crypto.ID
+	h.Sum(id[:0])
+	handle := backend.Handle{Type: packType(p.t), Name: id.String()}
+	var err error
+	if fs, ok := r.be.(backend.FileSaver); ok && p.f != nil {
+		err = fs.SaveFile(ctx, handle, p.f, p.size)
+	} else {
+		err = r.be.Save(ctx, handle, p.buf)
+	}
+	if err != nil {
 		return fmt.Errorf("save pack %s: %w", id.Short(), err)
 	}
-	r.putPackBuf(buf)
 	entry := index.PackEntry{ID: id, Type: p.t, Blobs: p.blobs}
 	r.idx.AddPack(entry)
 	r.mu.Lock()

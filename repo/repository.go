@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 
@@ -76,7 +77,6 @@ type Repository struct {
 	idxBlobs  int
 	indexMu   sync.Mutex // serializes index file writes
 	bufs      chunk.BufferPool
-	packBufs  sync.Pool
 }
 
 func (o *Options) withDefaults() Options {
@@ -91,7 +91,7 @@ func (o *Options) withDefaults() Options {
 }
 
 func newRepository(ctx context.Context, be backend.Backend, key *crypto.Key, keyID string, cfg *Config, opts Options) (*Repository, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("init zstd encoder: %w", err)
 	}
@@ -208,6 +208,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if key == nil {
 		return nil, ErrWrongPassword
 	}
+	// Key derivation allocated 64 MiB that is garbage now; left to the
+	// collector it would double the heap goal of the whole run.
+	debug.FreeOSMemory()
 	cfg, err := DecodeConfig(key, cfgData)
 	if err != nil {
 		return nil, err
@@ -243,6 +246,14 @@ func (r *Repository) KeyID() string { return r.keyID }
 
 // Close releases the compressors; it does not flush.
 func (r *Repository) Close() error {
+	r.mu.Lock()
+	for t, p := range r.packers {
+		if p != nil {
+			p.discard() // never flushed: nothing refers to it
+			r.packers[t] = nil
+		}
+	}
+	r.mu.Unlock()
 	r.enc.Close()
 	r.dec.Close()
 	return r.be.Close()

@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -68,6 +70,7 @@ type app struct {
 	passwordCommand string
 	jsonOutput      bool
 	cpuProfile      string
+	memProfile      string
 	s3Region        string
 	s3CAFile        string
 	uploads         int
@@ -118,7 +121,12 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.IntVar(&a.uploads, "uploads", 0, "concurrent pack uploads (default 2 for local repositories, 6 for S3)")
 	pf.StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to `file` (for development)")
 	_ = pf.MarkHidden("cpu-profile")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	pf.StringVar(&a.memProfile, "mem-profile", "", "write the heap profile at the peak of heap use to `file` (for development)")
+	_ = pf.MarkHidden("mem-profile")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if a.memProfile != "" {
+			go peakHeapProfile(cmd.Context(), a.memProfile)
+		}
 		if a.cpuProfile == "" {
 			return nil
 		}
@@ -142,4 +150,28 @@ func (a *app) rootCommand() *cobra.Command {
 		root.AddCommand(c)
 	}
 	return root
+}
+
+// peakHeapProfile samples the heap every 100 ms and keeps the profile taken
+// at the highest heap use seen.
+func peakHeapProfile(ctx context.Context, path string) {
+	var peak uint64
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse > peak {
+			peak = ms.HeapInuse
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
+	}
 }

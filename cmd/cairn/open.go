@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/term"
@@ -158,5 +159,22 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 			return nil, fmt.Errorf("load index: %w (run 'cairn check' to see what is damaged)", err)
 		}
 	}
+	setMemoryLimit(r)
 	return r, nil
+}
+
+// memoryBase is the soft memory limit before the index is counted: enough
+// for the pipeline's buffers (chunks in flight, sealing, verification).
+const memoryBase = 80 << 20
+
+// setMemoryLimit sets a soft limit on the Go heap of memoryBase plus twice
+// the in-memory index, unless GOMEMLIMIT is set. Most of cairn's heap is
+// short-lived buffers; without a limit the collector lets the heap grow to
+// twice its live size, which doubles peak RSS for nothing. Above the limit
+// the collector only works harder, it never fails.
+func setMemoryLimit(r *repo.Repository) {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		return
+	}
+	debug.SetMemoryLimit(memoryBase + 2*int64(r.Index().MemoryBytes()))
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // FileType groups objects; each type is a directory (or key prefix).
@@ -72,3 +73,15 @@ type Backend interface {
 
 // IsNotFound reports whether err says an object does not exist.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// FileSaver is implemented by backends that can store an object from a
+// local file, so that packs are built on disk instead of in memory.
+type FileSaver interface {
+	// TempDir is where the caller creates the file. For the local backend
+	// it is inside the repository, so SaveFile can rename instead of copy.
+	TempDir() string
+	// SaveFile stores the first size bytes of f under h, atomically and
+	// write-once like Save. The caller still owns f: it closes and removes
+	// it afterwards (removing a renamed file's old name is harmless).
+	SaveFile(ctx context.Context, h Handle, f *os.File, size int64) error
+}

@@ -123,6 +123,43 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	return syncDir(dir)
 }
 
+// TempDir is inside the repository (data/), on the same file system as
+// every pack, so SaveFile renames. Names there start with ".tmp-" and
+// listings skip them.
+func (b *Backend) TempDir() string { return filepath.Join(b.root, string(backend.DataPack)) }
+
+// SaveFile fsyncs f and renames it into place (f must have been created in
+// TempDir), then fsyncs the directory.
+func (b *Backend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := b.path(h)
+	if err != nil {
+		return err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		return fmt.Errorf("save %v: temporary file has the wrong size", h)
+	}
+	if _, err := os.Lstat(p); err == nil {
+		return nil // write-once: same name means same content
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	if err := os.Rename(f.Name(), p); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	return syncDir(dir)
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -280,11 +280,9 @@ func TestBackupWithFaults(t *testing.T) {
 // TestServerDiesDuringBackup kills MinIO while a large backup uploads: the
 // backup must fail within the retry bound instead of hanging.
 //
-// archiver.Run can panic (send on closed channel) when it fails while a
-// chunker is about to hand over a chunk. Until that is fixed, the input
-// stalls at the kill and, once the backend has given up, ends (or fails,
-// if the archiver already did), so that no chunk is handed over after the
-// archiver failed. CAIRN_TEST_ARCHIVER_RACE=1 runs the plain version.
+// The input keeps flowing while the backend gives up, so the archiver
+// fails while chunks are in flight (it once panicked there). With
+// CAIRN_TEST_STALL_INPUT=1 the input stalls at the kill instead.
 func TestServerDiesDuringBackup(t *testing.T) {
 	t.Parallel() // its own server
 	srv := s3test.StartT(t)
@@ -294,7 +292,7 @@ func TestServerDiesDuringBackup(t *testing.T) {
 	cfg.RetryDelay, cfg.MaxRetryDelay = 100*time.Millisecond, time.Second
 	cfg.MaxRetryTime = 5 * time.Second
 	cfg.StallTimeout = 5 * time.Second
-	plain := os.Getenv("CAIRN_TEST_ARCHIVER_RACE") == "1"
+	plain := os.Getenv("CAIRN_TEST_STALL_INPUT") != "1"
 	be := &watchBackend{Backend: open(t, cfg), failed: make(chan struct{})}
 	r, err := repo.Init(ctx, be, password, repo.Options{KDF: &testKDF, PackSize: 4 << 20, Uploads: 2})
 	if err != nil {
@@ -419,4 +417,12 @@ func (s *stallReader) Read(b []byte) (int, error) {
 	n, err := s.r.Read(b)
 	s.n.Add(int64(n))
 	return n, err
+}
+
+func (b *watchBackend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error {
+	err := b.Backend.SaveFile(ctx, h, f, size)
+	if err != nil {
+		b.once.Do(func() { close(b.failed) })
+	}
+	return err
 }

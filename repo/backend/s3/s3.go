@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -359,6 +360,22 @@ func (b *Backend) Create(ctx context.Context) error {
 // server answers a conditional PUT with 501 Not Implemented, this backend
 // checks with a HEAD and uploads unconditionally from then on.
 func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	return b.save(ctx, h, func() io.Reader { return bytes.NewReader(data) }, int64(len(data)))
+}
+
+// TempDir is the system's temporary directory: packs are built there and
+// uploaded from the file.
+func (b *Backend) TempDir() string { return os.TempDir() }
+
+// SaveFile uploads the first size bytes of f; every attempt reads the file
+// again from the start.
+func (b *Backend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error {
+	return b.save(ctx, h, func() io.Reader { return io.NewSectionReader(f, 0, size) }, size)
+}
+
+// save uploads the body that open returns (called once for the checksums
+// and once per attempt).
+func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Reader, size int64) error {
 	key, err := b.key(h)
 	if err != nil {
 		return err
@@ -366,12 +383,20 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	if err := ctx.Err(); err != nil {
 		return b.fail("save", h.String(), err)
 	}
-	sumSHA := sha256.Sum256(data)
-	shaHex := hex.EncodeToString(sumSHA[:])
-	md5b64 := ""
+	sha := sha256.New()
+	var md5h hash.Hash
+	w := io.Writer(sha)
 	if b.cfg.SendMD5 {
-		sumMD5 := md5.Sum(data)
-		md5b64 = base64.StdEncoding.EncodeToString(sumMD5[:])
+		md5h = md5.New()
+		w = io.MultiWriter(sha, md5h)
+	}
+	if n, err := io.Copy(w, open()); err != nil || n != size {
+		return b.fail("save", h.String(), fmt.Errorf("read the object to upload: %d of %d bytes: %v", n, size, err))
+	}
+	shaHex := hex.EncodeToString(sha.Sum(nil))
+	md5b64 := ""
+	if md5h != nil {
+		md5b64 = base64.StdEncoding.EncodeToString(md5h.Sum(nil))
 	}
 	err = b.retry(ctx, "save "+h.String(), func(a *attempt) error {
 		for {
@@ -393,7 +418,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 			if conditional {
 				opts.SetMatchETagExcept("*")
 			}
-			_, err := b.core.PutObject(a.ctx, b.cfg.Bucket, key, a.reader(bytes.NewReader(data)), int64(len(data)), md5b64, shaHex, opts)
+			_, err := b.core.PutObject(a.ctx, b.cfg.Bucket, key, a.reader(open()), size, md5b64, shaHex, opts)
 			switch kindOf(err) {
 			case kindOK, kindExists:
 				return nil
