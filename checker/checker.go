@@ -81,8 +81,9 @@ type checker struct {
 	// packs indexed: pack ID -> expected blobs
 	indexed map[crypto.ID]index.PackEntry
 	// packs awaiting deletion by prune
-	obsolete map[crypto.ID]index.ObsoletePack
-	stored   map[crypto.ID]int64 // packs in the backend -> size
+	obsolete      map[crypto.ID]index.ObsoletePack
+	snapshotNames []string
+	stored        map[crypto.ID]int64 // packs in the backend -> size
 }
 
 func (c *checker) add(sev Severity, obj, format string, args ...any) {
@@ -102,7 +103,10 @@ func Check(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 		return nil, fmt.Errorf("invalid subset %d/%d", opts.SubsetN, opts.SubsetM)
 	}
 	c := &checker{r: r, opts: opts, indexed: make(map[crypto.ID]index.PackEntry), stored: make(map[crypto.ID]int64)}
-	steps := []func(context.Context) error{c.checkKeys, c.loadIndex, c.listPacks, c.checkSnapshots}
+	// Snapshots are listed first and the index read after: a snapshot is
+	// written after its index files, so a backup running meanwhile cannot
+	// make check see a snapshot without its index.
+	steps := []func(context.Context) error{c.listSnapshots, c.checkKeys, c.loadIndex, c.listPacks, c.checkSnapshots}
 	if opts.ReadData {
 		steps = append(steps, c.readData)
 	}
@@ -204,15 +208,16 @@ func (c *checker) listPacks(ctx context.Context) error {
 	return nil
 }
 
+func (c *checker) listSnapshots(ctx context.Context) error {
+	return c.r.Backend().List(ctx, backend.Snapshot, func(fi backend.FileInfo) error {
+		c.snapshotNames = append(c.snapshotNames, fi.Name)
+		return nil
+	})
+}
+
 func (c *checker) checkSnapshots(ctx context.Context) error {
 	be := c.r.Backend()
-	var names []string
-	if err := be.List(ctx, backend.Snapshot, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
-	}
+	names := c.snapshotNames
 	c.res.Snapshots = len(names)
 	seenTrees := map[crypto.ID]bool{}
 	idx := c.r.Index()
@@ -222,6 +227,10 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 		}
 		obj := "snapshot " + shortName(n)
 		data, err := be.Load(ctx, backend.Handle{Type: backend.Snapshot, Name: n}, 0, 0)
+		if backend.IsNotFound(err) {
+			c.res.Snapshots--
+			continue // forgotten since it was listed
+		}
 		if err != nil {
 			c.add(Error, obj, "unreadable: %v", err)
 			continue

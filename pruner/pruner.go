@@ -129,17 +129,19 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	}
 	be := r.Backend()
 
+	// Snapshots are listed before the index is read: a snapshot is written
+	// after its index files, so every snapshot seen here finds its data in
+	// the index read next, even while backups run.
+	sns, err := r.ListSnapshots(ctx)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrUnsafe, err)
+	}
 	state, err := r.ReadIndexState(ctx, nil)
 	if err != nil {
 		return st, fmt.Errorf("%w: %v (run 'cairn repair index')", ErrUnsafe, err)
 	}
 	st.IndexFilesIn = len(state.All)
 	r.UseIndexState(state)
-
-	sns, err := r.ListSnapshots(ctx)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrUnsafe, err)
-	}
 	st.Snapshots = len(sns)
 	logf("finding data used by %d snapshots", len(sns))
 	used, err := UsedBlobs(ctx, r, sns)

@@ -1,0 +1,242 @@
+// Command cairnbench compares cairn with restic on the same machine, in the
+// same run, on three data sets:
+//
+//   - pg: a pair of PostgreSQL dumps (pg_dump -Fc -Z0) of a pgbench database
+//     (day 1; day 2 after a fixed pgbench run and appended event rows), backed
+//     up by both tools from the same saved files through standard input, then
+//     restored. Extra rows measure cairn's own PostgreSQL source (cairn backup
+//     --pg against a live server holding the same data), which cuts the dump
+//     into the smaller "database" chunks.
+//   - redis: a pair of Redis RDB files (day 2: about 2% of the keys changed
+//     and some added), backed up through standard input by both tools; extra
+//     rows use cairn's --redis-rdb-file (database chunking).
+//   - files: a tree of small files (100 B to 32 KiB, text and random) and a
+//     few large ones: first backup, unchanged second backup, day-2 backup
+//     after 1% of the small files were rewritten and one large file grew,
+//     then a restore.
+//
+// Both tools encrypt with their default compression (restic: repository
+// version 2, --compression auto) into repositories on local disk in a
+// temporary directory. Every phase runs cairn first, then restic, and
+// measures wall time, peak RSS (the child's rusage), the repository size after
+// the phase and, where the input size is known, throughput. It prints a table
+// and writes the same as JSON, together with the index memory per blob
+// reported by the index package's BenchmarkIndexMemory.
+//
+// The corpus is generated once and cached under
+// ${CAIRN_CACHE:-$HOME/.cache/cairn}/bench-corpus (one directory per set of
+// parameters), so reruns start measuring at once. The page cache cannot be
+// dropped reliably without privileges, so both tools see warm inputs: every
+// input is read (generated or copied) just before the phases, and each phase
+// runs in the same order for both tools.
+//
+// Usage (from the repository root; scripts/bench.sh builds cairn and installs
+// restic first):
+//
+//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files] [-json PATH] [-keep]
+//
+// -quick uses a small corpus (pgbench -s 5, 5,000 files) as a smoke test that
+// finishes in about a minute once the corpus is cached.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// profile holds the corpus parameters of a run.
+type profile struct {
+	Name string `json:"name"`
+	// pg
+	PgScale        int  `json:"pg_scale"`
+	PgEvents1      int  `json:"pg_events_day1"`
+	PgEvents2      int  `json:"pg_events_day2_appended"`
+	PgTransactions int  `json:"pg_transactions_per_client"`
+	PgClients      int  `json:"pg_clients"`
+	PgRandomFiller bool `json:"pg_random_filler"`
+	// redis
+	RedisKeys int `json:"redis_keys"`
+	// files
+	SmallFiles     int `json:"small_files"`
+	LargeFiles     int `json:"large_files"`
+	LargeFileBytes int `json:"large_file_bytes"`
+	AppendBytes    int `json:"day2_append_bytes"`
+}
+
+var fullProfile = profile{
+	Name: "full", PgScale: 35, PgEvents1: 200_000, PgEvents2: 100_000, PgTransactions: 20_000, PgClients: 4,
+	RedisKeys:  300_000,
+	SmallFiles: 50_000, LargeFiles: 5, LargeFileBytes: 50 << 20, AppendBytes: 10 << 20,
+}
+
+var quickProfile = profile{
+	Name: "quick", PgScale: 5, PgEvents1: 20_000, PgEvents2: 10_000, PgTransactions: 2_000, PgClients: 4,
+	RedisKeys:  30_000,
+	SmallFiles: 5_000, LargeFiles: 2, LargeFileBytes: 10 << 20, AppendBytes: 2 << 20,
+}
+
+type options struct {
+	quick        bool
+	datasets     map[string]bool
+	jsonPath     string
+	keep         bool
+	cairn        string
+	restic       string
+	cache        string
+	work         string
+	randomFiller bool
+	skipIndex    bool
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cairnbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	cacheDefault := os.Getenv("CAIRN_CACHE")
+	if cacheDefault == "" {
+		home, _ := os.UserHomeDir()
+		cacheDefault = filepath.Join(home, ".cache", "cairn")
+	}
+	var o options
+	var datasets string
+	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files): a smoke test of about a minute")
+	flag.StringVar(&datasets, "datasets", "pg,redis,files", "comma-separated data sets to run: pg, redis, files")
+	flag.StringVar(&o.jsonPath, "json", filepath.Join(root, "bench", "results", "latest.json"), "write the results as JSON to `path`")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (repositories, working copies)")
+	flag.StringVar(&o.cairn, "cairn", filepath.Join(root, "bin", "cairn"), "cairn `binary` (make build)")
+	flag.StringVar(&o.restic, "restic", filepath.Join(cacheDefault, "bin", "restic"), "restic `binary` (v0.18.1)")
+	flag.StringVar(&o.cache, "cache", filepath.Join(cacheDefault, "bench-corpus"), "corpus cache `directory`")
+	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default $TMPDIR)")
+	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
+	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	o.datasets = map[string]bool{}
+	for _, d := range strings.Split(datasets, ",") {
+		d = strings.TrimSpace(d)
+		switch d {
+		case "":
+		case "pg", "redis", "files":
+			o.datasets[d] = true
+		default:
+			return fmt.Errorf("-datasets: unknown data set %q (pg, redis, files)", d)
+		}
+	}
+	prof := fullProfile
+	if o.quick {
+		prof = quickProfile
+	}
+	prof.PgRandomFiller = o.randomFiller
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b, err := newBench(ctx, root, o, prof)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+
+	b.logf("cairnbench: profile %s, data sets %s, work dir %s", prof.Name, datasets, b.work)
+	b.logf("cairn %s | %s | %d CPUs | load %s", b.res.CairnVersion, b.res.ResticVersion, runtime.NumCPU(), loadAvg())
+
+	var failed []string
+	for _, ds := range []struct {
+		name string
+		fn   func(context.Context) error
+	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}} {
+		if !o.datasets[ds.name] {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		t0 := time.Now()
+		b.logf("== %s", ds.name)
+		if err := ds.fn(ctx); err != nil {
+			b.logf("!! %s failed: %v", ds.name, err)
+			b.res.Errors = append(b.res.Errors, fmt.Sprintf("%s: %v", ds.name, err))
+			failed = append(failed, ds.name)
+		} else {
+			b.logf("== %s done in %s", ds.name, time.Since(t0).Round(time.Second))
+		}
+	}
+	if !o.skipIndex && ctx.Err() == nil {
+		b.logf("== index memory (go test -bench BenchmarkIndexMemory ./index)")
+		im, err := indexMemory(ctx, root)
+		if err != nil {
+			b.logf("!! index memory: %v", err)
+			b.res.Errors = append(b.res.Errors, fmt.Sprintf("index memory: %v", err))
+		}
+		b.res.IndexMemory = im
+	}
+	b.finish()
+	fmt.Println()
+	b.printTable(os.Stdout)
+	if o.jsonPath != "" {
+		if err := b.writeJSON(o.jsonPath); err != nil {
+			return err
+		}
+		b.logf("results written to %s", o.jsonPath)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("data sets failed: %s", strings.Join(failed, ", "))
+	}
+	if len(b.res.Errors) > 0 {
+		return errors.New(strings.Join(b.res.Errors, "; "))
+	}
+	return nil
+}
+
+// repoRoot is the directory of cairn's go.mod, searched upwards from the
+// working directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/cairn-backup/cairn\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the cairn repository (go.mod of github.com/cairn-backup/cairn not found)")
+		}
+		dir = parent
+	}
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// IndexMemory is what BenchmarkIndexMemory reports for an index of one
+// million blobs.
+type IndexMemory struct {
+	HeapBytesPerBlob float64 `json:"heap_bytes_per_blob"`
+	EstBytesPerBlob  float64 `json:"est_bytes_per_blob"`
+	Output           string  `json:"output"`
+}
+
+// indexMemory runs the index package's memory benchmark.
+func indexMemory(ctx context.Context, root string) (*IndexMemory, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "BenchmarkIndexMemory", "-benchtime", "1x", "./index")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("go test -bench BenchmarkIndexMemory ./index: %v: %s", err, bytes.TrimSpace(out))
+	}
+	im := &IndexMemory{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "BenchmarkIndexMemory") {
+			continue
+		}
+		im.Output = strings.Join(strings.Fields(line), " ")
+		f := strings.Fields(line)
+		for i := 1; i < len(f); i++ {
+			v, err := strconv.ParseFloat(f[i-1], 64)
+			if err != nil {
+				continue
+			}
+			switch f[i] {
+			case "heap-B/blob":
+				im.HeapBytesPerBlob = v
+			case "est-B/blob":
+				im.EstBytesPerBlob = v
+			}
+		}
+	}
+	if im.Output == "" {
+		return nil, fmt.Errorf("no BenchmarkIndexMemory line in: %s", bytes.TrimSpace(out))
+	}
+	return im, nil
+}
+
+// Target is one of the performance targets of issue 9, checked on one row.
+type Target struct {
+	Target string  `json:"target"`
+	Row    string  `json:"row"`
+	Value  float64 `json:"value"`
+	Want   string  `json:"want"`
+	Met    bool    `json:"met"`
+}
+
+func rowName(r *Row) string {
+	ds := r.Dataset
+	if r.Variant != "" {
+		ds += " [" + r.Variant + "]"
+	}
+	return ds + ": " + r.Phase
+}
+
+// finish evaluates the targets.
+func (b *bench) finish() {
+	b.res.Finished = time.Now()
+	b.res.Host["load_at_end"] = loadAvg()
+	var ts []Target
+	add := func(target string, r *Row, v float64, want string, met bool) {
+		ts = append(ts, Target{Target: target, Row: rowName(r), Value: round3(v), Want: want, Met: met})
+	}
+	for _, r := range b.res.Rows {
+		if r.Cairn == nil || r.Restic == nil {
+			continue
+		}
+		isDump := r.Dataset == "pg" || r.Dataset == "redis"
+		switch {
+		case isDump && r.Backup && r.Variant == "":
+			add("dump backup throughput >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+		case isDump && r.Backup && strings.Contains(r.Phase, "day 1"):
+			add("dump backup throughput >= 1.5x restic (variant, informational)", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+		}
+		if r.Dataset == "pg" && r.Backup && strings.Contains(r.Phase, "day 2") && r.GrowthRatio > 0 {
+			name := "day-2 database growth <= 0.5x restic"
+			if r.Variant != "" {
+				name += " (variant)"
+			}
+			add(name, r, r.GrowthRatio, "<= 0.5", r.GrowthRatio <= 0.5)
+		}
+		if !r.Backup && r.Variant == "" {
+			add("restore >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+		}
+		if r.Dataset == "files" && r.Phase == phaseFirst {
+			add("small-file first backup >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+		}
+		if r.Dataset == "files" && r.Phase == phaseUnchanged {
+			add("unchanged second backup >= 2x restic", r, r.Speedup, ">= 2", r.Speedup >= 2)
+		}
+		name := "peak RSS <= restic"
+		if r.Variant != "" {
+			name += " (variant)"
+		}
+		add(name, r, r.RSSRatio, "<= 1.0", r.RSSRatio <= 1)
+	}
+	if im := b.res.IndexMemory; im != nil {
+		ts = append(ts, Target{Target: "index <= 40 B/blob", Row: "index: BenchmarkIndexMemory heap-B/blob", Value: im.HeapBytesPerBlob, Want: "<= 40", Met: im.HeapBytesPerBlob <= 40})
+	}
+	b.res.Targets = ts
+}
+
+func round3(v float64) float64 {
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'f', 3, 64), 64)
+	return r
+}
+
+func ratio(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func secsCell(m *Measure) string {
+	if m == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fs", m.Seconds)
+}
+
+func rateCell(m *Measure) string {
+	if m == nil || m.MBps == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", m.MBps)
+}
+
+func rssCell(m *Measure) string {
+	if m == nil {
+		return "-"
+	}
+	return fmtRSS(m.MaxRSSKiB)
+}
+
+func repoCell(m *Measure, backup bool) string {
+	if m == nil {
+		return "-"
+	}
+	if backup {
+		return fmt.Sprintf("%s (+%s)", fmtBytes(m.RepoBytes), fmtBytes(m.GrowthBytes))
+	}
+	return fmtBytes(m.RepoBytes)
+}
+
+// printTable prints the rows, the dataset facts and the targets.
+func (b *bench) printTable(w io.Writer) {
+	fmt.Fprintf(w, "cairn vs restic: profile %s, %s CPUs, load %s at start and %s at end; %s; %s\n",
+		b.res.Profile.Name, b.res.Host["cpus"], b.res.Host["load_at_start"], b.res.Host["load_at_end"], b.res.CairnVersion, b.res.ResticVersion)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "dataset\tphase\tinput\tcairn\trestic\tspeedup\tcairn MB/s\trestic MB/s\tcairn RSS\trestic RSS\tRSS ratio\tcairn repo (+added)\trestic repo (+added)\tgrowth ratio\t")
+	for _, r := range b.res.Rows {
+		ds := r.Dataset
+		if r.Variant != "" {
+			ds += " [" + r.Variant + "]"
+		}
+		input := "-"
+		if r.Cairn != nil && r.Cairn.InputBytes > 0 {
+			input = fmtBytes(r.Cairn.InputBytes)
+		}
+		resticTime := secsCell(r.Restic)
+		if r.ResticRef {
+			resticTime = "(" + resticTime + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", ds, r.Phase, input,
+			secsCell(r.Cairn), resticTime, ratio(r.Speedup, "%.2fx"), rateCell(r.Cairn), rateCell(r.Restic),
+			rssCell(r.Cairn), rssCell(r.Restic), ratio(r.RSSRatio, "%.2f"),
+			repoCell(r.Cairn, r.Backup), repoCell(r.Restic, r.Backup), ratio(r.GrowthRatio, "%.2f"))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "speedup = restic time / cairn time; RSS ratio and growth ratio = cairn / restic; MB = 10^6 bytes.")
+	fmt.Fprintln(w, "Rows in [brackets] run cairn another way; their restic figures (in parentheses) repeat the main row's.")
+	for _, r := range b.res.Rows {
+		if r.Note != "" {
+			fmt.Fprintf(w, "note: %s: %s\n", rowName(r), r.Note)
+		}
+	}
+	if im := b.res.IndexMemory; im != nil {
+		fmt.Fprintf(w, "index memory: %.1f B/blob heap, %.1f B/blob estimated (BenchmarkIndexMemory, 1M blobs)\n", im.HeapBytesPerBlob, im.EstBytesPerBlob)
+	}
+	if len(b.res.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets (issue 9):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range b.res.Targets {
+			met := "MET"
+			if !t.Met {
+				met = "not met"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.2f\t(want %s)\t%s\n", t.Target, t.Row, t.Value, t.Want, met)
+		}
+		tw.Flush()
+	}
+	for _, e := range b.res.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+func (b *bench) writeJSON(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(b.res, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
