@@ -26,6 +26,7 @@ type backupFlags struct {
 	stdin            bool
 	stdinFilename    string
 	stdinFromCommand bool
+	stdinKind        string
 	tags             []string
 	host             string
 	timeStr          string
@@ -102,6 +103,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.BoolVar(&f.stdin, "stdin", false, "read the content of one file from standard input")
 	fl.StringVar(&f.stdinFilename, "stdin-filename", "stdin", "`name` of the file stored from --stdin or --stdin-from-command")
 	fl.BoolVar(&f.stdinFromCommand, "stdin-from-command", false, "store the standard output of the command given after --; no snapshot unless it exits 0")
+	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindFiles, "chunking of the stream: files (about 1 MiB chunks) or database (about 16 KiB: for dumps that change in scattered rows)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "add `tags` (comma-separated, repeatable)")
 	fl.StringVar(&f.host, "host", "", "record `hostname` instead of this machine's")
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
@@ -122,6 +124,9 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		if len(command) == 0 {
 			return errors.New("--stdin-from-command needs a command after --")
 		}
+	}
+	if f.stdinKind != repo.KindFiles && f.stdinKind != repo.KindDatabase {
+		return fmt.Errorf("invalid --stdin-kind %q: want files or database", f.stdinKind)
 	}
 	if f.stdin && f.stdinFromCommand {
 		return errors.New("--stdin and --stdin-from-command exclude each other")
@@ -172,11 +177,11 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	switch {
 	case f.stdin:
 		extra = append(extra, backupSource{
-			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin}},
+			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Kind: f.stdinKind}},
 			sources: []repo.Source{{Kind: "stdin", Name: "/" + name, Status: "ok"}},
 		})
 	case f.stdinFromCommand:
-		src, err := a.commandSource(ctx, command, "/"+name)
+		src, err := a.commandSource(ctx, command, "/"+name, f.stdinKind)
 		if err != nil {
 			return err
 		}
@@ -361,7 +366,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 }
 
 // commandSource runs a command and stores its standard output at path.
-func (a *app) commandSource(ctx context.Context, command []string, path string) (backupSource, error) {
+func (a *app) commandSource(ctx context.Context, command []string, path, kind string) (backupSource, error) {
 	c := exec.CommandContext(ctx, command[0], command[1:]...)
 	stderr := &tailBuffer{max: 64 << 10}
 	c.Stderr = io.MultiWriter(stderr, a.stderr)
@@ -373,7 +378,7 @@ func (a *app) commandSource(ctx context.Context, command []string, path string) 
 		return backupSource{}, fmt.Errorf("start %s: %w", command[0], err)
 	}
 	return backupSource{
-		streams: []archiver.Stream{{Path: path, Reader: out}},
+		streams: []archiver.Stream{{Path: path, Reader: out, Kind: kind}},
 		sources: []repo.Source{{Kind: "command", Name: path, Status: "ok", Meta: map[string]string{"command": strings.Join(command, " ")}}},
 		finish: func(*archiver.Result) error {
 			if err := c.Wait(); err != nil {
