@@ -13,10 +13,10 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cairn
 
 # Everything the project tests: lint, unit and integration tests, and a
-# short fuzz pass over every decoder.
+# one-minute fuzz run of every decoder.
 test: lint
 	$(GO) test -count=1 -timeout 20m ./...
-	./scripts/fuzz.sh 10s
+	./scripts/fuzz.sh 60s
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -162,7 +162,7 @@ func run() error {
 	var failed []string
 	for _, ds := range []struct {
 		name string
-		fn   func(context.Context) error
+		fn   func() error
 	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}} {
 		if !o.datasets[ds.name] {
 			continue
@@ -172,7 +172,7 @@ func run() error {
 		}
 		t0 := time.Now()
 		b.logf("== %s", ds.name)
-		if err := ds.fn(ctx); err != nil {
+		if err := ds.fn(); err != nil {
 			b.logf("!! %s failed: %v", ds.name, err)
 			b.res.Errors = append(b.res.Errors, fmt.Sprintf("%s: %v", ds.name, err))
 			failed = append(failed, ds.name)
