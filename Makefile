@@ -22,9 +22,11 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Go micro-benchmarks, then cairn against restic (scripts/bench.sh; pass
+# options as BENCH_ARGS, e.g. make bench BENCH_ARGS=-quick).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./index ./repo
-	./scripts/bench.sh
+	./scripts/bench.sh $(BENCH_ARGS)
 
 fuzz:
 	./scripts/fuzz.sh 60s

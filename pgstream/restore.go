@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-backup/cairn/tailbuf"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -444,7 +445,7 @@ func runTool(ctx context.Context, conn *ConnInfo, path string, args []string, st
 	c := exec.CommandContext(ctx, path, args...)
 	c.Env = conn.Env()
 	c.Stdin, c.Stdout = stdin, stdout
-	stderr := &tailBuffer{max: 64 << 10}
+	stderr := tailbuf.New(64 << 10)
 	c.Stderr = stderr
 	if err := c.Run(); err != nil {
 		r := &run{name: name, stderr: stderr, conn: conn}

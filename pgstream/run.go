@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+
+	"github.com/cairn-backup/cairn/tailbuf"
 )
 
 // run is a client program whose standard output is streamed.
@@ -15,7 +17,7 @@ type run struct {
 	name   string
 	cmd    *exec.Cmd
 	out    *watchReader
-	stderr *tailBuffer
+	stderr *tailbuf.Buffer
 	conn   *ConnInfo // for redacting messages
 	waited bool
 	err    error
@@ -26,7 +28,7 @@ func startRun(ctx context.Context, conn *ConnInfo, path string, args []string, e
 	name := path[strings.LastIndexByte(path, '/')+1:]
 	c := exec.CommandContext(ctx, path, args...)
 	c.Env = append(conn.Env(), extraEnv...)
-	r := &run{name: name, cmd: c, stderr: &tailBuffer{max: 64 << 10}, conn: conn}
+	r := &run{name: name, cmd: c, stderr: tailbuf.New(64 << 10), conn: conn}
 	c.Stderr = r.stderr
 	out, err := c.StdoutPipe()
 	if err != nil {
@@ -151,27 +153,4 @@ func (w *watchReader) state() (n int64, head, tail []byte, eof bool, err error) 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.n, append([]byte(nil), w.head...), append([]byte(nil), w.tail...), w.eof, w.err
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }

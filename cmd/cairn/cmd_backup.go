@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairn-backup/cairn/tailbuf"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -47,29 +49,6 @@ type backupSource struct {
 	sources  []repo.Source
 	finish   func(res *archiver.Result) error
 	optional bool
-}
-
-// tailBuffer keeps the last max bytes written to it (a command's stderr).
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
 
 func splitTags(in []string) []string {
@@ -368,7 +347,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 // commandSource runs a command and stores its standard output at path.
 func (a *app) commandSource(ctx context.Context, command []string, path, kind string) (backupSource, error) {
 	c := exec.CommandContext(ctx, command[0], command[1:]...)
-	stderr := &tailBuffer{max: 64 << 10}
+	stderr := tailbuf.New(64 << 10)
 	c.Stderr = io.MultiWriter(stderr, a.stderr)
 	out, err := c.StdoutPipe()
 	if err != nil {

@@ -197,16 +197,7 @@ func (a *app) snapshotsCommand() *cobra.Command {
 			if a.jsonOutput {
 				js := []snapshotJSON{}
 				for _, sn := range out {
-					j := snapshotJSON{ID: sn.ID.String(), ShortID: sn.ID.Short(), Time: sn.Time, Hostname: sn.Hostname,
-						Username: sn.Username, Tags: sn.Tags, Paths: sn.Paths, Tree: sn.Tree.String(),
-						ProgramVersion: sn.ProgramVersion, Summary: sn.Summary, Sources: sn.Sources}
-					if sn.Parent != nil {
-						j.Parent = sn.Parent.String()
-					}
-					if j.Tags == nil {
-						j.Tags = []string{}
-					}
-					js = append(js, j)
+					js = append(js, toSnapshotJSON(sn))
 				}
 				if err := a.printJSON(js); err != nil {
 					return err
