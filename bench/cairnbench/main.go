@@ -157,9 +157,12 @@ func run() error {
 	defer b.close()
 
 	b.logf("cairnbench: profile %s, data sets %s, work dir %s", prof.Name, datasets, b.work)
-	b.logf("cairn %s | %s | %d CPUs | load %s", b.res.CairnVersion, b.res.ResticVersion, runtime.NumCPU(), loadAvg())
+	b.logf("%s | %s | %d CPUs | load %s", b.res.CairnVersion, b.res.ResticVersion, runtime.NumCPU(), loadAvg())
 
 	var failed []string
+	if err := b.runStartup(); err != nil {
+		b.res.Errors = append(b.res.Errors, fmt.Sprintf("startup: %v", err))
+	}
 	for _, ds := range []struct {
 		name string
 		fn   func() error

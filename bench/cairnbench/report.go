@@ -86,7 +86,7 @@ func (b *bench) finish() {
 		ts = append(ts, Target{Target: target, Row: rowName(r), Value: round3(v), Want: want, Met: met})
 	}
 	for _, r := range b.res.Rows {
-		if r.Cairn == nil || r.Restic == nil {
+		if r.Cairn == nil || r.Restic == nil || r.Dataset == startupDataset {
 			continue
 		}
 		isDump := r.Dataset == "pg" || r.Dataset == "redis"
