@@ -26,7 +26,7 @@ import (
 // Options tune a prune run.
 type Options struct {
 	// MaxUnused is the share of unused bytes above which a pack is
-	// repacked (default 0.05).
+	// repacked; 0 means the default 0.05, a tiny positive value "any".
 	MaxUnused float64
 	// Grace is how long a pack stays obsolete before it is deleted. It
 	// must exceed the longest backup that may run concurrently.
@@ -273,7 +273,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	if opts.DryRun {
 		return st, nil
 	}
-	if st.PacksMarked+st.PacksRepacked+st.PacksDeleted+st.PacksResurrected+st.StrayPacks == 0 && len(state.InEffect) <= 1 {
+	if st.PacksMarked+st.PacksRepacked+st.PacksDeleted+st.PacksResurrected+st.StrayPacks == 0 && len(state.All) <= 1 {
 		return st, nil // nothing to change
 	}
 

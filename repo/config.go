@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -8,6 +9,10 @@ import (
 
 	"github.com/cairn-backup/cairn/crypto"
 )
+
+// MaxInitPackSize is the largest pack size init accepts: every blob offset
+// then fits the compact in-memory index entry (index/index.go).
+const MaxInitPackSize = 32 << 20
 
 // FormatVersion is the repository format this program writes and reads.
 const FormatVersion = 1
@@ -63,15 +68,15 @@ func (c *Config) validate() error {
 	if c.Polynomial.Deg() != 53 || !c.Polynomial.Irreducible() {
 		return fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
 	}
-	// Packs stay under 32 MiB so every blob offset fits the compact
-	// in-memory index entry (index/index.go).
-	if c.PackSize < 1<<20 || c.PackSize > 32<<20 {
-		return fmt.Errorf("config: pack size %d out of range 1 MiB..32 MiB", c.PackSize)
+	// Readers accept up to 128 MiB (blobs at offsets past 32 MiB go to the
+	// index's overflow map); init writes at most 32 MiB (MaxInitPackSize).
+	if c.PackSize < 1<<20 || c.PackSize > 128<<20 {
+		return fmt.Errorf("config: pack size %d out of range 1 MiB..128 MiB", c.PackSize)
 	}
 	if _, ok := c.Chunking[KindFiles]; !ok {
 		return fmt.Errorf("config: no chunk parameters for %q", KindFiles)
 	}
-	if len(c.ID) != 64 {
+	if _, err := hex.DecodeString(c.ID); err != nil || len(c.ID) != 64 {
 		return fmt.Errorf("config: invalid repository id %q", c.ID)
 	}
 	if c.Compression != "zstd" {
@@ -79,7 +84,7 @@ func (c *Config) validate() error {
 	}
 	for k, p := range c.Chunking {
 		// The chunker's window is 64 bytes; smaller minimums never cut.
-		if p.Min < 64 || uint(1)<<p.AvgBits < p.Min || p.Max <= p.Min || p.Max > 16<<20 || p.AvgBits < 10 || p.AvgBits > 24 {
+		if p.AvgBits < 10 || p.AvgBits > 24 || p.Min < 64 || uint(1)<<p.AvgBits < p.Min || p.Max <= p.Min || p.Max > 16<<20 {
 			return fmt.Errorf("config: invalid chunk parameters for %q", k)
 		}
 	}

@@ -140,6 +140,9 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if opts.Chunking != nil {
 		cfg.Chunking = opts.Chunking
 	}
+	if cfg.PackSize > MaxInitPackSize {
+		return nil, fmt.Errorf("pack size %d MiB is above the %d MiB limit", cfg.PackSize>>20, MaxInitPackSize>>20)
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

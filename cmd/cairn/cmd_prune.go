@@ -37,7 +37,11 @@ func (f *pruneFlags) options() (pruner.Options, error) {
 	if f.grace < 0 {
 		return pruner.Options{}, fmt.Errorf("invalid --grace %v", f.grace)
 	}
-	return pruner.Options{MaxUnused: v / 100, Grace: f.grace, DryRun: f.dryRun}, nil
+	maxUnused := v / 100
+	if maxUnused == 0 {
+		maxUnused = 1e-12 // "0%": repack any pack with unused data
+	}
+	return pruner.Options{MaxUnused: maxUnused, Grace: f.grace, DryRun: f.dryRun}, nil
 }
 
 func (a *app) pruneCommand() *cobra.Command {
