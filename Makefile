@@ -5,7 +5,7 @@ BIN     := bin/cairn
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit lint bench demo fuzz clean
+.PHONY: all build deps test unit lint bench demo fuzz clean
 
 all: build
 
@@ -14,7 +14,12 @@ build:
 
 # Everything the project tests: lint, unit and integration tests, and a
 # one-minute fuzz run of every decoder.
-test: lint
+# What the tests need: PostgreSQL 15, redis-server, the MinIO server (built
+# once into ~/.cache/cairn/bin), Go modules. Idempotent and quick when present.
+deps:
+	./scripts/install-deps.sh
+
+test: deps lint
 	$(GO) test -count=1 -timeout 20m ./...
 	./scripts/fuzz.sh 60s
 
