@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for the given time each (default 10s). The seed
-# corpora live in each package's testdata/fuzz/ and run as plain tests too.
+# Runs every fuzz target for the given time each (default 60s), two at a
+# time with one worker each, so both cores stay busy and every target still
+# gets its full time. The seed corpora live in each package's testdata/fuzz/
+# and also run as plain tests in `go test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-t="${1:-10s}"
+t="${1:-60s}"
+logs=$(mktemp -d /tmp/cairn-fuzz.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+targets=()
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/func //'); do
-		echo "fuzz $pkg $f ($t)"
-		go test -run '^$' -fuzz "^${f}\$" -fuzztime "$t" -fuzzminimizetime 5s "$pkg" >/tmp/cairn-fuzz.log 2>&1 || { cat /tmp/cairn-fuzz.log; exit 1; }
+		targets+=("$pkg $f")
 	done
 done
+echo "fuzz: ${#targets[@]} targets, $t each, two at a time"
+export t logs
+printf '%s\n' "${targets[@]}" | xargs -P 2 -L 1 sh -c '
+	pkg=$0 f=$1 log="$logs/$1.log"
+	if go test -run "^\$" -fuzz "^$1\$" -fuzztime "$t" -fuzzminimizetime 5s -parallel 1 "$pkg" >"$log" 2>&1; then
+		echo "fuzz $pkg $1: ok"
+	else
+		echo "fuzz $pkg $1: FAILED"; cat "$log"; exit 255
+	fi'
 echo "fuzz: all targets passed"
