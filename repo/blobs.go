@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/zeebo/blake3"
 
@@ -485,12 +486,29 @@ type IndexState struct {
 // unreadable file fails the call; otherwise onError is told and the file is
 // skipped (check uses that to report every damaged file).
 func (r *Repository) ReadIndexState(ctx context.Context, onError func(name string, err error)) (*IndexState, error) {
+	// A prune running meanwhile may remove index files between the listing
+	// and the reading, after writing the files that supersede them: read
+	// again, the new listing holds those.
+	for attempt := 0; ; attempt++ {
+		st, vanished, err := r.readIndexState(ctx, onError, attempt < 5)
+		if !vanished {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+}
+
+func (r *Repository) readIndexState(ctx context.Context, onError func(name string, err error), retry bool) (*IndexState, bool, error) {
 	var names []string
 	if err := r.be.List(ctx, backend.Index, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list index files: %w", err)
+		return nil, false, fmt.Errorf("list index files: %w", err)
 	}
 	files := make([]*index.File, len(names))
 	errs := make([]error, len(names))
@@ -505,14 +523,21 @@ func (r *Repository) ReadIndexState(ctx context.Context, onError func(name strin
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if retry {
+		for _, err := range errs {
+			if backend.IsNotFound(err) {
+				return nil, true, nil
+			}
+		}
 	}
 	st := &IndexState{Live: map[crypto.ID]index.PackEntry{}, Obsolete: map[crypto.ID]index.ObsoletePack{}}
 	superseded := make(map[crypto.ID]bool)
 	for i, f := range files {
 		if errs[i] != nil {
 			if onError == nil {
-				return nil, errs[i]
+				return nil, false, errs[i]
 			}
 			onError(names[i], errs[i])
 			continue
@@ -525,7 +550,7 @@ func (r *Repository) ReadIndexState(ctx context.Context, onError func(name strin
 		id, err := crypto.ParseID(names[i])
 		if err != nil {
 			if onError == nil {
-				return nil, fmt.Errorf("index file name %q is not an ID", names[i])
+				return nil, false, fmt.Errorf("index file name %q is not an ID", names[i])
 			}
 			onError(names[i], fmt.Errorf("index file name is not an ID"))
 			continue
@@ -555,7 +580,7 @@ func (r *Repository) ReadIndexState(ctx context.Context, onError func(name strin
 			delete(st.Obsolete, id) // live anywhere means live
 		}
 	}
-	return st, nil
+	return st, false, nil
 }
 
 // LoadIndex reads every index file into memory, skipping files superseded
