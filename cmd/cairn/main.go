@@ -111,7 +111,7 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("CAIRN_REPOSITORY"), "repository location (`/path`, local:/path); env CAIRN_REPOSITORY")
+	pf.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("CAIRN_REPOSITORY"), "repository location (`/path`, local:/path, s3:https://host/bucket/prefix); env CAIRN_REPOSITORY")
 	pf.StringVar(&a.passwordFile, "password-file", os.Getenv("CAIRN_PASSWORD_FILE"), "read the password from `file`; env CAIRN_PASSWORD_FILE")
 	pf.StringVar(&a.passwordCommand, "password-command", os.Getenv("CAIRN_PASSWORD_COMMAND"), "run `command` and use its output as the password; env CAIRN_PASSWORD_COMMAND")
 	pf.BoolVar(&a.jsonOutput, "json", false, "print machine-readable JSON")
