@@ -176,8 +176,8 @@ func TestPruneDuringBackups(t *testing.T) {
 	src := filepath.Join(dir, "src")
 	makeTree(t, src, rng, 40, 500<<10)
 
-	const grace = "6s" // far longer than one backup here
-	deadline := time.Now().Add(20 * time.Second)
+	const grace = "10s" // far longer than one backup here, even on a loaded machine
+	deadline := time.Now().Add(25 * time.Second)
 	var mu sync.Mutex
 	wants := map[string]map[string]string{}
 	stop := make(chan struct{})
