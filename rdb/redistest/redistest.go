@@ -121,8 +121,9 @@ func start(t testing.TB, bin, dir string, extra []string) (*Server, error) {
 	return s, nil
 }
 
-// ping reports whether the server answers at all (an authentication error
-// counts as an answer).
+// ping reports whether the server answers and has finished loading its
+// data set (an authentication error counts as an answer; LOADING does not,
+// since a server still loading dump.rdb refuses most commands).
 func (s *Server) ping() bool {
 	c, err := Dial(s.Addr, "", "")
 	if err != nil {
@@ -131,6 +132,9 @@ func (s *Server) ping() bool {
 	defer c.Close()
 	_, err = c.Do("PING")
 	var re Error
+	if errors.As(err, &re) && strings.HasPrefix(string(re), "LOADING") {
+		return false
+	}
 	return err == nil || errors.As(err, &re)
 }
 
