@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -170,24 +171,65 @@ func splitNul(b []byte) []string {
 	return out
 }
 
-// Apply sets ownership (when chown is true), xattrs, mode and times of an
-// already created entry at path, in that order (chown clears setuid bits,
-// so mode comes after it; times come last). Links are never followed.
+// Owners maps the user and group names recorded in snapshots to this
+// system's ids, caching the lookups (each one reads /etc/passwd or
+// /etc/group). It is safe for concurrent use.
+type Owners struct {
+	mu     sync.Mutex
+	users  map[string]int
+	groups map[string]int
+}
+
+// NewOwners returns an empty cache.
+func NewOwners() *Owners { return &Owners{users: map[string]int{}, groups: map[string]int{}} }
+
+// ids returns the uid and gid to give a restored node: those of its user
+// and group names on this system when they exist, else the recorded ids.
+func (o *Owners) ids(n *tree.Node) (int, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	uid, gid := int(n.UID), int(n.GID)
+	if n.User != "" {
+		v, ok := o.users[n.User]
+		if !ok {
+			v = -1
+			if u, err := user.Lookup(n.User); err == nil {
+				if id, err := strconv.Atoi(u.Uid); err == nil {
+					v = id
+				}
+			}
+			o.users[n.User] = v
+		}
+		if v >= 0 {
+			uid = v
+		}
+	}
+	if n.Group != "" {
+		v, ok := o.groups[n.Group]
+		if !ok {
+			v = -1
+			if g, err := user.LookupGroup(n.Group); err == nil {
+				if id, err := strconv.Atoi(g.Gid); err == nil {
+					v = id
+				}
+			}
+			o.groups[n.Group] = v
+		}
+		if v >= 0 {
+			gid = v
+		}
+	}
+	return uid, gid
+}
+
+// Apply sets ownership (when owners is not nil), xattrs, mode and times of
+// an already created entry at path, in that order (chown clears setuid
+// bits, so mode comes after it; times come last). Links are never followed.
 // It returns every failure joined; the caller decides what is fatal.
-func Apply(path string, n *tree.Node, chown bool) error {
+func Apply(path string, n *tree.Node, owners *Owners) error {
 	var errs []error
-	if chown {
-		uid, gid := int(n.UID), int(n.GID)
-		if u, err := user.Lookup(n.User); n.User != "" && err == nil {
-			if v, err := strconv.Atoi(u.Uid); err == nil {
-				uid = v
-			}
-		}
-		if g, err := user.LookupGroup(n.Group); n.Group != "" && err == nil {
-			if v, err := strconv.Atoi(g.Gid); err == nil {
-				gid = v
-			}
-		}
+	if owners != nil {
+		uid, gid := owners.ids(n)
 		if err := os.Lchown(path, uid, gid); err != nil {
 			errs = append(errs, err)
 		}
@@ -207,6 +249,41 @@ func Apply(path string, n *tree.Node, chown bool) error {
 		errs = append(errs, &fs.PathError{Op: "utimes", Path: path, Err: err})
 	}
 	return errors.Join(errs...)
+}
+
+// ApplyFD is Apply for a regular file through its open descriptor, which
+// saves the path lookups of a restore of many small files.
+func ApplyFD(fd int, path string, n *tree.Node, owners *Owners) error {
+	var errs []error
+	if owners != nil {
+		uid, gid := owners.ids(n)
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			errs = append(errs, &fs.PathError{Op: "chown", Path: path, Err: err})
+		}
+	}
+	for _, x := range n.Xattrs {
+		if err := unix.Fsetxattr(fd, x.Name, x.Value, 0); err != nil {
+			errs = append(errs, fmt.Errorf("set xattr %s on %s: %w", x.Name, path, err))
+		}
+	}
+	if err := unix.Fchmod(fd, n.Mode&0o7777); err != nil {
+		errs = append(errs, &fs.PathError{Op: "chmod", Path: path, Err: err})
+	}
+	if err := futimens(fd, n.ModTime); err != nil {
+		errs = append(errs, &fs.PathError{Op: "utimes", Path: path, Err: err})
+	}
+	return errors.Join(errs...)
+}
+
+// futimens sets atime and mtime of an open file in nanoseconds:
+// utimensat(fd, NULL, times, 0), which x/sys/unix does not wrap.
+func futimens(fd int, ns int64) error {
+	ts := [2]unix.Timespec{unix.NsecToTimespec(ns), unix.NsecToTimespec(ns)}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // Mknod creates a device, FIFO or socket node.
