@@ -445,6 +445,14 @@ func (rs *restorer) write(u blobUse, data []byte) {
 		} else {
 			fd, err = createFile(u.entry.target)
 			st.created = err == nil
+			// A file of several blobs is written out of order: giving it
+			// its size first lets the file system allocate it at once.
+			if err == nil && len(u.entry.node.Content) > 1 {
+				if terr := unix.Ftruncate(fd, int64(u.entry.node.Size)); terr != nil {
+					err = &fs.PathError{Op: "truncate", Path: u.entry.target, Err: terr}
+					unix.Close(fd)
+				}
+			}
 		}
 		if err != nil {
 			st.failed = true
