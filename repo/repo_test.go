@@ -115,3 +115,44 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("init over existing: got %v", err)
 	}
 }
+
+// Two inits racing on one location: at most one succeeds, and the
+// repository opens with the winner's password only.
+func TestConcurrentInit(t *testing.T) {
+	dir := t.TempDir()
+	type result struct {
+		pw  string
+		err error
+	}
+	results := make(chan result, 4)
+	for i := 0; i < 4; i++ {
+		pw := string(rune('a' + i))
+		go func() {
+			be, _ := local.Open(dir)
+			r, err := Init(context.Background(), be, pw, Options{KDF: &testKDF})
+			if err == nil {
+				r.Close()
+			}
+			results <- result{pw, err}
+		}()
+	}
+	var winners []string
+	for i := 0; i < 4; i++ {
+		res := <-results
+		if res.err == nil {
+			winners = append(winners, res.pw)
+		} else if !errors.Is(res.err, ErrAlreadyExists) {
+			t.Fatalf("init %s: %v", res.pw, res.err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d inits succeeded: %v", len(winners), winners)
+	}
+	for i := 0; i < 4; i++ {
+		pw := string(rune('a' + i))
+		_, err := reopen(t, dir, pw)
+		if (pw == winners[0]) != (err == nil) {
+			t.Fatalf("password %s: %v (winner %s)", pw, err, winners[0])
+		}
+	}
+}

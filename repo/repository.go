@@ -168,6 +168,17 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if err := be.Save(ctx, backend.Handle{Type: backend.Config}, data); err != nil {
 		return nil, fmt.Errorf("save config: %w", err)
 	}
+	// Saving an existing name counts as success (write-once), so a second
+	// init racing this one may have won: read the config back and make
+	// sure it is ours before handing out the repository.
+	stored, err := be.Load(ctx, backend.Handle{Type: backend.Config}, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read back config: %w", err)
+	}
+	if _, err := DecodeConfig(key, stored); err != nil {
+		_ = be.Remove(ctx, backend.Handle{Type: backend.Key, Name: keyID})
+		return nil, fmt.Errorf("init %s: %w (another init ran at the same time)", be.Location(), ErrAlreadyExists)
+	}
 	return r, nil
 }
 

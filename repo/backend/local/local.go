@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -76,8 +77,8 @@ func (b *Backend) path(h backend.Handle) (string, error) {
 }
 
 // Save writes data to a temporary file in the target directory, fsyncs it,
-// renames it into place and fsyncs the directory, so a crash leaves either
-// the complete object or none.
+// links it into place (never replacing an existing object) and fsyncs the
+// directory, so a crash leaves either the complete object or none.
 func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -116,11 +117,31 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 		_ = os.Remove(tmp)
 		return fmt.Errorf("save %v: %w", h, err)
 	}
-	if err := os.Rename(tmp, p); err != nil {
-		_ = os.Remove(tmp)
+	err = placeNoReplace(tmp, p)
+	_ = os.Remove(tmp)
+	if err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
 	return syncDir(dir)
+}
+
+// placeNoReplace gives the complete file tmp the name p unless p exists:
+// a hard link fails on an existing name, atomically, where a rename would
+// replace it. Two writers racing for one name (two inits writing config)
+// cannot both win. An existing p counts as success: names are content
+// hashes, so it holds the same bytes (config is checked by its writer).
+// The caller removes tmp.
+func placeNoReplace(tmp, p string) error {
+	err := os.Link(tmp, p)
+	switch {
+	case err == nil || errors.Is(err, fs.ErrExist):
+		return nil
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EMLINK):
+		// A file system without hard links: rename, which is atomic but
+		// would replace an object written at the same instant.
+		return os.Rename(tmp, p)
+	}
+	return err
 }
 
 // TempDir is inside the repository (data/), on the same file system as
@@ -128,7 +149,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 // listings skip them.
 func (b *Backend) TempDir() string { return filepath.Join(b.root, string(backend.DataPack)) }
 
-// SaveFile fsyncs f and renames it into place (f must have been created in
+// SaveFile fsyncs f and links it into place (f must have been created in
 // TempDir), then fsyncs the directory.
 func (b *Backend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error {
 	if err := ctx.Err(); err != nil {
@@ -154,9 +175,10 @@ func (b *Backend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, si
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
-	if err := os.Rename(f.Name(), p); err != nil {
+	if err := placeNoReplace(f.Name(), p); err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
+	_ = os.Remove(f.Name())
 	return syncDir(dir)
 }
 
