@@ -152,13 +152,6 @@ func (c *checker) loadIndex(ctx context.Context) error {
 	return nil
 }
 
-func packType(t index.BlobType) backend.FileType {
-	if t == index.TreeBlob {
-		return backend.TreePack
-	}
-	return backend.DataPack
-}
-
 func (c *checker) listPacks(ctx context.Context) error {
 	be := c.r.Backend()
 	types := map[crypto.ID]backend.FileType{}
@@ -179,14 +172,14 @@ func (c *checker) listPacks(ctx context.Context) error {
 	}
 	c.res.Packs = len(c.stored)
 	for id, p := range c.indexed {
-		obj := string(packType(p.Type)) + "/" + id.String()
+		obj := string(repo.PackType(p.Type)) + "/" + id.String()
 		size, ok := c.stored[id]
 		if !ok {
 			c.add(Error, obj, "pack is referenced by the index but missing (%d blobs lost; run 'cairn repair index', then 'cairn repair snapshots')", len(p.Blobs))
 			continue
 		}
-		if types[id] != packType(p.Type) {
-			c.add(Error, obj, "pack is stored as %s but indexed as %s", types[id], packType(p.Type))
+		if types[id] != repo.PackType(p.Type) {
+			c.add(Error, obj, "pack is stored as %s but indexed as %s", types[id], repo.PackType(p.Type))
 		}
 		for _, b := range p.Blobs {
 			if int64(b.Offset)+int64(b.Length)+4 > size {
@@ -225,7 +218,7 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		obj := "snapshot " + shortName(n)
+		obj := "snapshot " + repo.ShortName(n)
 		data, err := be.Load(ctx, backend.Handle{Type: backend.Snapshot, Name: n}, 0, 0)
 		if backend.IsNotFound(err) {
 			c.res.Snapshots--
@@ -308,13 +301,6 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 	return nil
 }
 
-func shortName(n string) string {
-	if len(n) > 8 {
-		return n[:8]
-	}
-	return n
-}
-
 func (c *checker) readData(ctx context.Context) error {
 	type job struct {
 		id   crypto.ID
@@ -328,7 +314,7 @@ func (c *checker) readData(ctx context.Context) error {
 		}
 		t := backend.DataPack
 		if p, ok := c.indexed[id]; ok {
-			t = packType(p.Type)
+			t = repo.PackType(p.Type)
 		} else if c.isTreePack(ctx, id) {
 			t = backend.TreePack
 		}
@@ -382,7 +368,7 @@ func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType
 		c.add(Error, obj, "%v", err)
 		return 0
 	}
-	if packType(blobType) != t {
+	if repo.PackType(blobType) != t {
 		c.add(Error, obj, "header says %s blobs but the pack is stored under %s/", blobType, t)
 	}
 	checked := 0

@@ -103,13 +103,6 @@ func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (m
 	return used, nil
 }
 
-func packType(t index.BlobType) backend.FileType {
-	if t == index.TreeBlob {
-		return backend.TreePack
-	}
-	return backend.DataPack
-}
-
 // indexFileBlobs bounds the blobs per index file prune writes.
 const indexFileBlobs = 100000
 
@@ -232,7 +225,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 			continue
 		}
 		if now.Sub(time.Unix(o.Since, 0)) >= opts.Grace {
-			toDelete = append(toDelete, backend.Handle{Type: packType(o.Pack.Type), Name: id.String()})
+			toDelete = append(toDelete, backend.Handle{Type: repo.PackType(o.Pack.Type), Name: id.String()})
 			st.PacksDeleted++
 			st.BytesFreed += size
 		} else {
@@ -281,7 +274,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	// then treat the old packs as newly obsolete.
 	sort.Slice(toRepack, func(i, j int) bool { return toRepack[i].ID.String() < toRepack[j].ID.String() })
 	for _, p := range toRepack {
-		h := backend.Handle{Type: packType(p.Type), Name: p.ID.String()}
+		h := backend.Handle{Type: repo.PackType(p.Type), Name: p.ID.String()}
 		data, err := be.Load(ctx, h, 0, 0)
 		if err != nil {
 			return st, fmt.Errorf("repack %v: %w", h, err)
@@ -314,7 +307,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	// (the caller says so): phase two happens at once.
 	if opts.Grace == 0 {
 		for _, o := range obsolete {
-			toDelete = append(toDelete, backend.Handle{Type: packType(o.Pack.Type), Name: o.Pack.ID.String()})
+			toDelete = append(toDelete, backend.Handle{Type: repo.PackType(o.Pack.Type), Name: o.Pack.ID.String()})
 			st.PacksDeleted++
 			st.BytesFreed += stored[o.Pack.ID]
 		}

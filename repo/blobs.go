@@ -93,7 +93,8 @@ func (p *packer) discard() {
 	}
 }
 
-func packType(t index.BlobType) backend.FileType {
+// PackType is the object type of the packs that hold blobs of type t.
+func PackType(t index.BlobType) backend.FileType {
 	if t == index.TreeBlob {
 		return backend.TreePack
 	}
@@ -207,35 +208,51 @@ func (r *Repository) getBuf(n int) *[]byte {
 
 func (r *Repository) putBuf(bp *[]byte) { r.bufs.Put(bp) }
 
-// verifyBlob checks a stored blob like DecodeBlob, with pooled buffers.
+// verifyBlob checks a stored blob like DecodeBlob, into pooled buffers.
 func (r *Repository) verifyBlob(id crypto.ID, stored []byte, rawLen int) error {
-	pbp := r.getBuf(len(stored))
-	defer r.putBuf(pbp)
-	plain, err := r.key.Open((*pbp)[:0], stored)
+	pbp, obp := r.getBuf(len(stored)), r.getBuf(rawLen)
+	_, plain, out, err := r.openBlob(id, stored, (*pbp)[:0], (*obp)[:0])
+	r.keepBuf(pbp, plain)
+	r.keepBuf(obp, out)
+	return err
+}
+
+// keepBuf returns a pooled buffer, keeping what an append may have grown.
+func (r *Repository) keepBuf(bp *[]byte, grown []byte) {
+	if grown != nil {
+		*bp = grown
+	}
+	r.putBuf(bp)
+}
+
+// openBlob decrypts stored into plainBuf and, when the payload is
+// compressed, decompresses it into outBuf; then it checks that the content
+// hashes to id. content is a slice of plain (raw payload) or of out, whose
+// first len(outBuf) bytes are outBuf's; out is nil for a raw payload.
+func (r *Repository) openBlob(id crypto.ID, stored, plainBuf, outBuf []byte) (content, plain, out []byte, err error) {
+	plain, err = r.key.Open(plainBuf, stored)
 	if err != nil {
-		return fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+		return nil, nil, nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
 	}
-	*pbp = plain
 	if len(plain) < 1 {
-		return fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+		return nil, plain, nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
 	}
-	content := plain[1:]
-	if plain[0] == payloadZstd {
-		obp := r.getBuf(rawLen)
-		defer r.putBuf(obp)
-		out, err := r.dec.DecodeAll(plain[1:], (*obp)[:0])
+	switch plain[0] {
+	case payloadRaw:
+		content = plain[1:]
+	case payloadZstd:
+		out, err = r.dec.DecodeAll(plain[1:], outBuf)
 		if err != nil {
-			return fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+			return nil, plain, nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
 		}
-		*obp = out
-		content = out
-	} else if plain[0] != payloadRaw {
-		return fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
+		content = out[len(outBuf):]
+	default:
+		return nil, plain, nil, fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
 	}
-	if r.key.BlobID(content) != id {
-		return fmt.Errorf("blob %s: %w: content does not hash to its ID", id.Short(), ErrBlobCorrupt)
+	if got := r.key.BlobID(content); got != id {
+		return nil, plain, out, fmt.Errorf("blob %s: %w: content hashes to %s", id.Short(), ErrBlobCorrupt, got.Short())
 	}
-	return nil
+	return content, plain, out, nil
 }
 
 // sealBlob compresses data when that shrinks it and seals flag || payload.
@@ -256,28 +273,16 @@ func (r *Repository) sealBlob(dst, data []byte) []byte {
 // DecodeBlob opens a stored blob, decompresses it and verifies that its
 // plaintext hashes to id. The plaintext is appended to dst.
 func (r *Repository) DecodeBlob(id crypto.ID, stored, dst []byte) ([]byte, error) {
-	plain, err := r.key.Open(nil, stored)
+	pbp := r.getBuf(len(stored))
+	content, plain, out, err := r.openBlob(id, stored, (*pbp)[:0], dst)
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+		r.keepBuf(pbp, plain)
+		return nil, err
 	}
-	if len(plain) < 1 {
-		return nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	if out == nil { // raw payload: the content lives in the pooled buffer
+		out = append(dst, content...)
 	}
-	var out []byte
-	switch plain[0] {
-	case payloadRaw:
-		out = append(dst, plain[1:]...)
-	case payloadZstd:
-		out, err = r.dec.DecodeAll(plain[1:], dst)
-		if err != nil {
-			return nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
-		}
-	default:
-		return nil, fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
-	}
-	if got := r.key.BlobID(out[len(dst):]); got != id {
-		return nil, fmt.Errorf("blob %s: %w: content hashes to %s", id.Short(), ErrBlobCorrupt, got.Short())
-	}
+	r.keepBuf(pbp, plain)
 	return out, nil
 }
 
@@ -287,7 +292,7 @@ func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]
 	if !ok {
 		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
 	}
-	stored, err := r.be.Load(ctx, backend.Handle{Type: packType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
+	stored, err := r.be.Load(ctx, backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
 	if err != nil {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), loc.Pack.Short(), err)
 	}
@@ -367,7 +372,7 @@ func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
 	_, _ = h.Write(tail)
 	var id crypto.ID
 	h.Sum(id[:0])
-	handle := backend.Handle{Type: packType(p.t), Name: id.String()}
+	handle := backend.Handle{Type: PackType(p.t), Name: id.String()}
 	var err error
 	if fs, ok := r.be.(backend.FileSaver); ok && p.f != nil {
 		err = fs.SaveFile(ctx, handle, p.f, p.size)
@@ -448,23 +453,24 @@ func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.I
 func (r *Repository) LoadIndexFile(ctx context.Context, name string) (*index.File, error) {
 	data, err := r.be.Load(ctx, backend.Handle{Type: backend.Index, Name: name}, 0, 0)
 	if err != nil {
-		return nil, fmt.Errorf("load index %s: %w", shortName(name), err)
+		return nil, fmt.Errorf("load index %s: %w", ShortName(name), err)
 	}
 	if crypto.Hash(data).String() != name {
-		return nil, fmt.Errorf("index %s: content does not match its name", shortName(name))
+		return nil, fmt.Errorf("index %s: content does not match its name", ShortName(name))
 	}
 	plain, err := r.key.Open(nil, data)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", shortName(name), err)
+		return nil, fmt.Errorf("index %s: %w", ShortName(name), err)
 	}
 	f, err := index.DecodeFile(plain)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", shortName(name), err)
+		return nil, fmt.Errorf("index %s: %w", ShortName(name), err)
 	}
 	return f, nil
 }
 
-func shortName(n string) string {
+// ShortName is the first eight characters of an object name, for messages.
+func ShortName(n string) string {
 	if len(n) > 8 {
 		return n[:8]
 	}

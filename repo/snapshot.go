@@ -84,15 +84,15 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) (crypto.ID,
 // DecodeSnapshot opens a stored snapshot object.
 func DecodeSnapshot(key *crypto.Key, name string, data []byte) (*Snapshot, error) {
 	if crypto.Hash(data).String() != name {
-		return nil, fmt.Errorf("snapshot %s: content does not match its name", shortName(name))
+		return nil, fmt.Errorf("snapshot %s: content does not match its name", ShortName(name))
 	}
 	js, err := key.Open(nil, data)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", shortName(name), err)
+		return nil, fmt.Errorf("snapshot %s: %w", ShortName(name), err)
 	}
 	var sn Snapshot
 	if err := json.Unmarshal(js, &sn); err != nil {
-		return nil, fmt.Errorf("decode snapshot %s: %w", shortName(name), err)
+		return nil, fmt.Errorf("decode snapshot %s: %w", ShortName(name), err)
 	}
 	id, err := crypto.ParseID(name)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,9 +187,10 @@ func (a *app) keyCommand() *cobra.Command {
 			return nil
 		},
 	}
-	add := &cobra.Command{
-		Use: "add", Short: "Add a password", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	// withNewPassword opens the repository, reads a new non-empty password
+	// and hands both to do, which returns the new key's ID.
+	withNewPassword := func(done string, do func(*repo.Repository, context.Context, string) (string, error)) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
 			r, err := a.openRepo(cmd.Context(), false)
 			if err != nil {
 				return err
@@ -201,13 +203,17 @@ func (a *app) keyCommand() *cobra.Command {
 			if pw == "" {
 				return errors.New("an empty password is not allowed")
 			}
-			id, err := r.AddKey(cmd.Context(), pw)
+			id, err := do(r, cmd.Context(), pw)
 			if err != nil {
 				return err
 			}
-			a.printf("added key %s\n", id[:8])
+			a.printf("%s %s\n", done, id[:8])
 			return nil
-		},
+		}
+	}
+	add := &cobra.Command{
+		Use: "add", Short: "Add a password", Args: cobra.NoArgs,
+		RunE: withNewPassword("added key", (*repo.Repository).AddKey),
 	}
 	remove := &cobra.Command{
 		Use: "remove ID", Short: "Remove a password (not the last one, not the one in use)", Args: cobra.ExactArgs(1),
@@ -227,26 +233,7 @@ func (a *app) keyCommand() *cobra.Command {
 	}
 	passwd := &cobra.Command{
 		Use: "passwd", Short: "Change the password in use", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.openRepo(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			pw, err := newPassword(cmd)
-			if err != nil {
-				return err
-			}
-			if pw == "" {
-				return errors.New("an empty password is not allowed")
-			}
-			id, err := r.ChangePassword(cmd.Context(), pw)
-			if err != nil {
-				return err
-			}
-			a.printf("password changed; new key %s\n", id[:8])
-			return nil
-		},
+		RunE: withNewPassword("password changed; new key", (*repo.Repository).ChangePassword),
 	}
 	for _, c := range []*cobra.Command{add, passwd} {
 		c.Flags().StringVar(&newPasswordFile, "new-password-file", "", "read the new password from `file` (or set CAIRN_NEW_PASSWORD)")
