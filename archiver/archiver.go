@@ -36,7 +36,8 @@ type Stream struct {
 	// "/postgres/app.pgdump". Missing parent directories are created.
 	Path   string
 	Reader io.Reader
-	// Kind selects chunk parameters (repo.KindFiles, repo.KindDatabase).
+	// Kind selects chunk parameters (repo.KindFiles, repo.KindDatabase;
+	// repo.KindAuto picks by content).
 	Kind string
 	// Mode of the stored file node (default 0600).
 	Mode uint32
@@ -54,6 +55,9 @@ type Options struct {
 	FileWorkers, BlobWorkers int
 	// Progress, when set, is updated as the backup goes.
 	Progress *Progress
+	// NoDelta stores every changed chunk in full, never as a delta
+	// against the parent snapshot's version of a database stream.
+	NoDelta bool
 }
 
 // Progress counters, safe to read concurrently while a backup runs.
@@ -99,6 +103,7 @@ type archiver struct {
 	dirsChanged     atomic.Uint64
 	dirsUnmodified  atomic.Uint64
 	dataBlobs       atomic.Uint64
+	deltaBlobs      atomic.Uint64
 	treeBlobs       atomic.Uint64
 	dataAdded       atomic.Uint64
 	dataAddedPacked atomic.Uint64
@@ -126,6 +131,10 @@ type blobJob struct {
 	buf  *[]byte
 	dst  *crypto.ID
 	done *sync.WaitGroup
+	// ref, when set, offers the previous version's chunks as delta
+	// bases; off is the chunk's offset in its stream.
+	ref *deltaRef
+	off int64
 }
 
 // Run backs up the file system paths (absolute) and streams, returning the
@@ -214,6 +223,7 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 			DirsChanged:         a.dirsChanged.Load(),
 			DirsUnmodified:      a.dirsUnmodified.Load(),
 			DataBlobs:           a.dataBlobs.Load(),
+			DeltaBlobs:          a.deltaBlobs.Load(),
 			TreeBlobs:           a.treeBlobs.Load(),
 			DataAdded:           a.dataAdded.Load(),
 			DataAddedPacked:     a.dataAddedPacked.Load(),
@@ -235,7 +245,7 @@ func (a *archiver) blobWorker() {
 	for j := range a.blobJobs {
 		if a.ctx.Err() == nil {
 			data := *j.buf
-			res, err := a.repo.SaveBlob(a.ctx, index.DataBlob, data)
+			res, err := a.saveBlob(j, data)
 			if err != nil {
 				a.fail(err)
 			} else {
@@ -244,12 +254,33 @@ func (a *archiver) blobWorker() {
 					a.dataBlobs.Add(1)
 					a.dataAdded.Add(uint64(len(data)))
 					a.dataAddedPacked.Add(uint64(res.Stored))
+					if !res.Base.IsNull() {
+						a.deltaBlobs.Add(1)
+					}
 				}
 			}
 		}
 		a.pool.Put(j.buf)
 		j.done.Done()
 	}
+}
+
+// saveBlob saves one chunk, as a delta against the previous version of its
+// stream when the job offers one.
+func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
+	if j.ref == nil {
+		return a.repo.SaveBlob(a.ctx, index.DataBlob, data)
+	}
+	id := a.repo.Key().BlobID(data)
+	if a.repo.Has(id) {
+		j.ref.place(j.off, id)
+		return repo.SaveResult{ID: id, Known: true}, nil
+	}
+	res, err := a.repo.SaveDataBlob(a.ctx, id, data, j.ref.candidates(j.off))
+	if err == nil && !res.BaseFrom.IsNull() {
+		j.ref.place(j.off, res.BaseFrom)
+	}
+	return res, err
 }
 
 // loadTree loads a parent tree, returning nil when it cannot be read (the
@@ -369,7 +400,7 @@ func (a *archiver) saveVirtualDir(t *trie, snapPath string, prevDir *tree.Node, 
 		prevNode := findIn(prev, name)
 		switch {
 		case c.stream != nil:
-			futures = append(futures, a.saveStream(c.stream, name))
+			futures = append(futures, a.saveStream(c.stream, name, prevNode))
 		case c.fsPath != "":
 			var prevSub *tree.Tree
 			if prevNode != nil && prevNode.Type == tree.Dir {
@@ -621,7 +652,7 @@ func (a *archiver) readFile(fsPath string, node tree.Node) ([]crypto.ID, []uint3
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != node.Inode {
 		return nil, nil, 0, errors.New("file was replaced during the backup; skipped")
 	}
-	return a.chunkStream(f, repo.KindFiles, node.Size)
+	return a.chunkStream(f, repo.KindFiles, node.Size, nil)
 }
 
 type countingReader struct {
@@ -642,19 +673,25 @@ func (c *countingReader) Read(b []byte) (int, error) {
 // chunkStream cuts rd into chunks and hands them to the blob workers,
 // returning the content IDs in order and the bytes read. sizeHint (the
 // expected length) lets inputs smaller than one chunk skip the chunker.
-func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64) ([]crypto.ID, []uint32, uint64, error) {
+//
+// With ref set, changed chunks may be stored as deltas against the chunks
+// of the previous version it lists.
+func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *deltaRef) ([]crypto.ID, []uint32, uint64, error) {
 	params := a.repo.Config().ChunkParams(kind)
 	cr := &countingReader{r: rd, p: a.opts.Progress}
 	var wg sync.WaitGroup
 	var ids []*crypto.ID
 	var sizes []uint32
+	var off int64
 	submit := func(buf *[]byte) bool {
 		id := new(crypto.ID)
 		ids = append(ids, id)
 		sizes = append(sizes, uint32(len(*buf)))
+		job := blobJob{buf: buf, dst: id, done: &wg, ref: ref, off: off}
+		off += int64(len(*buf))
 		wg.Add(1)
 		select {
-		case a.blobJobs <- blobJob{buf: buf, dst: id, done: &wg}:
+		case a.blobJobs <- job:
 			return true
 		case <-a.ctx.Done():
 			wg.Done()
@@ -715,18 +752,27 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64) ([]cr
 }
 
 // saveStream stores a stream as a file node; a read error fails the backup.
-func (a *archiver) saveStream(s *Stream, name string) *future {
+// A database stream's changed chunks may become deltas against prev, the
+// same stream in the parent snapshot.
+func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 	f := &future{done: make(chan struct{})}
 	a.producers.Add(1)
 	go func() {
 		defer a.producers.Done()
 		defer close(f.done)
-		kind := s.Kind
-		if kind == "" {
+		kind, rd := s.Kind, s.Reader
+		switch kind {
+		case "":
 			kind = repo.KindFiles
+		case repo.KindAuto:
+			kind, rd = sniffKind(rd)
+		}
+		var ref *deltaRef
+		if kind == repo.KindDatabase && !a.opts.NoDelta {
+			ref = newDeltaRef(prev)
 		}
 		start := time.Now()
-		content, sizes, size, err := a.chunkStream(s.Reader, kind, 1<<62)
+		content, sizes, size, err := a.chunkStream(rd, kind, 1<<62, ref)
 		if err != nil {
 			f.err = fmt.Errorf("read %s: %w", s.Path, err)
 			a.fail(f.err)

@@ -188,6 +188,7 @@ func (c *checker) listPacks(ctx context.Context) error {
 			}
 		}
 	}
+	c.checkBases()
 	for id, t := range types {
 		if _, ok := c.indexed[id]; ok {
 			continue
@@ -199,6 +200,53 @@ func (c *checker) listPacks(ctx context.Context) error {
 		c.add(Note, string(t)+"/"+id.String(), "pack is not in any index (left by an interrupted backup; prune removes it)")
 	}
 	return nil
+}
+
+// checkBases checks that every delta blob's base (docs/format.md §7.1) is
+// indexed, stored, and a full blob: without it the delta cannot be read.
+func (c *checker) checkBases() {
+	deltaIn := map[crypto.ID]map[crypto.ID]bool{} // blob -> packs holding it as a delta
+	note := func(p index.PackEntry) {
+		for _, b := range p.Blobs {
+			if b.IsDelta() {
+				if deltaIn[b.ID] == nil {
+					deltaIn[b.ID] = map[crypto.ID]bool{}
+				}
+				deltaIn[b.ID][p.ID] = true
+			}
+		}
+	}
+	for _, p := range c.indexed {
+		note(p)
+	}
+	for _, o := range c.obsolete {
+		note(o.Pack)
+	}
+	check := func(p index.PackEntry) {
+		obj := string(repo.PackType(p.Type)) + "/" + p.ID.String()
+		for _, b := range p.Blobs {
+			if !b.IsDelta() {
+				continue
+			}
+			loc, ok := c.r.Lookup(b.Base)
+			switch {
+			case !ok:
+				c.add(Error, obj, "delta blob %s needs base %s, which is not in the index", b.ID.Short(), b.Base.Short())
+			case deltaIn[b.Base][loc.Pack]:
+				c.add(Error, obj, "delta blob %s has base %s, which is itself a delta", b.ID.Short(), b.Base.Short())
+			default:
+				if _, ok := c.stored[loc.Pack]; !ok {
+					c.add(Error, obj, "delta blob %s needs base %s, which is in missing pack %s", b.ID.Short(), b.Base.Short(), loc.Pack.Short())
+				}
+			}
+		}
+	}
+	for _, p := range c.indexed {
+		check(p)
+	}
+	for _, o := range c.obsolete {
+		check(o.Pack)
+	}
 }
 
 func (c *checker) listSnapshots(ctx context.Context) error {
@@ -376,7 +424,7 @@ func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType
 		if ctx.Err() != nil {
 			return checked
 		}
-		if _, err := c.r.DecodeBlob(b.ID, data[b.Offset:b.Offset+b.Length], nil); err != nil {
+		if _, err := c.r.DecodeBlob(ctx, b.ID, data[b.Offset:b.Offset+b.Length], nil); err != nil {
 			c.add(Error, obj, "%v", err)
 		}
 		checked++
@@ -388,7 +436,7 @@ func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType
 		}
 		for _, e := range exp.Blobs {
 			h, ok := inHeader[e.ID]
-			if !ok || h.Offset != e.Offset || h.Length != e.Length {
+			if !ok || h.Offset != e.Offset || h.Length != e.Length || h.Base != e.Base {
 				c.add(Error, obj, "index entry for blob %s does not match the pack header", e.ID.Short())
 			}
 		}

@@ -38,7 +38,13 @@ type BlobEntry struct {
 	Offset    uint32 // start of the stored (sealed) blob in the pack
 	Length    uint32 // stored length
 	RawLength uint32 // plaintext length
+	// Base is the blob a delta blob is decoded against (docs/format.md §7);
+	// the null ID for every other blob.
+	Base crypto.ID
 }
+
+// IsDelta reports whether the blob is stored as a delta against Base.
+func (e BlobEntry) IsDelta() bool { return !e.Base.IsNull() }
 
 // PackEntry lists the blobs of one pack.
 type PackEntry struct {
@@ -74,6 +80,10 @@ const (
 	// adds the obsolete section.
 	fileVersion         = 1
 	fileVersionObsolete = 2
+	// fileVersionBases gives every blob a base field (delta blobs) and
+	// always has an obsolete section, possibly empty. It is written only
+	// when some blob is a delta.
+	fileVersionBases = 3
 	// maxCount bounds counts read from untrusted input before allocation.
 	maxCount = 1 << 24
 )
@@ -89,9 +99,13 @@ func (f *File) Encode() []byte {
 	}
 	b := make([]byte, 0, n)
 	b = append(b, fileMagic...)
-	if len(f.Obsolete) > 0 {
+	bases := f.hasDeltas()
+	switch {
+	case bases:
+		b = append(b, fileVersionBases)
+	case len(f.Obsolete) > 0:
 		b = append(b, fileVersionObsolete)
-	} else {
+	default:
 		b = append(b, fileVersion)
 	}
 	b = binary.AppendUvarint(b, uint64(len(f.Supersedes)))
@@ -100,19 +114,80 @@ func (f *File) Encode() []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(f.Packs)))
 	for _, p := range f.Packs {
-		b = appendPack(b, p)
+		b = appendPack(b, p, bases)
 	}
-	if len(f.Obsolete) > 0 {
+	if len(f.Obsolete) > 0 || bases {
 		b = binary.AppendUvarint(b, uint64(len(f.Obsolete)))
 		for _, o := range f.Obsolete {
 			b = binary.AppendVarint(b, o.Since)
-			b = appendPack(b, o.Pack)
+			b = appendPack(b, o.Pack, bases)
 		}
 	}
 	return b
 }
 
-func appendPack(b []byte, p PackEntry) []byte {
+func (f *File) hasDeltas() bool {
+	for _, p := range f.Packs {
+		if p.HasDeltas() {
+			return true
+		}
+	}
+	for _, o := range f.Obsolete {
+		if o.Pack.HasDeltas() {
+			return true
+		}
+	}
+	return false
+}
+
+// HasDeltas reports whether any blob of the pack is a delta.
+func (p PackEntry) HasDeltas() bool { return HasDeltas(p.Blobs) }
+
+// HasDeltas reports whether any of the blobs is a delta.
+func HasDeltas(blobs []BlobEntry) bool {
+	for _, e := range blobs {
+		if e.IsDelta() {
+			return true
+		}
+	}
+	return false
+}
+
+// AppendBase appends a blob's base field: 0x00 for a full blob, 0x01 and
+// the base ID for a delta.
+func AppendBase(b []byte, base crypto.ID) []byte {
+	if base.IsNull() {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	return append(b, base[:]...)
+}
+
+// DecodeBase reads a base field written by AppendBase, returning the base
+// and the rest of b. A flag of 1 with a null ID is refused, so the encoding
+// is unique.
+func DecodeBase(b []byte) (crypto.ID, []byte, error) {
+	var id crypto.ID
+	if len(b) < 1 {
+		return id, nil, errors.New("truncated base flag")
+	}
+	switch b[0] {
+	case 0:
+		return id, b[1:], nil
+	case 1:
+		if len(b) < 1+crypto.IDSize {
+			return id, nil, errors.New("truncated base id")
+		}
+		copy(id[:], b[1:])
+		if id.IsNull() {
+			return id, nil, errors.New("null base id")
+		}
+		return id, b[1+crypto.IDSize:], nil
+	}
+	return id, nil, fmt.Errorf("bad base flag %d", b[0])
+}
+
+func appendPack(b []byte, p PackEntry, bases bool) []byte {
 	b = append(b, p.ID[:]...)
 	b = append(b, byte(p.Type))
 	b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
@@ -121,6 +196,9 @@ func appendPack(b []byte, p PackEntry) []byte {
 		b = binary.AppendUvarint(b, uint64(e.Offset))
 		b = binary.AppendUvarint(b, uint64(e.Length))
 		b = binary.AppendUvarint(b, uint64(e.RawLength))
+		if bases {
+			b = AppendBase(b, e.Base)
+		}
 	}
 	return b
 }
@@ -188,7 +266,20 @@ func (r *reader) varint(what string) int64 {
 	return v
 }
 
-func (r *reader) pack() (PackEntry, error) {
+func (r *reader) base() crypto.ID {
+	if r.err != nil {
+		return crypto.ID{}
+	}
+	id, rest, err := DecodeBase(r.b)
+	if err != nil {
+		r.err = fmt.Errorf("%w: %v", ErrFormat, err)
+		return id
+	}
+	r.b = rest
+	return id
+}
+
+func (r *reader) pack(bases bool) (PackEntry, error) {
 	p := PackEntry{ID: r.id("pack id")}
 	p.Type = BlobType(r.byte("pack type"))
 	if r.err == nil && !p.Type.Valid() {
@@ -201,6 +292,9 @@ func (r *reader) pack() (PackEntry, error) {
 		e.Offset = uint32(r.uvarint("blob offset", 1<<32-1))
 		e.Length = uint32(r.uvarint("blob length", 1<<32-1))
 		e.RawLength = uint32(r.uvarint("blob raw length", 1<<32-1))
+		if bases {
+			e.Base = r.base()
+		}
 		p.Blobs = append(p.Blobs, e)
 	}
 	return p, r.err
@@ -212,7 +306,7 @@ func DecodeFile(data []byte) (*File, error) {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
 	version := data[len(fileMagic)]
-	if version != fileVersion && version != fileVersionObsolete {
+	if version != fileVersion && version != fileVersionObsolete && version != fileVersionBases {
 		return nil, fmt.Errorf("%w: version %d is not supported", ErrFormat, version)
 	}
 	r := &reader{b: data[len(fileMagic)+1:]}
@@ -223,20 +317,20 @@ func DecodeFile(data []byte) (*File, error) {
 	}
 	np := r.uvarint("pack count", uint64(len(r.b)/(crypto.IDSize+2)))
 	for i := uint64(0); i < np && r.err == nil; i++ {
-		p, err := r.pack()
+		p, err := r.pack(version == fileVersionBases)
 		if err != nil {
 			return nil, err
 		}
 		f.Packs = append(f.Packs, p)
 	}
-	if version == fileVersionObsolete {
+	if version != fileVersion {
 		no := r.uvarint("obsolete count", uint64(len(r.b)/(crypto.IDSize+3)))
-		if r.err == nil && no == 0 {
+		if r.err == nil && no == 0 && version == fileVersionObsolete {
 			return nil, fmt.Errorf("%w: empty obsolete section in a version 2 file", ErrFormat)
 		}
 		for i := uint64(0); i < no && r.err == nil; i++ {
 			since := r.varint("obsolete since")
-			p, err := r.pack()
+			p, err := r.pack(version == fileVersionBases)
 			if err != nil {
 				return nil, err
 			}
@@ -248,6 +342,9 @@ func DecodeFile(data []byte) (*File, error) {
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrFormat, len(r.b))
+	}
+	if version == fileVersionBases && !f.hasDeltas() {
+		return nil, fmt.Errorf("%w: a version 3 file without delta blobs", ErrFormat)
 	}
 	return f, nil
 }

@@ -43,6 +43,8 @@ func TestFileRoundTrip(t *testing.T) {
 		{Packs: []PackEntry{{ID: fillID(2), Blobs: []BlobEntry{{ID: fillID(3), Offset: 1<<32 - 1, Length: 1<<32 - 1, RawLength: 1<<32 - 1}}}}},
 		sampleFile(rng, 1, 1),
 		sampleFile(rng, 30, 100),
+		deltaFile(rng, nil),
+		deltaFile(rng, []ObsoletePack{{Since: -5, Pack: PackEntry{ID: fillID(9), Blobs: []BlobEntry{{ID: fillID(8), Base: fillID(7)}}}}}),
 	}
 	for i, f := range files {
 		data := f.Encode()
@@ -56,6 +58,44 @@ func TestFileRoundTrip(t *testing.T) {
 		if !bytes.Equal(got.Encode(), data) {
 			t.Fatalf("file %d: encoding is not stable", i)
 		}
+	}
+}
+
+// deltaFile is a sample file with delta blobs (version 3).
+func deltaFile(rng *rand.Rand, obsolete []ObsoletePack) *File {
+	f := sampleFile(rng, 3, 5)
+	f.Packs[0].Blobs[1].Base = f.Packs[0].Blobs[0].ID
+	f.Packs[2].Blobs[4].Base = randID(rng)
+	f.Obsolete = obsolete
+	return f
+}
+
+// TestFileBasesVersion checks that version 3 is written exactly when a blob
+// is a delta, and that a version 3 file without one is refused.
+func TestFileBasesVersion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	f := deltaFile(rng, nil)
+	data := f.Encode()
+	if data[4] != 3 {
+		t.Fatalf("file with delta blobs written as version %d", data[4])
+	}
+	f.Packs[0].Blobs[1].Base, f.Packs[2].Blobs[4].Base = crypto.ID{}, crypto.ID{}
+	if v := f.Encode()[4]; v != 1 {
+		t.Fatalf("file without deltas written as version %d", v)
+	}
+	// Hand-made version 3 file whose only blob is not a delta.
+	plain := append(append([]byte("CRNI\x03\x00\x01"), make([]byte, 33)...), append(append([]byte{1}, make([]byte, 32)...), 1, 2, 3, 0, 0)...)
+	if _, err := DecodeFile(plain); !errors.Is(err, ErrFormat) {
+		t.Fatalf("version 3 without deltas: %v", err)
+	}
+	// The same with a null base behind flag 1.
+	bad := append(append([]byte("CRNI\x03\x00\x01"), make([]byte, 33)...), append(append(append([]byte{1}, make([]byte, 32)...), 1, 2, 3, 1), append(make([]byte, 32), 0)...)...)
+	if _, err := DecodeFile(bad); !errors.Is(err, ErrFormat) {
+		t.Fatalf("flag 1 with a null base: %v", err)
+	}
+	bad[len(bad)-34] = 2
+	if _, err := DecodeFile(bad); !errors.Is(err, ErrFormat) {
+		t.Fatalf("base flag 2: %v", err)
 	}
 }
 
@@ -78,19 +118,20 @@ func TestFileGolden(t *testing.T) {
 
 func TestFileTruncated(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
-	f := sampleFile(rng, 3, 4)
-	data := f.Encode()
-	for n := 0; n < len(data); n++ {
-		got, err := DecodeFile(data[:n])
-		if !errors.Is(err, ErrFormat) {
-			t.Fatalf("truncated to %d of %d bytes: got %v, %v; want ErrFormat", n, len(data), got, err)
+	for _, f := range []*File{sampleFile(rng, 3, 4), deltaFile(rng, nil)} {
+		data := f.Encode()
+		for n := 0; n < len(data); n++ {
+			got, err := DecodeFile(data[:n])
+			if !errors.Is(err, ErrFormat) {
+				t.Fatalf("truncated to %d of %d bytes: got %v, %v; want ErrFormat", n, len(data), got, err)
+			}
+			if got != nil {
+				t.Fatalf("truncated to %d bytes: returned a file with the error", n)
+			}
 		}
-		if got != nil {
-			t.Fatalf("truncated to %d bytes: returned a file with the error", n)
+		if _, err := DecodeFile(append(bytes.Clone(data), 0)); !errors.Is(err, ErrFormat) {
+			t.Fatalf("trailing byte: got %v", err)
 		}
-	}
-	if _, err := DecodeFile(append(bytes.Clone(data), 0)); !errors.Is(err, ErrFormat) {
-		t.Fatalf("trailing byte: got %v", err)
 	}
 }
 

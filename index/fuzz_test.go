@@ -19,6 +19,8 @@ func FuzzDecodeFile(f *testing.F) {
 	f.Add((&File{Packs: []PackEntry{{ID: fillID(2), Blobs: []BlobEntry{{ID: fillID(3), Offset: 1<<32 - 1, Length: 300, RawLength: 5}}}}}).Encode())
 	f.Add(sampleFile(rng, 2, 3).Encode())
 	f.Add([]byte("CRNI\x01"))
+	f.Add(deltaFile(rng, nil).Encode())
+	f.Add(deltaFile(rng, []ObsoletePack{{Since: 7, Pack: PackEntry{ID: fillID(9)}}}).Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := DecodeFile(data)
 		if err != nil {

@@ -103,6 +103,43 @@ func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (m
 	return used, nil
 }
 
+// AddBases adds to used the bases of its delta blobs (docs/format.md §7.1):
+// a delta is readable only with its base. Every indexed copy of a used blob
+// counts, since which copy a reader finds is not fixed.
+func AddBases(used map[crypto.ID]struct{}, state *repo.IndexState) {
+	bases := map[crypto.ID][]crypto.ID{}
+	note := func(p index.PackEntry) {
+		for _, b := range p.Blobs {
+			if b.IsDelta() {
+				bases[b.ID] = append(bases[b.ID], b.Base)
+			}
+		}
+	}
+	for _, p := range state.Live {
+		note(p)
+	}
+	for _, o := range state.Obsolete {
+		note(o.Pack)
+	}
+	if len(bases) == 0 {
+		return
+	}
+	var work []crypto.ID
+	for id := range used {
+		work = append(work, id)
+	}
+	for len(work) > 0 {
+		id := work[len(work)-1]
+		work = work[:len(work)-1]
+		for _, b := range bases[id] {
+			if _, ok := used[b]; !ok {
+				used[b] = struct{}{}
+				work = append(work, b)
+			}
+		}
+	}
+}
+
 // indexFileBlobs bounds the blobs per index file prune writes.
 const indexFileBlobs = 100000
 
@@ -141,6 +178,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	if err != nil {
 		return st, err
 	}
+	AddBases(used, state)
 	st.UsedBlobs = len(used)
 
 	stored := map[crypto.ID]int64{}
@@ -287,10 +325,10 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 				return st, fmt.Errorf("repack %v: pack is shorter than its index says", h)
 			}
 			sealed := data[b.Offset : b.Offset+b.Length]
-			if _, err := r.DecodeBlob(b.ID, sealed, nil); err != nil {
+			if _, err := r.DecodeBlob(ctx, b.ID, sealed, nil); err != nil {
 				return st, fmt.Errorf("repack %v: %w (run 'cairn check --read-data')", h, err)
 			}
-			if err := r.CopyBlob(ctx, p.Type, b.ID, sealed, b.RawLength); err != nil {
+			if err := r.CopyBlob(ctx, p.Type, b, sealed); err != nil {
 				return st, fmt.Errorf("repack %v: %w", h, err)
 			}
 		}

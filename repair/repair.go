@@ -203,9 +203,18 @@ func Snapshots(ctx context.Context, r *repo.Repository, opts SnapshotOptions) (S
 	return st, r.Flush(ctx)
 }
 
+// blobOK reports whether a data blob can be read: its pack, and for a
+// delta its base's pack, are stored.
 func (sr *snapRepairer) blobOK(id crypto.ID) bool {
 	loc, ok := sr.r.Lookup(id)
-	return ok && sr.stored[loc.Pack]
+	if !ok || !sr.stored[loc.Pack] {
+		return false
+	}
+	if base, ok := sr.r.DeltaBase(id); ok {
+		loc, ok := sr.r.Lookup(base)
+		return ok && sr.stored[loc.Pack]
+	}
+	return true
 }
 
 // tree returns the repaired tree ID and whether anything changed.

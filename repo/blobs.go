@@ -24,6 +24,10 @@ const maxBlobSize = 64 << 20
 const (
 	payloadRaw  = 0
 	payloadZstd = 1
+	// A delta payload is base ID || delta (docs/format.md §7.1), the delta
+	// raw or zstd-compressed. The base is always a full (raw or zstd) blob.
+	payloadDelta     = 2
+	payloadDeltaZstd = 3
 )
 
 // indexFlushBlobs is how many uploaded blobs trigger writing an index file
@@ -106,6 +110,10 @@ type SaveResult struct {
 	ID     crypto.ID
 	Known  bool // already stored (or being stored): nothing was added
 	Stored int  // bytes added to a pack (sealed, compressed)
+	// Base is the blob a delta was stored against (SaveDataBlob); null
+	// for a full blob. BaseFrom is the candidate that led to it: Base
+	// itself, or the delta whose base it is.
+	Base, BaseFrom crypto.ID
 }
 
 // SaveBlob stores data as a blob of type t unless a blob with the same ID is
@@ -121,22 +129,40 @@ func (r *Repository) SaveBlob(ctx context.Context, t index.BlobType, data []byte
 
 // SaveBlobWithID is SaveBlob for callers that already computed the ID.
 func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id crypto.ID, data []byte) (SaveResult, error) {
+	if known, err := r.claim(ctx, id); err != nil || known {
+		return SaveResult{ID: id, Known: known}, err
+	}
+	return r.saveFull(ctx, t, id, data)
+}
+
+// claim reports whether id is already stored or in flight, and otherwise
+// marks it in flight: the caller must then store it.
+func (r *Repository) claim(ctx context.Context, id crypto.ID) (known bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return SaveResult{}, err
+		return false, err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.uploadErr != nil {
-		err := r.uploadErr
-		r.mu.Unlock()
-		return SaveResult{}, err
+		return false, r.uploadErr
 	}
 	if _, ok := r.inFlight[id]; ok || r.idx.Has(id) {
-		r.mu.Unlock()
-		return SaveResult{ID: id, Known: true}, nil
+		return true, nil
 	}
 	r.inFlight[id] = struct{}{}
-	r.mu.Unlock()
+	return false, nil
+}
 
+// Has reports whether a blob is stored (in the live index) or in flight.
+func (r *Repository) Has(id crypto.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.inFlight[id]
+	return ok || r.idx.Has(id)
+}
+
+// saveFull seals data as a full (raw or zstd) blob and adds it to a pack.
+func (r *Repository) saveFull(ctx context.Context, t index.BlobType, id crypto.ID, data []byte) (SaveResult, error) {
 	bp := r.getBuf(len(data) + crypto.Overhead + 64)
 	sealed := r.sealBlob((*bp)[:0], data)
 	n := len(sealed)
@@ -152,7 +178,8 @@ func (r *Repository) SaveBlobWithID(ctx context.Context, t index.BlobType, id cr
 // CopyBlob adds a blob that is already sealed (read from another pack) to
 // a new pack without decrypting it; prune uses it to repack. Unlike
 // SaveBlob it ignores the index, which still lists the old copy.
-func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, id crypto.ID, sealed []byte, rawLen uint32) error {
+func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, e index.BlobEntry, sealed []byte) error {
+	id := e.ID
 	r.mu.Lock()
 	if r.uploadErr != nil {
 		err := r.uploadErr
@@ -165,7 +192,7 @@ func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, id crypto.I
 	}
 	r.inFlight[id] = struct{}{}
 	r.mu.Unlock()
-	return r.addToPacker(ctx, t, index.BlobEntry{ID: id, Length: uint32(len(sealed)), RawLength: rawLen}, sealed)
+	return r.addToPacker(ctx, t, index.BlobEntry{ID: id, Length: uint32(len(sealed)), RawLength: e.RawLength, Base: e.Base}, sealed)
 }
 
 // addToPacker appends a sealed blob to the open pack of its type and
@@ -208,10 +235,25 @@ func (r *Repository) getBuf(n int) *[]byte {
 
 func (r *Repository) putBuf(bp *[]byte) { r.bufs.Put(bp) }
 
-// verifyBlob checks a stored blob like DecodeBlob, into pooled buffers.
-func (r *Repository) verifyBlob(id crypto.ID, stored []byte, rawLen int) error {
-	pbp, obp := r.getBuf(len(stored)), r.getBuf(rawLen)
-	_, plain, out, err := r.openBlob(id, stored, (*pbp)[:0], (*obp)[:0])
+// verifyBlob checks a stored blob like DecodeBlob, into pooled buffers. A
+// delta is only opened and its base compared with the entry's: its
+// plaintext was checked against the base when it was encoded (saveDelta),
+// and loading the base here would read it a second time.
+func (r *Repository) verifyBlob(ctx context.Context, e index.BlobEntry, stored []byte) error {
+	pbp, obp := r.getBuf(len(stored)), r.getBuf(int(e.RawLength))
+	var plain, out []byte
+	var err error
+	if e.IsDelta() {
+		plain, err = r.key.Open((*pbp)[:0], stored)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("blob %s: %w: %v", e.ID.Short(), ErrBlobCorrupt, err)
+		case len(plain) < 1+crypto.IDSize || (plain[0] != payloadDelta && plain[0] != payloadDeltaZstd) || crypto.ID(plain[1:1+crypto.IDSize]) != e.Base:
+			err = fmt.Errorf("blob %s: %w: not a delta against %s", e.ID.Short(), ErrBlobCorrupt, e.Base.Short())
+		}
+	} else {
+		_, plain, out, err = r.openBlob(ctx, e.ID, stored, (*pbp)[:0], (*obp)[:0], false)
+	}
 	r.keepBuf(pbp, plain)
 	r.keepBuf(obp, out)
 	return err
@@ -229,7 +271,10 @@ func (r *Repository) keepBuf(bp *[]byte, grown []byte) {
 // compressed, decompresses it into outBuf; then it checks that the content
 // hashes to id. content is a slice of plain (raw payload) or of out, whose
 // first len(outBuf) bytes are outBuf's; out is nil for a raw payload.
-func (r *Repository) openBlob(id crypto.ID, stored, plainBuf, outBuf []byte) (content, plain, out []byte, err error) {
+//
+// A delta payload is rebuilt from its base, which is loaded here; asBase
+// refuses a delta (a base must be a full blob, so chains stay one deep).
+func (r *Repository) openBlob(ctx context.Context, id crypto.ID, stored, plainBuf, outBuf []byte, asBase bool) (content, plain, out []byte, err error) {
 	plain, err = r.key.Open(plainBuf, stored)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
@@ -244,6 +289,15 @@ func (r *Repository) openBlob(id crypto.ID, stored, plainBuf, outBuf []byte) (co
 		out, err = r.dec.DecodeAll(plain[1:], outBuf)
 		if err != nil {
 			return nil, plain, nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+		content = out[len(outBuf):]
+	case payloadDelta, payloadDeltaZstd:
+		if asBase {
+			return nil, plain, nil, fmt.Errorf("blob %s: %w: a delta base is itself a delta", id.Short(), ErrBlobCorrupt)
+		}
+		out, err = r.applyDelta(ctx, id, plain, outBuf)
+		if err != nil {
+			return nil, plain, nil, err
 		}
 		content = out[len(outBuf):]
 	default:
@@ -271,10 +325,15 @@ func (r *Repository) sealBlob(dst, data []byte) []byte {
 }
 
 // DecodeBlob opens a stored blob, decompresses it and verifies that its
-// plaintext hashes to id. The plaintext is appended to dst.
-func (r *Repository) DecodeBlob(id crypto.ID, stored, dst []byte) ([]byte, error) {
+// plaintext hashes to id. The plaintext is appended to dst. A delta blob's
+// base is loaded from the repository.
+func (r *Repository) DecodeBlob(ctx context.Context, id crypto.ID, stored, dst []byte) ([]byte, error) {
+	return r.decodeBlob(ctx, id, stored, dst, false)
+}
+
+func (r *Repository) decodeBlob(ctx context.Context, id crypto.ID, stored, dst []byte, asBase bool) ([]byte, error) {
 	pbp := r.getBuf(len(stored))
-	content, plain, out, err := r.openBlob(id, stored, (*pbp)[:0], dst)
+	content, plain, out, err := r.openBlob(ctx, id, stored, (*pbp)[:0], dst, asBase)
 	if err != nil {
 		r.keepBuf(pbp, plain)
 		return nil, err
@@ -288,6 +347,19 @@ func (r *Repository) DecodeBlob(id crypto.ID, stored, dst []byte) ([]byte, error
 
 // LoadBlob reads, decrypts and verifies a blob, appending it to dst.
 func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]byte, error) {
+	return r.loadBlob(ctx, id, dst, false)
+}
+
+func (r *Repository) loadBlob(ctx context.Context, id crypto.ID, dst []byte, asBase bool) ([]byte, error) {
+	stored, err := r.loadStored(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return r.decodeBlob(ctx, id, stored, dst, asBase)
+}
+
+// loadStored reads a blob's stored (sealed) bytes.
+func (r *Repository) loadStored(ctx context.Context, id crypto.ID) ([]byte, error) {
 	loc, ok := r.Lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
@@ -299,7 +371,7 @@ func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]
 	if len(stored) != int(loc.Length) {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w: pack is truncated", id.Short(), loc.Pack.Short(), ErrBlobCorrupt)
 	}
-	return r.DecodeBlob(id, stored, dst)
+	return stored, nil
 }
 
 // Lookup finds a blob in the live index, then among obsolete packs that
@@ -358,7 +430,7 @@ func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
 			return err
 		}
 		_, _ = h.Write(stored)
-		err := r.verifyBlob(b.ID, stored, int(b.RawLength))
+		err := r.verifyBlob(ctx, b, stored)
 		r.putBuf(bp)
 		if err != nil {
 			return fmt.Errorf("verify pack before upload: %w", err)
@@ -384,6 +456,7 @@ func (r *Repository) uploadPack(ctx context.Context, p *packer) error {
 	}
 	entry := index.PackEntry{ID: id, Type: p.t, Blobs: p.blobs}
 	r.idx.AddPack(entry)
+	r.noteBases(entry)
 	r.mu.Lock()
 	for _, b := range p.blobs {
 		delete(r.inFlight, b.ID)
@@ -605,10 +678,38 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 func (r *Repository) UseIndexState(st *IndexState) {
 	for _, p := range st.Live {
 		r.idx.AddPack(p)
+		r.noteBases(p)
 	}
 	r.idx.Compact()
 	for _, o := range st.Obsolete {
 		r.obsolete.AddPack(o.Pack)
+		r.noteBases(o.Pack)
 	}
 	r.obsolete.Compact()
+}
+
+// noteBases remembers the bases of a pack's delta blobs.
+func (r *Repository) noteBases(p index.PackEntry) {
+	if !p.HasDeltas() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bases == nil {
+		r.bases = map[crypto.ID]crypto.ID{}
+	}
+	for _, b := range p.Blobs {
+		if b.IsDelta() {
+			r.bases[b.ID] = b.Base
+		}
+	}
+}
+
+// DeltaBase returns the base of an indexed delta blob; ok is false for a
+// full blob (or one not indexed).
+func (r *Repository) DeltaBase(id crypto.ID) (base crypto.ID, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	base, ok = r.bases[id]
+	return base, ok
 }

@@ -31,6 +31,9 @@ type ChunkParams struct {
 const (
 	KindFiles    = "files"
 	KindDatabase = "database"
+	// KindAuto is not a parameter set: a stream of this kind is database
+	// when it starts like a PostgreSQL dump or a Redis RDB file, else files.
+	KindAuto = "auto"
 )
 
 // Config is the repository's fixed configuration, written once by init.

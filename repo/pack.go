@@ -20,8 +20,11 @@ import (
 const (
 	packHeaderMagic   = "CRNP"
 	packHeaderVersion = 1
-	// headerEntryMax bounds one header entry: ID + two uvarints.
-	headerEntryMax = crypto.IDSize + 2*binary.MaxVarintLen32
+	// packHeaderVersionBases gives every entry a base field; written only
+	// for packs holding a delta blob, so other headers stay version 1.
+	packHeaderVersionBases = 2
+	// headerEntryMax bounds one header entry: ID + two uvarints + base.
+	headerEntryMax = 2*crypto.IDSize + 2*binary.MaxVarintLen32 + 1
 	// maxHeaderLength bounds the header a reader accepts (1M blobs).
 	maxHeaderLength = 1 << 26
 )
@@ -40,12 +43,20 @@ type PackBlob struct {
 func encodePackHeader(t index.BlobType, blobs []index.BlobEntry) []byte {
 	b := make([]byte, 0, 16+len(blobs)*headerEntryMax)
 	b = append(b, packHeaderMagic...)
-	b = append(b, packHeaderVersion, byte(t))
+	bases := index.HasDeltas(blobs)
+	if bases {
+		b = append(b, packHeaderVersionBases, byte(t))
+	} else {
+		b = append(b, packHeaderVersion, byte(t))
+	}
 	b = binary.AppendUvarint(b, uint64(len(blobs)))
 	for _, e := range blobs {
 		b = append(b, e.ID[:]...)
 		b = binary.AppendUvarint(b, uint64(e.Length))
 		b = binary.AppendUvarint(b, uint64(e.RawLength))
+		if bases {
+			b = index.AppendBase(b, e.Base)
+		}
 	}
 	return b
 }
@@ -55,8 +66,9 @@ func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
 	if len(b) < len(packHeaderMagic)+2 || string(b[:len(packHeaderMagic)]) != packHeaderMagic {
 		return 0, nil, fmt.Errorf("%w: bad header magic", ErrPackFormat)
 	}
-	if v := b[len(packHeaderMagic)]; v != packHeaderVersion {
-		return 0, nil, fmt.Errorf("%w: header version %d is not supported", ErrPackFormat, v)
+	version := b[len(packHeaderMagic)]
+	if version != packHeaderVersion && version != packHeaderVersionBases {
+		return 0, nil, fmt.Errorf("%w: header version %d is not supported", ErrPackFormat, version)
 	}
 	t := index.BlobType(b[len(packHeaderMagic)+1])
 	if !t.Valid() {
@@ -87,6 +99,12 @@ func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
 			return 0, nil, fmt.Errorf("%w: bad raw length in header entry %d", ErrPackFormat, i)
 		}
 		b = b[k2:]
+		if version == packHeaderVersionBases {
+			var err error
+			if e.Base, b, err = index.DecodeBase(b); err != nil {
+				return 0, nil, fmt.Errorf("%w: header entry %d: %v", ErrPackFormat, i, err)
+			}
+		}
 		if off+l > 1<<32-1 {
 			return 0, nil, fmt.Errorf("%w: pack larger than 4 GiB", ErrPackFormat)
 		}
@@ -96,6 +114,9 @@ func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
 	}
 	if len(b) != 0 {
 		return 0, nil, fmt.Errorf("%w: %d trailing header bytes", ErrPackFormat, len(b))
+	}
+	if version == packHeaderVersionBases && !index.HasDeltas(blobs) {
+		return 0, nil, fmt.Errorf("%w: version 2 header without delta blobs", ErrPackFormat)
 	}
 	return t, blobs, nil
 }

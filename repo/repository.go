@@ -77,6 +77,10 @@ type Repository struct {
 	idxBlobs  int
 	indexMu   sync.Mutex // serializes index file writes
 	bufs      chunk.BufferPool
+	deltaEncs sync.Pool // *delta.Encoder, reused across delta blobs
+	// bases maps each indexed delta blob to its base (only deltas, so it
+	// stays small next to the index); guarded by mu.
+	bases map[crypto.ID]crypto.ID
 }
 
 func (o *Options) withDefaults() Options {

@@ -23,6 +23,7 @@ type Summary struct {
 	DirsChanged         uint64    `json:"dirs_changed"`
 	DirsUnmodified      uint64    `json:"dirs_unmodified"`
 	DataBlobs           uint64    `json:"data_blobs"`
+	DeltaBlobs          uint64    `json:"delta_blobs,omitempty"` // of DataBlobs, stored as deltas
 	TreeBlobs           uint64    `json:"tree_blobs"`
 	DataAdded           uint64    `json:"data_added"`
 	DataAddedPacked     uint64    `json:"data_added_packed"`

@@ -390,7 +390,7 @@ func (rs *restorer) restorePack(ctx context.Context, p *packRead) error {
 					rs.failBlobs([]*packBlob{b}, fmt.Errorf("pack %s is truncated", p.pack.Short()))
 					continue
 				}
-				plain, err = rs.r.DecodeBlob(b.id, data[lo:hi], plain[:0])
+				plain, err = rs.r.DecodeBlob(ctx, b.id, data[lo:hi], plain[:0])
 				if err != nil {
 					rs.failBlobs([]*packBlob{b}, err)
 					continue

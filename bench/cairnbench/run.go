@@ -80,8 +80,8 @@ type bench struct {
 	env   []string
 	res   Results
 	logMu sync.Mutex
-	// stdinKind is true when cairn backup has --stdin-kind (database
-	// chunking for standard input).
+	// stdinKind is true when cairn backup has --no-delta (a comparison
+	// row: database chunking without deltas).
 	stdinKind bool
 	cleanups  []func()
 }
@@ -150,7 +150,7 @@ func newBench(ctx context.Context, root string, o options, prof profile) (*bench
 			b.res.Notes = append(b.res.Notes, "restic is not v0.18.1: "+b.res.ResticVersion)
 		}
 	}
-	if out, err := exec.Command(b.o.cairn, "backup", "--help").Output(); err == nil && strings.Contains(string(out), "--stdin-kind") {
+	if out, err := exec.Command(b.o.cairn, "backup", "--help").Output(); err == nil && strings.Contains(string(out), "--no-delta") {
 		b.stdinKind = true
 	}
 	return b, nil

@@ -35,6 +35,7 @@ type backupFlags struct {
 	excludes         []string
 	parent           string
 	config           string
+	noDelta          bool
 	// Flags of the database and cache sources, registered by their files.
 	pg    pgBackupFlags
 	redis redisBackupFlags
@@ -82,13 +83,14 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.BoolVar(&f.stdin, "stdin", false, "read the content of one file from standard input")
 	fl.StringVar(&f.stdinFilename, "stdin-filename", "stdin", "`name` of the file stored from --stdin or --stdin-from-command")
 	fl.BoolVar(&f.stdinFromCommand, "stdin-from-command", false, "store the standard output of the command given after --; no snapshot unless it exits 0")
-	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindFiles, "chunking of the stream: files (about 1 MiB chunks) or database (about 16 KiB: for dumps that change in scattered rows)")
+	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 16 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "add `tags` (comma-separated, repeatable)")
 	fl.StringVar(&f.host, "host", "", "record `hostname` instead of this machine's")
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
 	fl.StringArrayVarP(&f.excludes, "exclude", "e", nil, "exclude paths matching `pattern` (repeatable)")
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
 	fl.StringVar(&f.config, "config", "", "back up every source of the deployment profile `file` (TOML) into one snapshot")
+	fl.BoolVar(&f.noDelta, "no-delta", false, "store changed chunks of database streams in full, not as deltas against the parent snapshot")
 	registerPgBackupFlags(fl, &f.pg)
 	registerRedisBackupFlags(fl, &f.redis)
 	return cmd
@@ -104,8 +106,8 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 			return errors.New("--stdin-from-command needs a command after --")
 		}
 	}
-	if f.stdinKind != repo.KindFiles && f.stdinKind != repo.KindDatabase {
-		return fmt.Errorf("invalid --stdin-kind %q: want files or database", f.stdinKind)
+	if f.stdinKind != repo.KindFiles && f.stdinKind != repo.KindDatabase && f.stdinKind != repo.KindAuto {
+		return fmt.Errorf("invalid --stdin-kind %q: want files, database or auto", f.stdinKind)
 	}
 	if f.stdin && f.stdinFromCommand {
 		return errors.New("--stdin and --stdin-from-command exclude each other")
@@ -212,7 +214,9 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		if err != nil {
 			return abort(fmt.Errorf("--parent: %w", err))
 		}
-	} else if len(absPaths) > 0 {
+	} else if len(snapPaths) > 0 {
+		// Streams too: a database stream's changed chunks become deltas
+		// against its version in the parent.
 		parent = findParent(sns, host, snapPaths)
 	}
 	var streams []archiver.Stream
@@ -233,6 +237,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		Excludes: excludes,
 		Parent:   parent,
 		Progress: progress,
+		NoDelta:  f.noDelta,
 		Warn: func(p string, err error) {
 			warnMu.Lock()
 			warned = append(warned, p)

@@ -1,0 +1,281 @@
+// Package delta encodes a chunk as copies from a base chunk plus literal
+// bytes, and decodes it back. It is meant for a changed chunk of a database
+// dump stored against an older version of the same chunk: a few rows
+// inserted, deleted or changed leave most of the chunk as a handful of copies.
+// Literal bytes are kept contiguous in the delta so that the zstd pass the
+// caller runs afterwards compresses them well.
+//
+// # Wire format
+//
+// This encoding is part of the repository format; it must not change.
+//
+// A uvarint is an unsigned integer in the encoding of
+// [encoding/binary.AppendUvarint]: seven bits per byte, least significant
+// group first, the high bit (0x80) set on every byte but the last, at most
+// ten bytes and at most 2^64-1. The encoder always writes the shortest form;
+// the decoder also accepts longer (non-minimal) forms.
+//
+// A delta is
+//
+//	delta = target_len:uvarint op*
+//	op    = literal_len:uvarint literal:byte*literal_len copy_off:uvarint copy_len:uvarint
+//
+// that is, the length of the target, then ops until the target is complete.
+// Each op appends its literal_len literal bytes, which follow literal_len
+// verbatim, to the output, and then appends base[copy_off:copy_off+copy_len].
+// Copies may overlap one another and may repeat parts of the base; offsets
+// are absolute positions in the base, not relative to the previous copy.
+//
+// A delta is valid only if all of the following hold; Decode returns an
+// error otherwise:
+//
+//   - target_len is at most [MaxOutput]. An empty target is encoded as
+//     target_len 0 and no ops, that is, the single byte 0x00.
+//   - No op makes the output longer than target_len.
+//   - literal_len and copy_len are not both 0.
+//   - copy_off+copy_len is at most len(base).
+//   - copy_len is 0 only in the last op, and then copy_off is 0 too.
+//   - The delta ends exactly where the output reaches target_len: no op is
+//     missing, truncated or left over, and no bytes follow the last op.
+//
+// For example, with base "hello, world" the target "hello, there" can be
+// encoded as the twelve bytes
+//
+//	0c                 target_len 12
+//	00 00 07           literal_len 0, copy_off 0, copy_len 7: "hello, "
+//	05 "there" 00 00   literal_len 5, the literal, copy_off 0, copy_len 0
+//
+// Decode of a valid delta is deterministic; the encoder may choose different
+// copies in later versions without breaking compatibility.
+package delta
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+)
+
+// MaxOutput bounds what Decode produces (64 MiB).
+const MaxOutput = 64 << 20
+
+const (
+	// minMatch is the shortest copy the encoder emits. A copy op costs 3
+	// to 6 bytes for chunk-sized inputs, so 16 bytes always saves space
+	// and is the width of the hashed window (two uint64 loads).
+	minMatch = 16
+	// stride is the spacing of indexed base positions. A match of at least
+	// minMatch+stride-1 bytes always covers an indexed position, and the
+	// backward extension recovers the bytes before it.
+	stride = 4
+	// minTableBits and maxTableBits bound the hash table to 16 entries and
+	// 16 MiB: beyond that, more collisions are cheaper than a huge table.
+	minTableBits = 4
+	maxTableBits = 22
+)
+
+// Encoder computes deltas; it keeps its hash table between calls so that
+// repeated use allocates nothing. An Encoder is not safe for concurrent use;
+// callers pool them (sync.Pool is fine, the caller does that). The zero
+// value is ready to use.
+type Encoder struct {
+	// table maps a window hash to the base position of a window with that
+	// hash. Empty slots hold 0, which is just a candidate that fails
+	// verification (or matches, correctly): no emptiness test to mispredict.
+	table []int32
+}
+
+// Encode appends to dst the delta that turns base into target and returns it.
+// It never fails; when nothing matches the delta is one literal run (slightly
+// larger than target). For inputs shorter than 256 MiB the delta is never
+// longer than that single literal run. A target longer than MaxOutput yields
+// a delta Decode refuses.
+func (e *Encoder) Encode(dst, base, target []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(target)))
+	lit := 0
+	if len(base) >= minMatch && len(target) >= minMatch {
+		dst, lit = e.match(dst, base, target)
+	}
+	if lit < len(target) {
+		dst = binary.AppendUvarint(dst, uint64(len(target)-lit))
+		dst = append(dst, target[lit:]...)
+		dst = append(dst, 0, 0) // copy_off 0, copy_len 0: last op
+	}
+	return dst
+}
+
+// match appends the ops for every copy it finds in target and returns the
+// start of the trailing literal run it leaves to the caller.
+func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
+	// Only positions that fit in an int32 are indexed; chunks are far
+	// smaller, this only keeps absurd inputs correct.
+	nb := min(len(base), math.MaxInt32)
+	count := (nb-minMatch)/stride + 1
+	tbits := min(max(bits.Len(uint(count-1)), minTableBits), maxTableBits)
+	size := 1 << tbits
+	shift := uint(64 - tbits)
+	if cap(e.table) < size {
+		e.table = make([]int32, size)
+	} else {
+		e.table = e.table[:size]
+		clear(e.table)
+	}
+	table := e.table
+	mask := uint64(size - 1)
+
+	// Index from the end so that the earliest position wins a collision:
+	// on repetitive data (runs of zeros, repeated rows) a copy from the
+	// earliest occurrence extends the furthest.
+	for p := (count - 1) * stride; p >= 0; p -= stride {
+		w := base[p : p+minMatch]
+		h := hash(load64(w, 0), load64(w, 8), shift)
+		table[h&mask] = int32(p)
+	}
+
+	lit := 0      // start of the pending literal run
+	diag := 0     // base position minus target position of the last copy
+	have := false // whether diag is set
+	last := len(target) - minMatch
+	for i := 0; i <= last; {
+		w := target[i : i+minMatch]
+		a, b := load64(w, 0), load64(w, 8)
+		cand := -1
+		// A row changed in place leaves the rest of the chunk on the
+		// last copy's diagonal; try there before the hash table, which
+		// only knows every stride-th base position.
+		if p := i + diag; have && p >= 0 && p <= len(base)-minMatch &&
+			load64(base, p) == a && load64(base, p+8) == b {
+			cand = p
+		} else if c := int(table[hash(a, b, shift)&mask]); load64(base, c) == a && load64(base, c+8) == b {
+			cand = c
+		} else {
+			i++
+			continue
+		}
+
+		// Extend backwards into the pending literal run only, so that
+		// each literal byte is examined at most once more in total.
+		s, p := i, cand
+		for s > lit && p > 0 && target[s-1] == base[p-1] {
+			s--
+			p--
+		}
+		end := i + minMatch + matchLen(base[cand+minMatch:], target[i+minMatch:])
+
+		dst = binary.AppendUvarint(dst, uint64(s-lit))
+		dst = append(dst, target[lit:s]...)
+		dst = binary.AppendUvarint(dst, uint64(p))
+		dst = binary.AppendUvarint(dst, uint64(end-s))
+		diag, have = p-s, true
+		i, lit = end, end
+	}
+	return dst, lit
+}
+
+// hash mixes a 16-byte window given as two little-endian words. The fold
+// after the first multiply lets the high bytes reach the top bits, which
+// are the ones kept.
+func hash(a, b uint64, shift uint) uint64 {
+	return (a*0x9e3779b97f4a7c15 ^ b) * 0xc2b2ae3d27d4eb4f >> shift
+}
+
+func load64(b []byte, i int) uint64 {
+	return binary.LittleEndian.Uint64(b[i : i+8])
+}
+
+// matchLen returns the length of the common prefix of a and b, eight bytes
+// at a time.
+func matchLen(a, b []byte) int {
+	n := 0
+	for len(a) >= 8 && len(b) >= 8 {
+		if x := load64(a, 0) ^ load64(b, 0); x != 0 {
+			return n + bits.TrailingZeros64(x)>>3
+		}
+		a, b = a[8:], b[8:]
+		n += 8
+	}
+	for i := 0; i < len(a) && i < len(b) && a[i] == b[i]; i++ {
+		n++
+	}
+	return n
+}
+
+// Decode appends to dst the target rebuilt from base and delta. It returns an
+// error, and never panics, for any delta that breaks a rule of the wire
+// format in the package documentation: truncation, copies outside base,
+// lengths that overflow or disagree with target_len, output larger than
+// MaxOutput, empty ops, trailing bytes. Non-minimal varints are accepted.
+//
+// On error Decode returns nil; the bytes of dst between its length and its
+// capacity may have been overwritten.
+func Decode(dst, base, delta []byte) ([]byte, error) {
+	total, n := binary.Uvarint(delta)
+	if n <= 0 {
+		return nil, fmt.Errorf("delta: bad target length varint")
+	}
+	if total > MaxOutput {
+		return nil, fmt.Errorf("delta: target length %d exceeds the maximum of %d", total, MaxOutput)
+	}
+	pos := n
+	// Grow once, but by no more than the inputs could plausibly produce,
+	// so that a few bytes claiming MaxOutput cannot force a large
+	// allocation before they are checked; repeated copies grow as they go.
+	dst = slices.Grow(dst, int(min(total, uint64(len(base))+uint64(len(delta)))))
+	start := len(dst)
+	left := total // output still to produce
+	for left > 0 {
+		litLen, n := binary.Uvarint(delta[pos:])
+		if n <= 0 {
+			return nil, fmt.Errorf("delta: bad literal length varint at offset %d", pos)
+		}
+		pos += n
+		if litLen > left {
+			return nil, fmt.Errorf("delta: literal of %d bytes overruns target length %d", litLen, total)
+		}
+		if litLen > uint64(len(delta)-pos) {
+			return nil, fmt.Errorf("delta: literal of %d bytes truncated to %d", litLen, len(delta)-pos)
+		}
+		dst = append(dst, delta[pos:pos+int(litLen)]...)
+		pos += int(litLen)
+		left -= litLen
+
+		off, n := binary.Uvarint(delta[pos:])
+		if n <= 0 {
+			return nil, fmt.Errorf("delta: bad copy offset varint at offset %d", pos)
+		}
+		pos += n
+		cpLen, n := binary.Uvarint(delta[pos:])
+		if n <= 0 {
+			return nil, fmt.Errorf("delta: bad copy length varint at offset %d", pos)
+		}
+		pos += n
+		if cpLen == 0 {
+			switch {
+			case litLen == 0:
+				return nil, fmt.Errorf("delta: empty op at offset %d", pos)
+			case off != 0:
+				return nil, fmt.Errorf("delta: empty copy with offset %d", off)
+			case left != 0:
+				return nil, fmt.Errorf("delta: empty copy before the last op")
+			}
+			continue // left is 0: this was the last op
+		}
+		if off > uint64(len(base)) || cpLen > uint64(len(base))-off {
+			return nil, fmt.Errorf("delta: copy %d+%d beyond base of %d bytes", off, cpLen, len(base))
+		}
+		if cpLen > left {
+			return nil, fmt.Errorf("delta: copy of %d bytes overruns target length %d", cpLen, total)
+		}
+		dst = append(dst, base[off:off+cpLen]...)
+		left -= cpLen
+	}
+	if pos != len(delta) {
+		return nil, fmt.Errorf("delta: %d trailing bytes", len(delta)-pos)
+	}
+	if uint64(len(dst)-start) != total {
+		// Unreachable: every op is checked against left.
+		return nil, fmt.Errorf("delta: produced %d bytes, want %d", len(dst)-start, total)
+	}
+	return dst, nil
+}

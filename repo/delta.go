@@ -1,0 +1,224 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/delta"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// Delta blobs (docs/format.md §7.1) store a changed chunk of a dump as
+// copies from the chunk it replaced plus the new bytes. A base is always a
+// full blob, so reading a delta costs one extra blob load, never a chain.
+
+// maxDeltaShare is the largest delta, as a fraction (1/maxDeltaShare) of
+// the plaintext, that is stored instead of the full blob: a delta saves
+// space only when most of the chunk is copied, and it costs a base load on
+// every read.
+const maxDeltaShare = 2
+
+// goodDeltaShare ends the search among candidates early: a delta this small
+// (1/goodDeltaShare of the plaintext) will not be beaten by much.
+const goodDeltaShare = 16
+
+// SaveDataBlob stores data (whose ID the caller computed) as a data blob:
+// as a delta against the best of the candidate bases when that is less than
+// half the plaintext, otherwise in full. Candidates are blobs the data
+// probably replaced (the same place in the previous version of a file); a
+// candidate that is itself a delta contributes its base. Only blobs in the
+// live index are used as bases, never ones prune marked obsolete.
+// res.Base tells which base was used (null for a full blob).
+func (r *Repository) SaveDataBlob(ctx context.Context, id crypto.ID, data []byte, candidates []crypto.ID) (SaveResult, error) {
+	if len(data) > maxBlobSize {
+		return SaveResult{}, fmt.Errorf("blob of %d bytes exceeds the %d-byte limit", len(data), maxBlobSize)
+	}
+	if known, err := r.claim(ctx, id); err != nil || known {
+		return SaveResult{ID: id, Known: known}, err
+	}
+	res, ok, err := r.saveDelta(ctx, id, data, candidates)
+	if err != nil || ok {
+		if err != nil {
+			r.unclaim(id)
+		}
+		return res, err
+	}
+	return r.saveFull(ctx, index.DataBlob, id, data)
+}
+
+// unclaim forgets an in-flight mark for a blob that was not stored.
+func (r *Repository) unclaim(id crypto.ID) {
+	r.mu.Lock()
+	delete(r.inFlight, id)
+	r.mu.Unlock()
+}
+
+// saveDelta tries the candidates and stores the best delta if it is small
+// enough; ok is false when no delta qualified (nothing was stored).
+func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, candidates []crypto.ID) (res SaveResult, ok bool, err error) {
+	if len(data) == 0 || len(candidates) == 0 {
+		return res, false, nil
+	}
+	enc, _ := r.deltaEncs.Get().(*delta.Encoder)
+	if enc == nil {
+		enc = new(delta.Encoder)
+	}
+	defer r.deltaEncs.Put(enc)
+	// Two slots of (delta, base) buffers: the best so far and the current
+	// try, swapped when the try wins, so the winner's base stays in memory
+	// for the check below.
+	type slot struct{ delta, base *[]byte }
+	newSlot := func() slot { return slot{r.getBuf(len(data)/maxDeltaShare + 64), r.getBuf(len(data) + 4096)} }
+	best, cur := newSlot(), newSlot()
+	defer func() {
+		for _, s := range []slot{best, cur} {
+			r.putBuf(s.delta)
+			r.putBuf(s.base)
+		}
+	}()
+	var bestBase, bestFrom crypto.ID
+	var tried []crypto.ID
+	limit := len(data) / maxDeltaShare
+	for _, cand := range candidates {
+		root, base, err := r.deltaRoot(ctx, cand, (*cur.base)[:0])
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, false, ctx.Err()
+			}
+			continue // an unreadable candidate is just not used; check reports it
+		}
+		*cur.base = base
+		if root.IsNull() || root == id || containsID(tried, root) {
+			continue
+		}
+		tried = append(tried, root)
+		d := enc.Encode((*cur.delta)[:0], base, data)
+		*cur.delta = d
+		if len(d) > limit || (!bestBase.IsNull() && len(d) >= len(*best.delta)) {
+			continue
+		}
+		best, cur, bestBase, bestFrom = cur, best, root, cand
+		if len(d) <= len(data)/goodDeltaShare {
+			break
+		}
+	}
+	if bestBase.IsNull() {
+		return res, false, nil
+	}
+	bestBuf := *best.delta
+	// The delta is decoded against its base before it is sealed, so an
+	// encoder bug can never store a blob that does not rebuild data.
+	check := r.getBuf(len(data))
+	rebuilt, derr := delta.Decode((*check)[:0], *best.base, bestBuf)
+	same := derr == nil && bytes.Equal(rebuilt, data)
+	r.keepBuf(check, rebuilt)
+	if !same {
+		return res, false, fmt.Errorf("delta of blob %s against %s does not rebuild it: %v", id.Short(), bestBase.Short(), derr)
+	}
+
+	pbp := r.getBuf(len(bestBuf) + 64)
+	plain := append((*pbp)[:0], payloadDeltaZstd)
+	plain = append(plain, bestBase[:]...)
+	plain = r.enc.EncodeAll(bestBuf, plain)
+	if len(plain)-1-crypto.IDSize >= len(bestBuf) {
+		plain = append(plain[:0], payloadDelta)
+		plain = append(plain, bestBase[:]...)
+		plain = append(plain, bestBuf...)
+	}
+	sbp := r.getBuf(len(plain) + crypto.Overhead)
+	sealed := r.key.Seal((*sbp)[:0], plain)
+	r.keepBuf(pbp, plain)
+	n := len(sealed)
+	err = r.addToPacker(ctx, index.DataBlob, index.BlobEntry{ID: id, Length: uint32(n), RawLength: uint32(len(data)), Base: bestBase}, sealed)
+	r.keepBuf(sbp, sealed)
+	if err != nil {
+		return res, false, err
+	}
+	return SaveResult{ID: id, Stored: n, Base: bestBase, BaseFrom: bestFrom}, true, nil
+}
+
+func containsID(ids []crypto.ID, id crypto.ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// deltaRoot returns the full blob a delta against cand would use, with its
+// plaintext appended to dst: cand itself when it is a full blob, its base
+// when it is a delta. The root must be in the live index. It returns a null
+// ID (and no error) when cand cannot serve as a base.
+func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) (crypto.ID, []byte, error) {
+	stored, err := r.loadStored(ctx, cand)
+	if err != nil {
+		return crypto.ID{}, dst, err
+	}
+	pbp := r.getBuf(len(stored))
+	defer r.putBuf(pbp)
+	plain, err := r.key.Open((*pbp)[:0], stored)
+	if err != nil {
+		return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: %v", cand.Short(), ErrBlobCorrupt, err)
+	}
+	*pbp = plain
+	if len(plain) < 1 {
+		return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: empty payload", cand.Short(), ErrBlobCorrupt)
+	}
+	root := cand
+	if plain[0] == payloadDelta || plain[0] == payloadDeltaZstd {
+		if len(plain) < 1+crypto.IDSize {
+			return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: truncated delta", cand.Short(), ErrBlobCorrupt)
+		}
+		root = crypto.ID(plain[1 : 1+crypto.IDSize])
+	}
+	if !r.idx.Has(root) {
+		return crypto.ID{}, dst, nil
+	}
+	if root == cand {
+		out, err := r.decodeBlob(ctx, cand, stored, dst, true)
+		if err != nil {
+			return crypto.ID{}, dst, err
+		}
+		return root, out, nil
+	}
+	out, err := r.loadBlob(ctx, root, dst, true)
+	if err != nil {
+		return crypto.ID{}, dst, err
+	}
+	return root, out, nil
+}
+
+// applyDelta rebuilds a delta payload (flag || base ID || delta) against
+// its base, appending the plaintext to dst.
+func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []byte) ([]byte, error) {
+	if len(plain) < 1+crypto.IDSize {
+		return nil, fmt.Errorf("blob %s: %w: truncated delta", id.Short(), ErrBlobCorrupt)
+	}
+	baseID := crypto.ID(plain[1 : 1+crypto.IDSize])
+	ops := plain[1+crypto.IDSize:]
+	if plain[0] == payloadDeltaZstd {
+		obp := r.getBuf(4 * len(ops))
+		defer r.putBuf(obp)
+		var err error
+		ops, err = r.dec.DecodeAll(ops, (*obp)[:0])
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: %w: decompress delta: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+		*obp = ops
+	}
+	bbp := r.getBuf(64 << 10)
+	defer r.putBuf(bbp)
+	base, err := r.loadBlob(ctx, baseID, (*bbp)[:0], true)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: base %s: %w", id.Short(), baseID.Short(), err)
+	}
+	*bbp = base
+	out, err := delta.Decode(dst, base, ops)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	return out, nil
+}
