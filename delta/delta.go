@@ -50,6 +50,7 @@
 package delta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -69,8 +70,10 @@ const (
 	// minMatch+stride-1 bytes always covers an indexed position, and the
 	// backward extension recovers the bytes before it.
 	stride = 4
-	// minTableBits and maxTableBits bound the hash table to 16 entries and
-	// 16 MiB: beyond that, more collisions are cheaper than a huge table.
+	// The hash table has about twice as many slots as indexed positions,
+	// so that collisions drop only about a fifth of them, and between
+	// 2^minTableBits slots and 2^maxTableBits (16 MiB): beyond that, more
+	// collisions are cheaper than a huge table.
 	minTableBits = 4
 	maxTableBits = 22
 )
@@ -112,7 +115,7 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 	// smaller, this only keeps absurd inputs correct.
 	nb := min(len(base), math.MaxInt32)
 	count := (nb-minMatch)/stride + 1
-	tbits := min(max(bits.Len(uint(count-1)), minTableBits), maxTableBits)
+	tbits := min(max(bits.Len(uint(count-1))+1, minTableBits), maxTableBits)
 	size := 1 << tbits
 	shift := uint(64 - tbits)
 	if cap(e.table) < size {
@@ -123,34 +126,31 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 	}
 	table := e.table
 	mask := uint64(size - 1)
+	index(table, base[:nb], shift)
 
-	// Index from the end so that the earliest position wins a collision:
-	// on repetitive data (runs of zeros, repeated rows) a copy from the
-	// earliest occurrence extends the furthest.
-	for p := (count - 1) * stride; p >= 0; p -= stride {
-		w := base[p : p+minMatch]
-		h := hash(load64(w, 0), load64(w, 8), shift)
-		table[h&mask] = int32(p)
-	}
-
-	lit := 0      // start of the pending literal run
-	diag := 0     // base position minus target position of the last copy
-	have := false // whether diag is set
+	lit := 0  // start of the pending literal run
+	diag := 0 // base position minus target position of the last copy
 	last := len(target) - minMatch
 	for i := 0; i <= last; {
 		w := target[i : i+minMatch]
 		a, b := load64(w, 0), load64(w, 8)
-		cand := -1
+		var cand int
 		// A row changed in place leaves the rest of the chunk on the
-		// last copy's diagonal; try there before the hash table, which
-		// only knows every stride-th base position.
-		if p := i + diag; have && p >= 0 && p <= len(base)-minMatch &&
+		// last copy's diagonal (at first, the same offset as in target);
+		// try there before the hash table, which only knows every
+		// stride-th base position.
+		if p := i + diag; p >= 0 && p <= len(base)-minMatch &&
 			load64(base, p) == a && load64(base, p+8) == b {
 			cand = p
 		} else if c := int(table[hash(a, b, shift)&mask]); load64(base, c) == a && load64(base, c+8) == b {
 			cand = c
 		} else {
-			i++
+			// Probe sparser as a literal run grows past 512 bytes, so
+			// that unrelated data costs less. Steps stay odd so that the
+			// probes still meet every residue modulo stride: any match
+			// of 16+4*7 bytes is still found, and the backward extension
+			// recovers the bytes skipped before it.
+			i += 1 + 2*(min(i-lit, 3<<9)>>9)
 			continue
 		}
 
@@ -167,27 +167,44 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 		dst = append(dst, target[lit:s]...)
 		dst = binary.AppendUvarint(dst, uint64(p))
 		dst = binary.AppendUvarint(dst, uint64(end-s))
-		diag, have = p-s, true
+		diag = p - s
 		i, lit = end, end
 	}
 	return dst, lit
 }
 
-// hash mixes a 16-byte window given as two little-endian words. The fold
-// after the first multiply lets the high bytes reach the top bits, which
-// are the ones kept.
+// index records in table the position of every stride-th window of base.
+// It walks from the end so that the earliest position wins a collision: on
+// repetitive data (runs of zeros, repeated rows) a copy from the earliest
+// occurrence extends the furthest.
+func index(table []int32, base []byte, shift uint) {
+	mask := uint64(len(table) - 1)
+	for p := (len(base) - minMatch) &^ (stride - 1); p >= 0; p -= stride {
+		w := base[p : p+minMatch]
+		table[hash(load64(w, 0), load64(w, 8), shift)&mask] = int32(p)
+	}
+}
+
+// hash mixes a 16-byte window given as two little-endian words into the
+// top 64-shift bits. Every input bit reaches the top bits through the second
+// multiply; verification makes collisions cost only a missed candidate.
 func hash(a, b uint64, shift uint) uint64 {
-	return (a*0x9e3779b97f4a7c15 ^ b) * 0xc2b2ae3d27d4eb4f >> shift
+	return (a*0x9e3779b97f4a7c15 ^ b) * 0xc2b2ae3d27d4eb4f >> (shift & 63)
 }
 
 func load64(b []byte, i int) uint64 {
-	return binary.LittleEndian.Uint64(b[i : i+8])
+	return binary.LittleEndian.Uint64(b[i:])
 }
 
-// matchLen returns the length of the common prefix of a and b, eight bytes
-// at a time.
+// matchLen returns the length of the common prefix of a and b: 64 bytes at
+// a time through the vectorised bytes.Equal while they agree, which is most
+// of a copy, then eight bytes at a time to find the first difference.
 func matchLen(a, b []byte) int {
 	n := 0
+	for len(a) >= 64 && len(b) >= 64 && bytes.Equal(a[:64], b[:64]) {
+		a, b = a[64:], b[64:]
+		n += 64
+	}
 	for len(a) >= 8 && len(b) >= 8 {
 		if x := load64(a, 0) ^ load64(b, 0); x != 0 {
 			return n + bits.TrailingZeros64(x)>>3
@@ -225,6 +242,7 @@ func Decode(dst, base, delta []byte) ([]byte, error) {
 	start := len(dst)
 	left := total // output still to produce
 	for left > 0 {
+		opStart := pos
 		litLen, n := binary.Uvarint(delta[pos:])
 		if n <= 0 {
 			return nil, fmt.Errorf("delta: bad literal length varint at offset %d", pos)
@@ -253,7 +271,7 @@ func Decode(dst, base, delta []byte) ([]byte, error) {
 		if cpLen == 0 {
 			switch {
 			case litLen == 0:
-				return nil, fmt.Errorf("delta: empty op at offset %d", pos)
+				return nil, fmt.Errorf("delta: empty op at offset %d", opStart)
 			case off != 0:
 				return nil, fmt.Errorf("delta: empty copy with offset %d", off)
 			case left != 0:

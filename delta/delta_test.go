@@ -229,18 +229,18 @@ func TestSingleByteChange(t *testing.T) {
 func TestBackwardExtension(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	base := randBytes(rng, 4096)
-	for shift := 1; shift < 8; shift++ {
-		// Unrelated bytes, then base from an odd offset.
-		target := append(randBytes(rng, 100), base[shift:]...)
-		var e Encoder
-		d := roundTrip(t, &e, base, target)
-		want := binary.AppendUvarint(nil, uint64(len(target)))
-		want = append(want, 100)
-		want = append(want, target[:100]...)
-		want = binary.AppendUvarint(want, uint64(shift))
-		want = binary.AppendUvarint(want, uint64(len(base)-shift))
-		if !bytes.Equal(d, want) {
-			t.Fatalf("shift %d: delta of %d bytes, want %d", shift, len(d), len(want))
+	// Long insertions also exercise the sparser probing of long literal
+	// runs: the bytes it skips must come back too.
+	for _, inserted := range []int{100, 101, 102, 103, 700, 1200, 3000, 3001, 3002, 3003} {
+		for shift := 1; shift < 8; shift++ {
+			// Unrelated bytes, then base from an odd offset.
+			target := append(randBytes(rng, inserted), base[shift:]...)
+			var e Encoder
+			d := roundTrip(t, &e, base, target)
+			want := build(uint64(len(target)), op{string(target[:inserted]), uint64(shift), uint64(len(base) - shift)})
+			if !bytes.Equal(d, want) {
+				t.Fatalf("%d inserted, shift %d: delta of %d bytes, want %d", inserted, shift, len(d), len(want))
+			}
 		}
 	}
 }

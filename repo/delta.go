@@ -153,7 +153,7 @@ func containsID(ids []crypto.ID, id crypto.ID) bool {
 // when it is a delta. The root must be in the live index. It returns a null
 // ID (and no error) when cand cannot serve as a base.
 func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) (crypto.ID, []byte, error) {
-	stored, err := r.loadStored(ctx, cand)
+	stored, err := r.loadStoredBase(ctx, cand)
 	if err != nil {
 		return crypto.ID{}, dst, err
 	}

@@ -143,6 +143,12 @@ func TestDeltaBlobs(t *testing.T) {
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
 	}
+	if r, err = reopen(t, dir, "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.LoadBlob(ctx, r2.ID, nil); err == nil || !errors.Is(err, backend.ErrNotFound) && !errors.Is(err, ErrBlobNotFound) {
 		t.Fatalf("delta without its base: %v", err)
 	}
@@ -181,5 +187,30 @@ func TestDeltaBaseMustBeFull(t *testing.T) {
 	plain = append(plain, 5, 0, 0, 3) // claims 5 bytes, copies 3
 	if _, err := r.DecodeBlob(ctx, r.Key().BlobID(v1[:5]), r.key.Seal(nil, plain), nil); !errors.Is(err, ErrBlobCorrupt) {
 		t.Fatalf("short delta: %v", err)
+	}
+}
+
+// TestPackHeaderBases checks that the header version follows the content:
+// version 1 without deltas (as before deltas existed), 2 with, and that a
+// version 2 header without a delta is refused.
+func TestPackHeaderBases(t *testing.T) {
+	plain := []index.BlobEntry{{ID: crypto.ID{1}, Length: 100, RawLength: 70}}
+	if v := encodePackHeader(index.DataBlob, plain)[4]; v != 1 {
+		t.Fatalf("header without deltas is version %d", v)
+	}
+	withDelta := append(plain, index.BlobEntry{ID: crypto.ID{2}, Length: 60, RawLength: 900, Base: crypto.ID{1}})
+	enc := encodePackHeader(index.DataBlob, withDelta)
+	if enc[4] != 2 {
+		t.Fatalf("header with a delta is version %d", enc[4])
+	}
+	_, got, err := DecodePackHeader(enc)
+	if err != nil || len(got) != 2 || got[1].Base != (crypto.ID{1}) || got[0].IsDelta() {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	v2plain := append([]byte(nil), encodePackHeader(index.DataBlob, plain)...)
+	v2plain[4] = 2
+	v2plain = append(v2plain, 0) // base flag 0: not a delta
+	if _, _, err := DecodePackHeader(v2plain); !errors.Is(err, ErrPackFormat) {
+		t.Fatalf("version 2 without deltas: %v", err)
 	}
 }

@@ -31,6 +31,10 @@ func FuzzDecodePackHeader(f *testing.F) {
 		{ID: fuzzID(3), Length: 1<<32 - 1 - (1<<20 + 100), RawLength: 1<<32 - 1},
 	}))
 	f.Add([]byte("CRNP\x01\x00"))
+	f.Add(encodePackHeader(index.DataBlob, []index.BlobEntry{
+		{ID: fuzzID(1), Length: 300, RawLength: 16384},
+		{ID: fuzzID(2), Length: 90, RawLength: 15000, Base: fuzzID(1)},
+	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		typ, blobs, err := DecodePackHeader(data)
 		if err != nil {

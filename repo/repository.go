@@ -81,6 +81,8 @@ type Repository struct {
 	// bases maps each indexed delta blob to its base (only deltas, so it
 	// stays small next to the index); guarded by mu.
 	bases map[crypto.ID]crypto.ID
+	// windows caches pack windows read for delta bases.
+	windows windowCache
 }
 
 func (o *Options) withDefaults() Options {
