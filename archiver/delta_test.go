@@ -15,7 +15,7 @@ import (
 
 func TestSniffKind(t *testing.T) {
 	for in, want := range map[string]string{
-		"PGDMP\x01\x0e\x00":                    repo.KindDatabase,
+		"PGDMP\x01\x0e\x00":                     repo.KindDatabase,
 		"--\n-- PostgreSQL database dump\n--\n": repo.KindDatabase,
 		"REDIS0011\xfa":                         repo.KindDatabase,
 		"":                                      repo.KindFiles,
