@@ -23,8 +23,9 @@
 // that is, the length of the target, then ops until the target is complete.
 // Each op appends its literal_len literal bytes, which follow literal_len
 // verbatim, to the output, and then appends base[copy_off:copy_off+copy_len].
-// Copies may overlap one another and may repeat parts of the base; offsets
-// are absolute positions in the base, not relative to the previous copy.
+// Offsets are absolute positions in the base, not relative to the previous
+// copy, and the base ranges of different copies may overlap or repeat. A
+// copy reads only the base, never the output produced so far.
 //
 // A delta is valid only if all of the following hold; Decode returns an
 // error otherwise:
@@ -35,8 +36,9 @@
 //   - literal_len and copy_len are not both 0.
 //   - copy_off+copy_len is at most len(base).
 //   - copy_len is 0 only in the last op, and then copy_off is 0 too.
-//   - The delta ends exactly where the output reaches target_len: no op is
-//     missing, truncated or left over, and no bytes follow the last op.
+//   - The op that brings the output to target_len is the last one, and the
+//     delta ends with it: no op is missing or truncated, and no bytes
+//     follow it.
 //
 // For example, with base "hello, world" the target "hello, there" can be
 // encoded as the twelve bytes
@@ -45,8 +47,11 @@
 //	00 00 07           literal_len 0, copy_off 0, copy_len 7: "hello, "
 //	05 "there" 00 00   literal_len 5, the literal, copy_off 0, copy_len 0
 //
-// Decode of a valid delta is deterministic; the encoder may choose different
-// copies in later versions without breaking compatibility.
+// The encoder writes minimal varints and copies of at least 16 bytes, and
+// ends with a copy_len 0 op only to carry trailing literal bytes. Those are
+// properties of this encoder, not rules of the format: a later encoder may
+// choose other copies, and every decoder following the rules above rebuilds
+// the same target from the same base and delta.
 package delta
 
 import (
@@ -67,8 +72,9 @@ const (
 	// and is the width of the hashed window (two uint64 loads).
 	minMatch = 16
 	// stride is the spacing of indexed base positions. A match of at least
-	// minMatch+stride-1 bytes always covers an indexed position, and the
-	// backward extension recovers the bytes before it.
+	// minMatch+stride-1 bytes always covers an indexed position (unless a
+	// hash collision evicted it), and the backward extension recovers the
+	// bytes before it.
 	stride = 4
 	// The hash table has about twice as many slots as indexed positions,
 	// so that collisions drop only about a fifth of them, and between
@@ -93,7 +99,7 @@ type Encoder struct {
 // It never fails; when nothing matches the delta is one literal run (slightly
 // larger than target). For inputs shorter than 256 MiB the delta is never
 // longer than that single literal run. A target longer than MaxOutput yields
-// a delta Decode refuses.
+// a delta Decode refuses. dst must not overlap base or target.
 func (e *Encoder) Encode(dst, base, target []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(target)))
 	lit := 0
@@ -224,8 +230,8 @@ func matchLen(a, b []byte) int {
 // lengths that overflow or disagree with target_len, output larger than
 // MaxOutput, empty ops, trailing bytes. Non-minimal varints are accepted.
 //
-// On error Decode returns nil; the bytes of dst between its length and its
-// capacity may have been overwritten.
+// dst must not overlap base or delta. On error Decode returns nil; the bytes
+// of dst between its length and its capacity may have been overwritten.
 func Decode(dst, base, delta []byte) ([]byte, error) {
 	total, n := binary.Uvarint(delta)
 	if n <= 0 {
