@@ -276,7 +276,7 @@ func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
 		j.ref.place(j.off, id)
 		return repo.SaveResult{ID: id, Known: true}, nil
 	}
-	res, err := a.repo.SaveDataBlob(a.ctx, id, data, j.ref.candidates(j.off))
+	res, err := a.repo.SaveDataBlob(a.ctx, id, data, j.ref.candidates(j.off, data))
 	if err == nil && !res.BaseFrom.IsNull() {
 		j.ref.place(j.off, res.BaseFrom)
 	}
@@ -769,10 +769,11 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 		}
 		var ref *deltaRef
 		if kind == repo.KindDatabase && !a.opts.NoDelta {
-			ref = newDeltaRef(prev)
+			ref = newDeltaRef(a.ctx, a.repo, prev)
 		}
 		start := time.Now()
 		content, sizes, size, err := a.chunkStream(rd, kind, 1<<62, ref)
+		ref.close()
 		if err != nil {
 			f.err = fmt.Errorf("read %s: %w", s.Path, err)
 			a.fail(f.err)

@@ -3,6 +3,8 @@ package archiver
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"hash/maphash"
 	"io"
 	"sort"
 	"sync"
@@ -14,11 +16,18 @@ import (
 
 // deltaRef finds, for each new chunk of a stream, the chunks of the
 // previous version it most likely replaced: candidates for a delta blob
-// (docs/format.md §7.1). A dump changes in scattered rows, so a changed
-// chunk mostly starts where an old one started, shifted by what was
-// inserted or deleted before it. That shift is learned from the chunks
-// already placed (an exact match, or a good delta) and applied to the next
-// ones. Blob workers call it concurrently, roughly in stream order.
+// (docs/format.md §7.1). Two signals, both cheap:
+//
+//   - Content: chunk boundaries depend on content only, so a changed chunk
+//     usually starts with the same bytes as the old chunk it replaced. A
+//     background walk over the previous version records the first bytes of
+//     each old chunk (heads), and a new chunk looks its own up.
+//   - Position: failing that, a changed chunk starts near where an old one
+//     started, shifted by what was inserted or deleted before it. That
+//     shift is learned from the chunks already placed (an exact match, or a
+//     good delta).
+//
+// Blob workers call it concurrently, roughly in stream order.
 type deltaRef struct {
 	old    []crypto.ID
 	starts []int64 // starts[i] is the offset of old[i] in the previous version
@@ -28,14 +37,30 @@ type deltaRef struct {
 	// The latest placed chunk: the new chunk at offset anchorNew began
 	// where the old one at anchorOld did.
 	anchorNew, anchorOld int64
+	heads                map[uint64]int // head hash -> old chunk index
+	seed                 maphash.Seed
+
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// headLen is how many leading bytes identify a chunk: enough to hold the
+// start of a row and its key.
+const headLen = 48
+
+func (d *deltaRef) headHash(b []byte) uint64 {
+	return maphash.Bytes(d.seed, b[:min(headLen, len(b))])
 }
 
 // newDeltaRef returns nil when prev has no content to take deltas from.
-func newDeltaRef(prev *tree.Node) *deltaRef {
+// Otherwise it starts the walk that records the old chunks' heads; close
+// stops it.
+func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *deltaRef {
 	if prev == nil || prev.Type != tree.File || len(prev.Content) == 0 || len(prev.ChunkSizes) != len(prev.Content) {
 		return nil
 	}
-	d := &deltaRef{old: prev.Content, starts: make([]int64, len(prev.Content)), pos: make(map[crypto.ID]int, len(prev.Content))}
+	d := &deltaRef{old: prev.Content, starts: make([]int64, len(prev.Content)), pos: make(map[crypto.ID]int, len(prev.Content)),
+		heads: make(map[uint64]int, len(prev.Content)), seed: maphash.MakeSeed(), stopped: make(chan struct{})}
 	var off int64
 	for i, id := range prev.Content {
 		d.starts[i] = off
@@ -44,15 +69,54 @@ func newDeltaRef(prev *tree.Node) *deltaRef {
 			d.pos[id] = i
 		}
 	}
+	ctx, d.stop = context.WithCancel(ctx)
+	go d.indexHeads(ctx, r)
 	return d
 }
 
-// candidates returns up to three old chunks for the new chunk at off: the
-// one whose start is nearest the predicted old offset, then its neighbours.
-func (d *deltaRef) candidates(off int64) []crypto.ID {
+// indexHeads records the head of every old chunk, in order. An unreadable
+// chunk is skipped: it only cannot be found by content.
+func (d *deltaRef) indexHeads(ctx context.Context, r *repo.Repository) {
+	defer close(d.stopped)
+	for i, id := range d.old {
+		if ctx.Err() != nil {
+			return
+		}
+		head, err := r.BlobHead(ctx, id, headLen)
+		if err != nil {
+			continue
+		}
+		h := d.headHash(head)
+		d.mu.Lock()
+		if _, ok := d.heads[h]; !ok {
+			d.heads[h] = i
+		}
+		d.mu.Unlock()
+	}
+}
+
+// close stops the walk over the old chunks and waits for it.
+func (d *deltaRef) close() {
+	if d == nil {
+		return
+	}
+	d.stop()
+	<-d.stopped
+}
+
+// candidates returns up to four old chunks for the new chunk at off that
+// starts with head: the old chunk with the same head, then the one whose
+// start is nearest the predicted old offset, then its neighbours.
+func (d *deltaRef) candidates(off int64, head []byte) []crypto.ID {
+	h := d.headHash(head)
 	d.mu.Lock()
 	pred := off - d.anchorNew + d.anchorOld
+	byHead, found := d.heads[h]
 	d.mu.Unlock()
+	out := make([]crypto.ID, 0, 4)
+	if found {
+		out = append(out, d.old[byHead])
+	}
 	i := sort.Search(len(d.starts), func(i int) bool { return d.starts[i] > pred }) - 1
 	if i < 0 {
 		i = 0
@@ -60,9 +124,8 @@ func (d *deltaRef) candidates(off int64) []crypto.ID {
 	if i+1 < len(d.starts) && d.starts[i+1]-pred < pred-d.starts[i] {
 		i++
 	}
-	out := make([]crypto.ID, 0, 3)
 	for _, j := range []int{i, i + 1, i - 1} {
-		if j >= 0 && j < len(d.old) {
+		if j >= 0 && j < len(d.old) && !(found && j == byHead) {
 			out = append(out, d.old[j])
 		}
 	}

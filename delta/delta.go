@@ -57,6 +57,7 @@ package delta
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -71,11 +72,14 @@ const (
 	// to 6 bytes for chunk-sized inputs, so 16 bytes always saves space
 	// and is the width of the hashed window (two uint64 loads).
 	minMatch = 16
-	// stride is the spacing of indexed base positions. A match of at least
-	// minMatch+stride-1 bytes always covers an indexed position (unless a
-	// hash collision evicted it), and the backward extension recovers the
-	// bytes before it.
-	stride = 4
+	// stride is the spacing of indexed base positions for bases up to
+	// smallBase bytes; larger bases use up to 4 times the spacing, since
+	// indexing dominates the cost on them and their chunks are mostly long
+	// copies. A match of at least minMatch+stride-1 bytes always covers an
+	// indexed position (unless a hash collision evicted it), and the
+	// backward extension recovers the bytes before it.
+	stride    = 4
+	smallBase = 64 << 10
 	// The hash table has about twice as many slots as indexed positions,
 	// so that collisions drop only about a fifth of them, and between
 	// 2^minTableBits slots and 2^maxTableBits (16 MiB): beyond that, more
@@ -120,7 +124,11 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 	// Only positions that fit in an int32 are indexed; chunks are far
 	// smaller, this only keeps absurd inputs correct.
 	nb := min(len(base), math.MaxInt32)
-	count := (nb-minMatch)/stride + 1
+	st := stride
+	for b := nb; b > smallBase && st < 4*stride; b >>= 2 {
+		st *= 2
+	}
+	count := (nb-minMatch)/st + 1
 	tbits := min(max(bits.Len(uint(count-1))+1, minTableBits), maxTableBits)
 	size := 1 << tbits
 	shift := uint(64 - tbits)
@@ -132,7 +140,7 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 	}
 	table := e.table
 	mask := uint64(size - 1)
-	index(table, base[:nb], shift)
+	index(table, base[:nb], shift, st)
 
 	lit := 0  // start of the pending literal run
 	diag := 0 // base position minus target position of the last copy
@@ -183,9 +191,9 @@ func (e *Encoder) match(dst, base, target []byte) ([]byte, int) {
 // It walks from the end so that the earliest position wins a collision: on
 // repetitive data (runs of zeros, repeated rows) a copy from the earliest
 // occurrence extends the furthest.
-func index(table []int32, base []byte, shift uint) {
+func index(table []int32, base []byte, shift uint, st int) {
 	mask := uint64(len(table) - 1)
-	for p := (len(base) - minMatch) &^ (stride - 1); p >= 0; p -= stride {
+	for p := (len(base) - minMatch) / st * st; p >= 0; p -= st {
 		w := base[p : p+minMatch]
 		table[hash(load64(w, 0), load64(w, 8), shift)&mask] = int32(p)
 	}
@@ -234,72 +242,119 @@ func matchLen(a, b []byte) int {
 // of dst between its length and its capacity may have been overwritten.
 func Decode(dst, base, delta []byte) ([]byte, error) {
 	total, n := binary.Uvarint(delta)
-	if n <= 0 {
-		return nil, fmt.Errorf("delta: bad target length varint")
+	if n <= 0 || total > MaxOutput {
+		_, err := walk(base, delta, nil) // for its error message
+		return nil, err
 	}
-	if total > MaxOutput {
-		return nil, fmt.Errorf("delta: target length %d exceeds the maximum of %d", total, MaxOutput)
-	}
-	pos := n
 	// Grow once, but by no more than the inputs could plausibly produce,
 	// so that a few bytes claiming MaxOutput cannot force a large
 	// allocation before they are checked; repeated copies grow as they go.
 	dst = slices.Grow(dst, int(min(total, uint64(len(base))+uint64(len(delta)))))
 	start := len(dst)
+	if _, err := walk(base, delta, func(p []byte) bool {
+		dst = append(dst, p...)
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	if uint64(len(dst)-start) != total {
+		// Unreachable: walk checks every op against target_len.
+		return nil, fmt.Errorf("delta: produced %d bytes, want %d", len(dst)-start, total)
+	}
+	return dst, nil
+}
+
+// Verify reports whether delta is valid and rebuilds exactly target from
+// base, without writing the output: one comparing pass instead of a decode
+// and a comparison.
+func Verify(base, delta, target []byte) error {
+	pos := 0
+	total, err := walk(base, delta, func(p []byte) bool {
+		if len(p) > len(target)-pos || !bytes.Equal(p, target[pos:pos+len(p)]) {
+			return false
+		}
+		pos += len(p)
+		return true
+	})
+	switch {
+	case err != nil:
+		return err
+	case total != uint64(len(target)) || pos != len(target):
+		return fmt.Errorf("delta: rebuilds %d bytes, want %d", total, len(target))
+	}
+	return nil
+}
+
+// errDiffers is returned by walk when emit refuses the output.
+var errDiffers = errors.New("delta: output differs from the target")
+
+// walk checks delta against every rule of the wire format and calls emit
+// (when not nil) with each piece of output in order: literal bytes from
+// delta, copied bytes from base. It returns target_len. emit returning false
+// stops the walk with errDiffers.
+func walk(base, delta []byte, emit func([]byte) bool) (uint64, error) {
+	total, n := binary.Uvarint(delta)
+	if n <= 0 {
+		return 0, fmt.Errorf("delta: bad target length varint")
+	}
+	if total > MaxOutput {
+		return 0, fmt.Errorf("delta: target length %d exceeds the maximum of %d", total, MaxOutput)
+	}
+	pos := n
 	left := total // output still to produce
 	for left > 0 {
 		opStart := pos
 		litLen, n := binary.Uvarint(delta[pos:])
 		if n <= 0 {
-			return nil, fmt.Errorf("delta: bad literal length varint at offset %d", pos)
+			return 0, fmt.Errorf("delta: bad literal length varint at offset %d", pos)
 		}
 		pos += n
 		if litLen > left {
-			return nil, fmt.Errorf("delta: literal of %d bytes overruns target length %d", litLen, total)
+			return 0, fmt.Errorf("delta: literal of %d bytes overruns target length %d", litLen, total)
 		}
 		if litLen > uint64(len(delta)-pos) {
-			return nil, fmt.Errorf("delta: literal of %d bytes truncated to %d", litLen, len(delta)-pos)
+			return 0, fmt.Errorf("delta: literal of %d bytes truncated to %d", litLen, len(delta)-pos)
 		}
-		dst = append(dst, delta[pos:pos+int(litLen)]...)
+		if litLen > 0 && emit != nil && !emit(delta[pos:pos+int(litLen)]) {
+			return 0, errDiffers
+		}
 		pos += int(litLen)
 		left -= litLen
 
 		off, n := binary.Uvarint(delta[pos:])
 		if n <= 0 {
-			return nil, fmt.Errorf("delta: bad copy offset varint at offset %d", pos)
+			return 0, fmt.Errorf("delta: bad copy offset varint at offset %d", pos)
 		}
 		pos += n
 		cpLen, n := binary.Uvarint(delta[pos:])
 		if n <= 0 {
-			return nil, fmt.Errorf("delta: bad copy length varint at offset %d", pos)
+			return 0, fmt.Errorf("delta: bad copy length varint at offset %d", pos)
 		}
 		pos += n
 		if cpLen == 0 {
 			switch {
 			case litLen == 0:
-				return nil, fmt.Errorf("delta: empty op at offset %d", opStart)
+				return 0, fmt.Errorf("delta: empty op at offset %d", opStart)
 			case off != 0:
-				return nil, fmt.Errorf("delta: empty copy with offset %d", off)
+				return 0, fmt.Errorf("delta: empty copy with offset %d", off)
 			case left != 0:
-				return nil, fmt.Errorf("delta: empty copy before the last op")
+				return 0, fmt.Errorf("delta: empty copy before the last op")
 			}
 			continue // left is 0: this was the last op
 		}
 		if off > uint64(len(base)) || cpLen > uint64(len(base))-off {
-			return nil, fmt.Errorf("delta: copy %d+%d beyond base of %d bytes", off, cpLen, len(base))
+			return 0, fmt.Errorf("delta: copy %d+%d beyond base of %d bytes", off, cpLen, len(base))
 		}
 		if cpLen > left {
-			return nil, fmt.Errorf("delta: copy of %d bytes overruns target length %d", cpLen, total)
+			return 0, fmt.Errorf("delta: copy of %d bytes overruns target length %d", cpLen, total)
 		}
-		dst = append(dst, base[off:off+cpLen]...)
+		if emit != nil && !emit(base[off:off+cpLen]) {
+			return 0, errDiffers
+		}
 		left -= cpLen
 	}
 	if pos != len(delta) {
-		return nil, fmt.Errorf("delta: %d trailing bytes", len(delta)-pos)
+		return 0, fmt.Errorf("delta: %d trailing bytes", len(delta)-pos)
 	}
-	if uint64(len(dst)-start) != total {
-		// Unreachable: every op is checked against left.
-		return nil, fmt.Errorf("delta: produced %d bytes, want %d", len(dst)-start, total)
-	}
-	return dst, nil
+	return total, nil
 }

@@ -529,3 +529,27 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestVerify(t *testing.T) {
+	base := bytes.Repeat([]byte("0123456789abcdef row\n"), 500)
+	target := append(append([]byte("new "), base[:3000]...), base[3100:]...)
+	var e Encoder
+	d := e.Encode(nil, base, target)
+	if err := Verify(base, d, target); err != nil {
+		t.Fatalf("valid delta: %v", err)
+	}
+	bad := bytes.Clone(target)
+	bad[len(bad)/2] ^= 1
+	if err := Verify(base, d, bad); err == nil {
+		t.Fatal("a different target verified")
+	}
+	if err := Verify(base, d, target[:len(target)-1]); err == nil {
+		t.Fatal("a shorter target verified")
+	}
+	if err := Verify(base, d, append(bytes.Clone(target), 'x')); err == nil {
+		t.Fatal("a longer target verified")
+	}
+	if err := Verify(base, d[:len(d)-1], target); err == nil {
+		t.Fatal("a truncated delta verified")
+	}
+}

@@ -47,12 +47,13 @@ type Config struct {
 }
 
 // DefaultChunking returns the chunk parameters init writes: about 1 MiB for
-// files, 16 KiB for database dumps (which change in scattered rows; see
-// ../docs/format.md for the measurements behind the choice).
+// files, 256 KiB for database dumps (which change in scattered rows and are
+// stored as deltas; see ../docs/format.md for the measurements behind the
+// choice).
 func DefaultChunking() map[string]ChunkParams {
 	return map[string]ChunkParams{
 		KindFiles:    {Min: 512 << 10, AvgBits: 20, Max: 8 << 20},
-		KindDatabase: {Min: 4 << 10, AvgBits: 14, Max: 256 << 10},
+		KindDatabase: {Min: 64 << 10, AvgBits: 18, Max: 4 << 20},
 	}
 }
 

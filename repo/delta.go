@@ -3,7 +3,11 @@ package repo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/delta"
@@ -110,12 +114,8 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 	bestBuf := *best.delta
 	// The delta is decoded against its base before it is sealed, so an
 	// encoder bug can never store a blob that does not rebuild data.
-	check := r.getBuf(len(data))
-	rebuilt, derr := delta.Decode((*check)[:0], *best.base, bestBuf)
-	same := derr == nil && bytes.Equal(rebuilt, data)
-	r.keepBuf(check, rebuilt)
-	if !same {
-		return res, false, fmt.Errorf("delta of blob %s against %s does not rebuild it: %v", id.Short(), bestBase.Short(), derr)
+	if err := delta.Verify(*best.base, bestBuf, data); err != nil {
+		return res, false, fmt.Errorf("delta of blob %s against %s does not rebuild it: %v", id.Short(), bestBase.Short(), err)
 	}
 
 	pbp := r.getBuf(len(bestBuf) + 64)
@@ -221,4 +221,53 @@ func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []
 		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
 	}
 	return out, nil
+}
+
+// BlobHead returns the first n bytes of a data blob's plaintext (all of it
+// when shorter), decoding no more than it must: a zstd blob only up to its
+// first block. Writers of deltas use it to index the previous version of a
+// stream by content (archiver/delta.go). The stored bytes are read through
+// the window cache, so a sequential walk costs one request per megabyte.
+func (r *Repository) BlobHead(ctx context.Context, id crypto.ID, n int) ([]byte, error) {
+	stored, err := r.loadStoredBase(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	pbp := r.getBuf(len(stored))
+	defer r.putBuf(pbp)
+	plain, err := r.key.Open((*pbp)[:0], stored)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	*pbp = plain
+	if len(plain) < 1 {
+		return nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	}
+	switch plain[0] {
+	case payloadRaw:
+		body := plain[1:]
+		return bytes.Clone(body[:min(n, len(body))]), nil
+	case payloadZstd:
+		dec, _ := r.headDecs.Get().(*zstd.Decoder)
+		if dec == nil {
+			if dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlobSize)); err != nil {
+				return nil, err
+			}
+		}
+		defer r.headDecs.Put(dec)
+		if err := dec.Reset(bytes.NewReader(plain[1:])); err != nil {
+			return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+		out := make([]byte, n)
+		m, err := io.ReadFull(dec, out)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+		return out[:m], nil
+	}
+	out, err := r.decodeBlob(ctx, id, stored, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	return out[:min(n, len(out))], nil
 }

@@ -78,6 +78,7 @@ type Repository struct {
 	indexMu   sync.Mutex // serializes index file writes
 	bufs      chunk.BufferPool
 	deltaEncs sync.Pool // *delta.Encoder, reused across delta blobs
+	headDecs  sync.Pool // *zstd.Decoder (streaming) for BlobHead
 	// bases maps each indexed delta blob to its base (only deltas, so it
 	// stays small next to the index); guarded by mu.
 	bases map[crypto.ID]crypto.ID
