@@ -83,7 +83,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.BoolVar(&f.stdin, "stdin", false, "read the content of one file from standard input")
 	fl.StringVar(&f.stdinFilename, "stdin-filename", "stdin", "`name` of the file stored from --stdin or --stdin-from-command")
 	fl.BoolVar(&f.stdinFromCommand, "stdin-from-command", false, "store the standard output of the command given after --; no snapshot unless it exits 0")
-	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 16 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
+	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 256 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "add `tags` (comma-separated, repeatable)")
 	fl.StringVar(&f.host, "host", "", "record `hostname` instead of this machine's")
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
