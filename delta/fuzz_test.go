@@ -33,6 +33,16 @@ func FuzzDecode(f *testing.F) {
 		if err != nil || !bytes.Equal(again[:3], []byte{1, 2, 3}) || !bytes.Equal(again[3:], out) {
 			t.Fatalf("Decode after a prefix: %v", err)
 		}
+		if err := Verify(base, delta, out); err != nil {
+			t.Fatalf("Verify refuses what Decode produced: %v", err)
+		}
+		if len(out) > 0 {
+			flipped := bytes.Clone(out)
+			flipped[len(out)/2] ^= 1
+			if Verify(base, delta, flipped) == nil {
+				t.Fatal("Verify accepts a different target")
+			}
+		}
 		d := e.Encode(nil, base, out)
 		back, err := Decode(nil, base, d)
 		if err != nil || !bytes.Equal(back, out) {
@@ -62,6 +72,9 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 		if !bytes.Equal(out, target) {
 			t.Fatalf("round trip differs")
+		}
+		if err := Verify(base, d, target); err != nil {
+			t.Fatalf("Verify: %v", err)
 		}
 	})
 }
