@@ -40,8 +40,12 @@ type deltaRef struct {
 	heads                map[uint64]int // head hash -> old chunk index
 	seed                 maphash.Seed
 
-	stop    context.CancelFunc
-	stopped chan struct{}
+	// The walk over the old chunks starts with the first chunk that needs
+	// a base, so an unchanged stream reads nothing of the old one.
+	startWalk sync.Once
+	walk      func()
+	stop      context.CancelFunc
+	stopped   chan struct{}
 }
 
 // headLen is how many leading bytes identify a chunk: enough to hold the
@@ -53,8 +57,8 @@ func (d *deltaRef) headHash(b []byte) uint64 {
 }
 
 // newDeltaRef returns nil when prev has no content to take deltas from.
-// Otherwise it starts the walk that records the old chunks' heads; close
-// stops it.
+// The walk that records the old chunks' heads starts with the first call
+// to candidates; close stops it.
 func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *deltaRef {
 	if prev == nil || prev.Type != tree.File || len(prev.Content) == 0 || len(prev.ChunkSizes) != len(prev.Content) {
 		return nil
@@ -70,7 +74,7 @@ func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *delt
 		}
 	}
 	ctx, d.stop = context.WithCancel(ctx)
-	go d.indexHeads(ctx, r)
+	d.walk = func() { go d.indexHeads(ctx, r) }
 	return d
 }
 
@@ -101,6 +105,7 @@ func (d *deltaRef) close() {
 		return
 	}
 	d.stop()
+	d.startWalk.Do(func() { close(d.stopped) }) // never started
 	<-d.stopped
 }
 
@@ -108,6 +113,7 @@ func (d *deltaRef) close() {
 // starts with head: the old chunk with the same head, then the one whose
 // start is nearest the predicted old offset, then its neighbours.
 func (d *deltaRef) candidates(off int64, head []byte) []crypto.ID {
+	d.startWalk.Do(d.walk)
 	h := d.headHash(head)
 	d.mu.Lock()
 	pred := off - d.anchorNew + d.anchorOld
