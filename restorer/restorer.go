@@ -323,7 +323,7 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	packs := make([]*packRead, 0, len(byPack))
 	for _, p := range byPack {
 		sort.Slice(p.blobs, func(i, j int) bool { return p.blobs[i].loc.Offset < p.blobs[j].loc.Offset })
-		packs = append(packs, p)
+		packs = append(packs, splitPackRead(p)...)
 	}
 	sort.Slice(packs, func(i, j int) bool { return packs[i].pack.String() < packs[j].pack.String() })
 
@@ -358,8 +358,33 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	return context.Cause(ctx)
 }
 
-// restorePack reads the needed ranges of one pack and writes each blob to
-// every place it is used.
+// maxJobPlain bounds the plaintext one job rebuilds. A pack of delta blobs
+// (docs/format.md §7.1) holds far more plaintext than its size says, so
+// packs are split by what they produce, not only by what is read: all
+// workers then share one such pack.
+const maxJobPlain = 16 << 20
+
+// splitPackRead cuts the (sorted) blobs of a pack into jobs of at most
+// maxRead bytes read and maxJobPlain bytes produced.
+func splitPackRead(p *packRead) []*packRead {
+	var out []*packRead
+	blobs := p.blobs
+	for len(blobs) > 0 {
+		start := int64(blobs[0].loc.Offset)
+		var plain int64
+		n := 0
+		for n < len(blobs) && (n == 0 || int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= maxRead && plain+int64(blobs[n].size) <= maxJobPlain) {
+			plain += int64(blobs[n].size)
+			n++
+		}
+		out = append(out, &packRead{pack: p.pack, t: p.t, blobs: blobs[:n:n]})
+		blobs = blobs[n:]
+	}
+	return out
+}
+
+// restorePack reads the needed ranges of one pack (or part of one) and
+// writes each blob to every place it is used.
 func (rs *restorer) restorePack(ctx context.Context, p *packRead) error {
 	h := backend.Handle{Type: backend.DataPack, Name: p.pack.String()}
 	if p.t == index.TreeBlob {
