@@ -77,6 +77,7 @@ func TestS3EveryCommand(t *testing.T) {
 		t.Fatalf("restored stream: %q %v", b, err)
 	}
 	c.ok("restore", s2.SnapshotID, "--target", t.TempDir())
+	deltaRoundTrip(t, c) // deltas, their bases read through pack windows, on S3
 
 	// Wrong credentials: one clear line, exit 1, no stack trace.
 	bad := newCLI(t, c.repo)
