@@ -398,12 +398,19 @@ func dumpFile(ctx context.Context, r *repo.Repository, n *tree.Node, w io.Writer
 		data []byte
 		err  error
 	}
+	// Buffers go round: at most ahead+1 blobs are in memory at once.
+	free := make(chan []byte, ahead+1)
 	chans := make([]chan result, len(n.Content))
 	start := func(i int) {
 		ch := make(chan result, 1)
 		chans[i] = ch
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+		}
 		go func() {
-			d, err := r.LoadBlob(ctx, n.Content[i], nil)
+			d, err := r.LoadBlob(ctx, n.Content[i], buf[:0])
 			ch <- result{d, err}
 		}()
 	}
@@ -420,6 +427,10 @@ func dumpFile(ctx context.Context, r *repo.Repository, n *tree.Node, w io.Writer
 		}
 		if _, err := w.Write(res.data); err != nil {
 			return fmt.Errorf("write: %w", err)
+		}
+		select {
+		case free <- res.data:
+		default:
 		}
 	}
 	return nil
