@@ -412,7 +412,11 @@ func (a *app) printBackupSummary(id crypto.ID, res *archiver.Result, parent *rep
 	}
 	a.printf("Files:       %5d new, %5d changed, %5d unmodified\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
 	a.printf("Dirs:        %5d new, %5d changed, %5d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
-	a.printf("Added to the repository: %s (%s stored)\n", formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked))
+	if s.DeltaBlobs > 0 {
+		a.printf("Added to the repository: %s (%s stored; %d of %d chunks as deltas)\n", formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked), s.DeltaBlobs, s.DataBlobs)
+	} else {
+		a.printf("Added to the repository: %s (%s stored)\n", formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked))
+	}
 	rate := float64(s.TotalBytesProcessed) / max(d.Seconds(), 1e-3) / (1 << 20)
 	a.printf("processed %d files, %s in %s (%.1f MiB/s)\n", s.TotalFilesProcessed, formatBytes(s.TotalBytesProcessed), d.Round(time.Millisecond), rate)
 	a.printf("snapshot %s saved\n", id.Short())
