@@ -58,6 +58,9 @@ type Options struct {
 	// NoDelta stores every changed chunk in full, never as a delta
 	// against the parent snapshot's version of a database stream.
 	NoDelta bool
+	// StreamPrev names, by stream path, a snapshot holding the stream's
+	// previous version, for streams the parent does not hold.
+	StreamPrev map[string]*repo.Snapshot
 }
 
 // Progress counters, safe to read concurrently while a backup runs.
@@ -281,6 +284,26 @@ func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
 		j.ref.place(j.off, res.BaseFrom)
 	}
 	return res, err
+}
+
+// findNode returns the node at slash path p in snapshot sn, or nil.
+func (a *archiver) findNode(sn *repo.Snapshot, p string) *tree.Node {
+	if sn == nil {
+		return nil
+	}
+	t := a.loadTree(sn.Tree)
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	for i, name := range parts {
+		n := findIn(t, name)
+		if n == nil || i == len(parts)-1 {
+			return n
+		}
+		if n.Type != tree.Dir {
+			return nil
+		}
+		t = a.loadTree(n.Subtree)
+	}
+	return nil
 }
 
 // loadTree loads a parent tree, returning nil when it cannot be read (the
@@ -769,6 +792,9 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 		}
 		var ref *deltaRef
 		if kind == repo.KindDatabase && !a.opts.NoDelta {
+			if prev == nil {
+				prev = a.findNode(a.opts.StreamPrev[s.Path], s.Path)
+			}
 			ref = newDeltaRef(a.ctx, a.repo, prev)
 		}
 		start := time.Now()

@@ -128,6 +128,15 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 		plain = append(plain, bestBase[:]...)
 		plain = append(plain, bestBuf...)
 	}
+	// Highly compressible data (blank filler) can compress better whole
+	// than as a delta. The base's own compression ratio predicts the full
+	// blob's size; the delta must beat it.
+	if loc, ok := r.Lookup(bestBase); ok && len(*best.base) > 0 {
+		if est := int64(len(data)) * int64(loc.Length) / int64(len(*best.base)); int64(len(plain)+crypto.Overhead) >= est {
+			r.keepBuf(pbp, plain)
+			return res, false, nil
+		}
+	}
 	sbp := r.getBuf(len(plain) + crypto.Overhead)
 	sealed := r.key.Seal((*sbp)[:0], plain)
 	r.keepBuf(pbp, plain)

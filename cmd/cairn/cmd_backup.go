@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -228,16 +229,28 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	for _, p := range absPaths {
 		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
 	}
+	// A stream's previous version (for deltas) may be in a snapshot with
+	// other paths than this one: take the newest of this host holding it.
+	streamPrev := map[string]*repo.Snapshot{}
+	for _, st := range streams {
+		for i := len(sns) - 1; i >= 0; i-- {
+			if sns[i].Hostname == host && slices.Contains(sns[i].Paths, st.Path) {
+				streamPrev[st.Path] = sns[i]
+				break
+			}
+		}
+	}
 
 	var warnMu sync.Mutex
 	var warned []string
 	progress := &archiver.Progress{}
 	stopProgress := a.startProgress(ctx, progress, absPaths, excludes)
 	res, err := archiver.Run(ctx, r, absPaths, streams, archiver.Options{
-		Excludes: excludes,
-		Parent:   parent,
-		Progress: progress,
-		NoDelta:  f.noDelta,
+		Excludes:   excludes,
+		Parent:     parent,
+		Progress:   progress,
+		NoDelta:    f.noDelta,
+		StreamPrev: streamPrev,
 		Warn: func(p string, err error) {
 			warnMu.Lock()
 			warned = append(warned, p)
