@@ -152,15 +152,17 @@ func (d *deltaRef) place(off int64, id crypto.ID) {
 	d.mu.Unlock()
 }
 
-// Stream beginnings that mark a database dump: pg_dump's custom and
-// directory-less formats ("PGDMP"), its plain SQL output, and a Redis RDB
-// file. Such streams change in scattered rows, so they get the database
-// chunking and deltas.
-var dumpMagics = [][]byte{
-	[]byte("PGDMP"),
-	[]byte("--\n-- PostgreSQL database dump"),
-	[]byte("--\n-- PostgreSQL database cluster dump"),
-	[]byte("REDIS00"),
+// isDumpStart reports whether a stream starts like a database dump:
+// pg_dump's custom format ("PGDMP"), its plain SQL output, pg_dumpall's, or
+// a Redis RDB file. Such streams change in scattered rows, so they get the
+// database chunking and deltas.
+func isDumpStart(head []byte) bool {
+	for _, m := range []string{"PGDMP", "--\n-- PostgreSQL database dump", "--\n-- PostgreSQL database cluster dump", "REDIS00"} {
+		if bytes.HasPrefix(head, []byte(m)) {
+			return true
+		}
+	}
+	return false
 }
 
 // sniffKind reads the start of a stream (without consuming it) and returns
@@ -168,10 +170,8 @@ var dumpMagics = [][]byte{
 func sniffKind(rd io.Reader) (string, io.Reader) {
 	br := bufio.NewReaderSize(rd, 4096)
 	head, _ := br.Peek(64) // a read error comes back on the first real read
-	for _, m := range dumpMagics {
-		if bytes.HasPrefix(head, m) {
-			return repo.KindDatabase, br
-		}
+	if isDumpStart(head) {
+		return repo.KindDatabase, br
 	}
 	return repo.KindFiles, br
 }
