@@ -298,6 +298,11 @@ func (b *bench) measure(label, phase string, in inv) (*Measure, error) {
 		before = dirSize(in.repo.dir)
 	}
 	args := append([]string{"-r", in.repo.dir}, in.args...)
+	// Write back what earlier phases left dirty in the page cache before
+	// the clock starts: otherwise a phase pays for its predecessor's
+	// writes (a restore of 500 MB leaves that much), and whichever tool
+	// runs second in a pair is timed against a different disk.
+	syscall.Sync()
 	b.logf("   %-8s %-24s %-6s ...", label, phase, in.repo.tool)
 	secs, rss, out, err := b.execMeasured(in.repo.bin, args, b.env, in.stdin, in.stdout)
 	if err != nil {
