@@ -275,12 +275,12 @@ func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
 		return a.repo.SaveBlob(a.ctx, index.DataBlob, data)
 	}
 	id := a.repo.Key().BlobID(data)
-	if a.repo.Has(id) {
+	res, err := a.repo.SaveDataBlob(a.ctx, id, data, func() []crypto.ID { return j.ref.candidates(j.off, data) })
+	switch {
+	case err != nil:
+	case res.Known:
 		j.ref.place(j.off, id)
-		return repo.SaveResult{ID: id, Known: true}, nil
-	}
-	res, err := a.repo.SaveDataBlob(a.ctx, id, data, j.ref.candidates(j.off, data))
-	if err == nil && !res.BaseFrom.IsNull() {
+	case !res.BaseFrom.IsNull():
 		j.ref.place(j.off, res.BaseFrom)
 	}
 	return res, err

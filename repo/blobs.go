@@ -153,14 +153,6 @@ func (r *Repository) claim(ctx context.Context, id crypto.ID) (known bool, err e
 	return false, nil
 }
 
-// Has reports whether a blob is stored (in the live index) or in flight.
-func (r *Repository) Has(id crypto.ID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.inFlight[id]
-	return ok || r.idx.Has(id)
-}
-
 // saveFull seals data as a full (raw or zstd) blob and adds it to a pack.
 func (r *Repository) saveFull(ctx context.Context, t index.BlobType, id crypto.ID, data []byte) (SaveResult, error) {
 	bp := r.getBuf(len(data) + crypto.Overhead + 64)
@@ -180,6 +172,7 @@ func (r *Repository) saveFull(ctx context.Context, t index.BlobType, id crypto.I
 // SaveBlob it ignores the index, which still lists the old copy.
 func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, e index.BlobEntry, sealed []byte) error {
 	id := e.ID
+	e.Length = uint32(len(sealed))
 	r.mu.Lock()
 	if r.uploadErr != nil {
 		err := r.uploadErr
@@ -192,7 +185,7 @@ func (r *Repository) CopyBlob(ctx context.Context, t index.BlobType, e index.Blo
 	}
 	r.inFlight[id] = struct{}{}
 	r.mu.Unlock()
-	return r.addToPacker(ctx, t, index.BlobEntry{ID: id, Length: uint32(len(sealed)), RawLength: e.RawLength, Base: e.Base}, sealed)
+	return r.addToPacker(ctx, t, e, sealed)
 }
 
 // addToPacker appends a sealed blob to the open pack of its type and
@@ -244,12 +237,10 @@ func (r *Repository) verifyBlob(ctx context.Context, e index.BlobEntry, stored [
 	var plain, out []byte
 	var err error
 	if e.IsDelta() {
-		plain, err = r.key.Open((*pbp)[:0], stored)
-		switch {
-		case err != nil:
-			err = fmt.Errorf("blob %s: %w: %v", e.ID.Short(), ErrBlobCorrupt, err)
-		case len(plain) < 1+crypto.IDSize || (plain[0] != payloadDelta && plain[0] != payloadDeltaZstd) || crypto.ID(plain[1:1+crypto.IDSize]) != e.Base:
-			err = fmt.Errorf("blob %s: %w: not a delta against %s", e.ID.Short(), ErrBlobCorrupt, e.Base.Short())
+		if plain, err = r.openPayload(e.ID, stored, (*pbp)[:0]); err == nil {
+			if base, isDelta, berr := deltaBaseOf(e.ID, plain); berr != nil || !isDelta || base != e.Base {
+				err = fmt.Errorf("blob %s: %w: not a delta against %s", e.ID.Short(), ErrBlobCorrupt, e.Base.Short())
+			}
 		}
 	} else {
 		_, plain, out, err = r.openBlob(ctx, e.ID, stored, (*pbp)[:0], (*obp)[:0], false)
@@ -275,33 +266,11 @@ func (r *Repository) keepBuf(bp *[]byte, grown []byte) {
 // A delta payload is rebuilt from its base, which is loaded here; asBase
 // refuses a delta (a base must be a full blob, so chains stay one deep).
 func (r *Repository) openBlob(ctx context.Context, id crypto.ID, stored, plainBuf, outBuf []byte, asBase bool) (content, plain, out []byte, err error) {
-	plain, err = r.key.Open(plainBuf, stored)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	if plain, err = r.openPayload(id, stored, plainBuf); err != nil {
+		return nil, plain, nil, err
 	}
-	if len(plain) < 1 {
-		return nil, plain, nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
-	}
-	switch plain[0] {
-	case payloadRaw:
-		content = plain[1:]
-	case payloadZstd:
-		out, err = r.dec.DecodeAll(plain[1:], outBuf)
-		if err != nil {
-			return nil, plain, nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
-		}
-		content = out[len(outBuf):]
-	case payloadDelta, payloadDeltaZstd:
-		if asBase {
-			return nil, plain, nil, fmt.Errorf("blob %s: %w: a delta base is itself a delta", id.Short(), ErrBlobCorrupt)
-		}
-		out, err = r.applyDelta(ctx, id, plain, outBuf)
-		if err != nil {
-			return nil, plain, nil, err
-		}
-		content = out[len(outBuf):]
-	default:
-		return nil, plain, nil, fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
+	if content, out, err = r.decodePayload(ctx, id, plain, outBuf, asBase); err != nil {
+		return nil, plain, out, err
 	}
 	// A base's own hash is not checked: the delta's plaintext, rebuilt from
 	// it, is, and that is what a reader gets.
@@ -312,6 +281,42 @@ func (r *Repository) openBlob(ctx context.Context, id crypto.ID, stored, plainBu
 		return nil, plain, out, fmt.Errorf("blob %s: %w: content hashes to %s", id.Short(), ErrBlobCorrupt, got.Short())
 	}
 	return content, plain, out, nil
+}
+
+// openPayload decrypts a stored blob into buf: flag || body.
+func (r *Repository) openPayload(id crypto.ID, stored, buf []byte) ([]byte, error) {
+	plain, err := r.key.Open(buf, stored)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	if len(plain) < 1 {
+		return plain, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	}
+	return plain, nil
+}
+
+// decodePayload turns an opened payload into the blob's content, without
+// checking its hash; content and out are as for openBlob.
+func (r *Repository) decodePayload(ctx context.Context, id crypto.ID, plain, outBuf []byte, asBase bool) (content, out []byte, err error) {
+	switch plain[0] {
+	case payloadRaw:
+		return plain[1:], nil, nil
+	case payloadZstd:
+		out, err = r.dec.DecodeAll(plain[1:], outBuf)
+		if err != nil {
+			return nil, nil, fmt.Errorf("blob %s: %w: decompress: %v", id.Short(), ErrBlobCorrupt, err)
+		}
+	case payloadDelta, payloadDeltaZstd:
+		if asBase {
+			return nil, nil, fmt.Errorf("blob %s: %w: a delta base is itself a delta", id.Short(), ErrBlobCorrupt)
+		}
+		if out, err = r.applyDelta(ctx, id, plain, outBuf); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, fmt.Errorf("blob %s: %w: unknown payload flag %d", id.Short(), ErrBlobCorrupt, plain[0])
+	}
+	return out[len(outBuf):], out, nil
 }
 
 // sealBlob compresses data when that shrinks it and seals flag || payload.
@@ -356,31 +361,40 @@ func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]
 }
 
 func (r *Repository) loadBlob(ctx context.Context, id crypto.ID, dst []byte, asBase bool) ([]byte, error) {
-	load := r.loadStored
-	if asBase {
-		load = r.loadStoredBase
-	}
-	stored, err := load(ctx, id)
+	stored, err := r.loadStored(ctx, id, asBase)
 	if err != nil {
 		return nil, err
 	}
 	return r.decodeBlob(ctx, id, stored, dst, asBase)
 }
 
-// loadStored reads a blob's stored (sealed) bytes.
-func (r *Repository) loadStored(ctx context.Context, id crypto.ID) ([]byte, error) {
+// loadStored reads a blob's stored (sealed) bytes. viaWindow reads
+// through the pack-window cache (window.go), for delta bases, which are
+// read in the order they were written; the result must then not be
+// modified.
+func (r *Repository) loadStored(ctx context.Context, id crypto.ID, viaWindow bool) ([]byte, error) {
 	loc, ok := r.Lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
 	}
-	stored, err := r.be.Load(ctx, backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), int64(loc.Length))
+	length := int64(loc.Length)
+	if viaWindow {
+		if b := r.windows.get(loc); b != nil {
+			return b, nil
+		}
+		length = max(baseWindowSize, length)
+	}
+	stored, err := r.be.Load(ctx, backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), length)
 	if err != nil {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), loc.Pack.Short(), err)
 	}
-	if len(stored) != int(loc.Length) {
+	if len(stored) < int(loc.Length) || !viaWindow && len(stored) != int(loc.Length) {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w: pack is truncated", id.Short(), loc.Pack.Short(), ErrBlobCorrupt)
 	}
-	return stored, nil
+	if viaWindow {
+		r.windows.put(packWindow{pack: loc.Pack, off: int64(loc.Offset), data: stored})
+	}
+	return stored[:loc.Length:loc.Length], nil
 }
 
 // Lookup finds a blob in the live index, then among obsolete packs that

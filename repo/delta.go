@@ -28,21 +28,22 @@ const maxDeltaShare = 2
 // (1/goodDeltaShare of the plaintext) will not be beaten by much.
 const goodDeltaShare = 16
 
-// SaveDataBlob stores data (whose ID the caller computed) as a data blob:
-// as a delta against the best of the candidate bases when that is less than
-// half the plaintext, otherwise in full. Candidates are blobs the data
+// SaveDataBlob stores data (whose ID the caller computed) as a data blob,
+// unless it is already stored: as a delta against the best of the
+// candidate bases when that is less than half the plaintext, otherwise in
+// full. candidates, called only when the blob is new, names blobs the data
 // probably replaced (the same place in the previous version of a file); a
 // candidate that is itself a delta contributes its base. Only blobs in the
 // live index are used as bases, never ones prune marked obsolete.
 // res.Base tells which base was used (null for a full blob).
-func (r *Repository) SaveDataBlob(ctx context.Context, id crypto.ID, data []byte, candidates []crypto.ID) (SaveResult, error) {
+func (r *Repository) SaveDataBlob(ctx context.Context, id crypto.ID, data []byte, candidates func() []crypto.ID) (SaveResult, error) {
 	if len(data) > maxBlobSize {
 		return SaveResult{}, fmt.Errorf("blob of %d bytes exceeds the %d-byte limit", len(data), maxBlobSize)
 	}
 	if known, err := r.claim(ctx, id); err != nil || known {
 		return SaveResult{ID: id, Known: known}, err
 	}
-	res, ok, err := r.saveDelta(ctx, id, data, candidates)
+	res, ok, err := r.saveDelta(ctx, id, data, candidates())
 	if err != nil || ok {
 		if err != nil {
 			r.unclaim(id)
@@ -158,45 +159,58 @@ func containsID(ids []crypto.ID, id crypto.ID) bool {
 	return false
 }
 
+// deltaBaseOf returns the base a payload (flag || body) is a delta
+// against; isDelta is false for a full blob.
+func deltaBaseOf(id crypto.ID, plain []byte) (base crypto.ID, isDelta bool, err error) {
+	if plain[0] != payloadDelta && plain[0] != payloadDeltaZstd {
+		return base, false, nil
+	}
+	if len(plain) < 1+crypto.IDSize {
+		return base, true, fmt.Errorf("blob %s: %w: truncated delta", id.Short(), ErrBlobCorrupt)
+	}
+	return crypto.ID(plain[1 : 1+crypto.IDSize]), true, nil
+}
+
 // deltaRoot returns the full blob a delta against cand would use, with its
 // plaintext appended to dst: cand itself when it is a full blob, its base
 // when it is a delta. The root must be in the live index. It returns a null
 // ID (and no error) when cand cannot serve as a base.
 func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) (crypto.ID, []byte, error) {
-	stored, err := r.loadStoredBase(ctx, cand)
+	stored, err := r.loadStored(ctx, cand, true)
 	if err != nil {
 		return crypto.ID{}, dst, err
 	}
 	pbp := r.getBuf(len(stored))
 	defer r.putBuf(pbp)
-	plain, err := r.key.Open((*pbp)[:0], stored)
+	plain, err := r.openPayload(cand, stored, (*pbp)[:0])
 	if err != nil {
-		return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: %v", cand.Short(), ErrBlobCorrupt, err)
+		return crypto.ID{}, dst, err
 	}
 	*pbp = plain
-	if len(plain) < 1 {
-		return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: empty payload", cand.Short(), ErrBlobCorrupt)
-	}
-	root := cand
-	if plain[0] == payloadDelta || plain[0] == payloadDeltaZstd {
-		if len(plain) < 1+crypto.IDSize {
-			return crypto.ID{}, dst, fmt.Errorf("blob %s: %w: truncated delta", cand.Short(), ErrBlobCorrupt)
-		}
-		root = crypto.ID(plain[1 : 1+crypto.IDSize])
+	root, isDelta, err := deltaBaseOf(cand, plain)
+	switch {
+	case err != nil:
+		return crypto.ID{}, dst, err
+	case !isDelta:
+		root = cand
 	}
 	if !r.idx.Has(root) {
 		return crypto.ID{}, dst, nil
 	}
-	if root == cand {
-		out, err := r.decodeBlob(ctx, cand, stored, dst, true)
+	if isDelta {
+		out, err := r.loadBlob(ctx, root, dst, true)
 		if err != nil {
 			return crypto.ID{}, dst, err
 		}
 		return root, out, nil
 	}
-	out, err := r.loadBlob(ctx, root, dst, true)
+	// cand is the root: decode the payload already opened.
+	content, out, err := r.decodePayload(ctx, cand, plain, dst, true)
 	if err != nil {
 		return crypto.ID{}, dst, err
+	}
+	if out == nil { // raw: content lives in the pooled buffer
+		out = append(dst, content...)
 	}
 	return root, out, nil
 }
@@ -204,15 +218,14 @@ func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) 
 // applyDelta rebuilds a delta payload (flag || base ID || delta) against
 // its base, appending the plaintext to dst.
 func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []byte) ([]byte, error) {
-	if len(plain) < 1+crypto.IDSize {
-		return nil, fmt.Errorf("blob %s: %w: truncated delta", id.Short(), ErrBlobCorrupt)
+	baseID, _, err := deltaBaseOf(id, plain)
+	if err != nil {
+		return nil, err
 	}
-	baseID := crypto.ID(plain[1 : 1+crypto.IDSize])
 	ops := plain[1+crypto.IDSize:]
 	if plain[0] == payloadDeltaZstd {
 		obp := r.getBuf(4 * len(ops))
 		defer r.putBuf(obp)
-		var err error
 		ops, err = r.dec.DecodeAll(ops, (*obp)[:0])
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w: decompress delta: %v", id.Short(), ErrBlobCorrupt, err)
@@ -239,25 +252,18 @@ func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []
 // stream by content (archiver/delta.go). The stored bytes are read through
 // the window cache, so a sequential walk costs one request per megabyte.
 func (r *Repository) BlobHead(ctx context.Context, id crypto.ID, n int) ([]byte, error) {
-	stored, err := r.loadStoredBase(ctx, id)
+	stored, err := r.loadStored(ctx, id, true)
 	if err != nil {
 		return nil, err
 	}
 	pbp := r.getBuf(len(stored))
 	defer r.putBuf(pbp)
-	plain, err := r.key.Open((*pbp)[:0], stored)
+	plain, err := r.openPayload(id, stored, (*pbp)[:0])
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+		return nil, err
 	}
 	*pbp = plain
-	if len(plain) < 1 {
-		return nil, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
-	}
-	switch plain[0] {
-	case payloadRaw:
-		body := plain[1:]
-		return bytes.Clone(body[:min(n, len(body))]), nil
-	case payloadZstd:
+	if plain[0] == payloadZstd {
 		dec, _ := r.headDecs.Get().(*zstd.Decoder)
 		if dec == nil {
 			if dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlobSize)); err != nil {
@@ -275,9 +281,10 @@ func (r *Repository) BlobHead(ctx context.Context, id crypto.ID, n int) ([]byte,
 		}
 		return out[:m], nil
 	}
-	out, err := r.decodeBlob(ctx, id, stored, nil, false)
+	// Raw, or a delta (rebuilt whole from its base).
+	content, _, err := r.decodePayload(ctx, id, plain, nil, false)
 	if err != nil {
 		return nil, err
 	}
-	return out[:min(n, len(out))], nil
+	return bytes.Clone(content[:min(n, len(content))]), nil
 }

@@ -15,6 +15,9 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
+// cands offers fixed delta candidates to SaveDataBlob.
+func cands(ids ...crypto.ID) func() []crypto.ID { return func() []crypto.ID { return ids } }
+
 // dumpRows returns pg_dump-like text rows with keys from..to, skipping
 // every skip-th row (0: none), with random filler seeded by the key.
 func dumpRows(from, to, skip int, changed map[int]bool) []byte {
@@ -53,7 +56,7 @@ func TestDeltaBlobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A candidate that is not stored is ignored: the blob is stored whole.
-	r0, err := r.SaveDataBlob(ctx, r.Key().BlobID(unrelated), unrelated, []crypto.ID{{1}})
+	r0, err := r.SaveDataBlob(ctx, r.Key().BlobID(unrelated), unrelated, cands(crypto.ID{1}))
 	if err != nil || !r0.Base.IsNull() {
 		t.Fatalf("unknown candidate: %+v, %v", r0, err)
 	}
@@ -61,7 +64,7 @@ func TestDeltaBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := r.SaveDataBlob(ctx, r.Key().BlobID(v2), v2, []crypto.ID{r0.ID, r1.ID})
+	r2, err := r.SaveDataBlob(ctx, r.Key().BlobID(v2), v2, cands(r0.ID, r1.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +78,7 @@ func TestDeltaBlobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A candidate that is itself a delta lends its base: chains stay one deep.
-	r3, err := r.SaveDataBlob(ctx, r.Key().BlobID(v3), v3, []crypto.ID{r2.ID})
+	r3, err := r.SaveDataBlob(ctx, r.Key().BlobID(v3), v3, cands(r2.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +87,12 @@ func TestDeltaBlobs(t *testing.T) {
 	}
 	// Unrelated content makes no delta.
 	u := dumpRows(9000, 9300, 0, nil)
-	ru, err := r.SaveDataBlob(ctx, r.Key().BlobID(u), u, []crypto.ID{r1.ID})
+	ru, err := r.SaveDataBlob(ctx, r.Key().BlobID(u), u, cands(r1.ID))
 	if err != nil || !ru.Base.IsNull() {
 		t.Fatalf("unrelated: %+v, %v", ru, err)
 	}
 	// Saving again is a no-op.
-	if again, err := r.SaveDataBlob(ctx, r2.ID, v2, []crypto.ID{r1.ID}); err != nil || !again.Known {
+	if again, err := r.SaveDataBlob(ctx, r2.ID, v2, cands(r1.ID)); err != nil || !again.Known {
 		t.Fatalf("second save: %+v, %v", again, err)
 	}
 	if err := r.Flush(ctx); err != nil {
@@ -168,7 +171,7 @@ func TestDeltaBaseMustBeFull(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r2, err := r.SaveDataBlob(ctx, r.Key().BlobID(v2), v2, []crypto.ID{r1.ID})
+	r2, err := r.SaveDataBlob(ctx, r.Key().BlobID(v2), v2, cands(r1.ID))
 	if err != nil || r2.Base.IsNull() {
 		t.Fatalf("%+v, %v", r2, err)
 	}

@@ -1,16 +1,13 @@
 package repo
 
 import (
-	"context"
-	"fmt"
 	"sync"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
-	"github.com/cairn-backup/cairn/repo/backend"
 )
 
-// Delta bases are read one small blob at a time, but in the order they
+// Delta bases (read by loadStored with viaWindow) are read one small blob at a time, but in the order they
 // were written: the deltas of one pack mostly have their bases next to
 // each other in an older pack. So a base read fetches a window of the pack
 // after the blob and keeps the last few windows: one request then serves
@@ -54,26 +51,4 @@ func (c *windowCache) put(w packWindow) {
 		c.wins = c.wins[:baseWindows-1]
 	}
 	c.wins = append(c.wins, w)
-}
-
-// loadStoredBase reads a base blob's stored bytes through the window cache.
-// The result must not be modified.
-func (r *Repository) loadStoredBase(ctx context.Context, id crypto.ID) ([]byte, error) {
-	loc, ok := r.Lookup(id)
-	if !ok {
-		return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
-	}
-	if b := r.windows.get(loc); b != nil {
-		return b, nil
-	}
-	h := backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}
-	data, err := r.be.Load(ctx, h, int64(loc.Offset), max(baseWindowSize, int64(loc.Length)))
-	if err != nil {
-		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), loc.Pack.Short(), err)
-	}
-	if len(data) < int(loc.Length) {
-		return nil, fmt.Errorf("load blob %s from pack %s: %w: pack is truncated", id.Short(), loc.Pack.Short(), ErrBlobCorrupt)
-	}
-	r.windows.put(packWindow{pack: loc.Pack, off: int64(loc.Offset), data: data})
-	return data[:loc.Length:loc.Length], nil
 }

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -229,16 +228,9 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	for _, p := range absPaths {
 		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
 	}
-	// A stream's previous version (for deltas) may be in a snapshot with
-	// other paths than this one: take the newest of this host holding it.
 	streamPrev := map[string]*repo.Snapshot{}
 	for _, st := range streams {
-		for i := len(sns) - 1; i >= 0; i-- {
-			if sns[i].Hostname == host && slices.Contains(sns[i].Paths, st.Path) {
-				streamPrev[st.Path] = sns[i]
-				break
-			}
-		}
+		streamPrev[st.Path] = findStreamPrev(sns, host, st.Path)
 	}
 
 	var warnMu sync.Mutex

@@ -57,6 +57,18 @@ func findParent(sns []*repo.Snapshot, host string, paths []string) *repo.Snapsho
 	return nil
 }
 
+// findStreamPrev returns the newest snapshot of host that holds path: a
+// stream's previous version (for deltas) may be in a snapshot of other
+// paths than its parent.
+func findStreamPrev(sns []*repo.Snapshot, host, path string) *repo.Snapshot {
+	for i := len(sns) - 1; i >= 0; i-- {
+		if sns[i].Hostname == host && slices.Contains(sns[i].Paths, path) {
+			return sns[i]
+		}
+	}
+	return nil
+}
+
 func loadTree(ctx context.Context, r *repo.Repository, id crypto.ID) (*tree.Tree, error) {
 	raw, err := r.LoadBlob(ctx, id, nil)
 	if err != nil {
