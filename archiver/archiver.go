@@ -312,11 +312,7 @@ func (a *archiver) loadTree(id crypto.ID) *tree.Tree {
 	if id.IsNull() {
 		return nil
 	}
-	raw, err := a.repo.LoadBlob(a.ctx, id, nil)
-	if err != nil {
-		return nil
-	}
-	t, err := tree.Decode(raw)
+	t, err := tree.Load(a.ctx, a.repo, id)
 	if err != nil {
 		return nil
 	}

@@ -26,11 +26,7 @@ func DropPaths(ctx context.Context, r *repo.Repository, root crypto.ID, paths []
 
 // dropIn rewrites the tree at dir; empty reports that nothing is left.
 func dropIn(ctx context.Context, r *repo.Repository, id crypto.ID, dir string, drop map[string]bool) (crypto.ID, bool, error) {
-	raw, err := r.LoadBlob(ctx, id, nil)
-	if err != nil {
-		return id, false, fmt.Errorf("load tree of %s: %w", dir, err)
-	}
-	t, err := tree.Decode(raw)
+	t, err := tree.Load(ctx, r, id)
 	if err != nil {
 		return id, false, fmt.Errorf("tree of %s: %w", dir, err)
 	}

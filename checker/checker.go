@@ -303,15 +303,10 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 				c.add(Error, obj, "tree %s of %q is in missing pack %s", id.Short(), path, loc.Pack.Short())
 				return nil
 			}
-			raw, err := c.r.LoadBlob(ctx, id, nil)
+			t, err := tree.Load(ctx, c.r, id)
 			if err != nil {
-				c.add(Error, obj, "tree %s of %q: %v", id.Short(), path, err)
+				c.add(Error, obj, "tree of %q: %v", path, err)
 				return ctx.Err()
-			}
-			t, err := tree.Decode(raw)
-			if err != nil {
-				c.add(Error, obj, "tree %s of %q: %v", id.Short(), path, err)
-				return nil
 			}
 			for _, node := range t.Nodes {
 				p := path + "/" + node.Name
@@ -401,7 +396,8 @@ func (c *checker) isTreePack(ctx context.Context, id crypto.ID) bool {
 // readPack verifies one pack completely and returns the number of blobs checked.
 func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType) int {
 	obj := string(t) + "/" + id.String()
-	data, err := c.r.Backend().Load(ctx, backend.Handle{Type: t, Name: id.String()}, 0, 0)
+	// Never from the local cache: this verifies what the repository holds.
+	data, err := backend.Unwrap(c.r.Backend()).Load(ctx, backend.Handle{Type: t, Name: id.String()}, 0, 0)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.add(Error, obj, "unreadable: %v", err)

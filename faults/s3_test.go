@@ -12,7 +12,9 @@ import (
 func s3Env(t *testing.T, bucket string) *env {
 	srv := s3test.StartT(t)
 	e := newEnv(t, "s3:"+srv.URL()+"/"+bucket+"/repo")
-	e.vars = append(e.vars, "AWS_ACCESS_KEY_ID="+srv.User, "AWS_SECRET_ACCESS_KEY="+srv.Password)
+	// One local cache for every run of the test: concurrent writers and
+	// killed runs share it as hosts do.
+	e.vars = append(e.vars, "AWS_ACCESS_KEY_ID="+srv.User, "AWS_SECRET_ACCESS_KEY="+srv.Password, "CAIRN_CACHE_DIR="+t.TempDir())
 	return e
 }
 

@@ -74,13 +74,9 @@ func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (m
 			return err
 		}
 		used[id] = struct{}{}
-		raw, err := r.LoadBlob(ctx, id, nil)
+		t, err := tree.Load(ctx, r, id)
 		if err != nil {
-			return fmt.Errorf("%w: tree %s: %v (run 'cairn check', then 'cairn repair')", ErrUnsafe, id.Short(), err)
-		}
-		t, err := tree.Decode(raw)
-		if err != nil {
-			return fmt.Errorf("%w: tree %s: %v", ErrUnsafe, id.Short(), err)
+			return fmt.Errorf("%w: %v (run 'cairn check', then 'cairn repair')", ErrUnsafe, err)
 		}
 		for i := range t.Nodes {
 			n := &t.Nodes[i]

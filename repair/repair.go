@@ -228,11 +228,7 @@ func (sr *snapRepairer) tree(id crypto.ID, path string) (crypto.ID, bool, error)
 	if err := sr.ctx.Err(); err != nil {
 		return id, false, err
 	}
-	var t *tree.Tree
-	raw, err := sr.r.LoadBlob(sr.ctx, id, nil)
-	if err == nil {
-		t, err = tree.Decode(raw)
-	}
+	t, err := tree.Load(sr.ctx, sr.r, id)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return id, false, err

@@ -243,7 +243,7 @@ func (r *Repository) verifyBlob(ctx context.Context, e index.BlobEntry, stored [
 			}
 		}
 	} else {
-		_, plain, out, err = r.openBlob(ctx, e.ID, stored, (*pbp)[:0], (*obp)[:0], false)
+		_, plain, out, err = r.openBlob(ctx, e.ID, stored, (*pbp)[:0], (*obp)[:0], false, nil)
 	}
 	r.keepBuf(pbp, plain)
 	r.keepBuf(obp, out)
@@ -263,13 +263,14 @@ func (r *Repository) keepBuf(bp *[]byte, grown []byte) {
 // hashes to id. content is a slice of plain (raw payload) or of out, whose
 // first len(outBuf) bytes are outBuf's; out is nil for a raw payload.
 //
-// A delta payload is rebuilt from its base, which is loaded here; asBase
-// refuses a delta (a base must be a full blob, so chains stay one deep).
-func (r *Repository) openBlob(ctx context.Context, id crypto.ID, stored, plainBuf, outBuf []byte, asBase bool) (content, plain, out []byte, err error) {
+// A delta payload is rebuilt from its base: base when it is given and
+// names the delta's base, else loaded here. asBase refuses a delta (a base
+// must be a full blob, so chains stay one deep).
+func (r *Repository) openBlob(ctx context.Context, id crypto.ID, stored, plainBuf, outBuf []byte, asBase bool, base *sealedBase) (content, plain, out []byte, err error) {
 	if plain, err = r.openPayload(id, stored, plainBuf); err != nil {
 		return nil, plain, nil, err
 	}
-	if content, out, err = r.decodePayload(ctx, id, plain, outBuf, asBase); err != nil {
+	if content, out, err = r.decodePayload(ctx, id, plain, outBuf, asBase, base); err != nil {
 		return nil, plain, out, err
 	}
 	// A base's own hash is not checked: the delta's plaintext, rebuilt from
@@ -297,7 +298,7 @@ func (r *Repository) openPayload(id crypto.ID, stored, buf []byte) ([]byte, erro
 
 // decodePayload turns an opened payload into the blob's content, without
 // checking its hash; content and out are as for openBlob.
-func (r *Repository) decodePayload(ctx context.Context, id crypto.ID, plain, outBuf []byte, asBase bool) (content, out []byte, err error) {
+func (r *Repository) decodePayload(ctx context.Context, id crypto.ID, plain, outBuf []byte, asBase bool, base *sealedBase) (content, out []byte, err error) {
 	switch plain[0] {
 	case payloadRaw:
 		return plain[1:], nil, nil
@@ -310,7 +311,7 @@ func (r *Repository) decodePayload(ctx context.Context, id crypto.ID, plain, out
 		if asBase {
 			return nil, nil, fmt.Errorf("blob %s: %w: a delta base is itself a delta", id.Short(), ErrBlobCorrupt)
 		}
-		if out, err = r.applyDelta(ctx, id, plain, outBuf); err != nil {
+		if out, err = r.applyDelta(ctx, id, plain, outBuf, base); err != nil {
 			return nil, nil, err
 		}
 	default:
@@ -338,12 +339,18 @@ func (r *Repository) sealBlob(dst, data []byte) []byte {
 // plaintext hashes to id. The plaintext is appended to dst. A delta blob's
 // base is loaded from the repository.
 func (r *Repository) DecodeBlob(ctx context.Context, id crypto.ID, stored, dst []byte) ([]byte, error) {
-	return r.decodeBlob(ctx, id, stored, dst, false)
+	return r.decodeBlob(ctx, id, stored, dst, false, nil)
 }
 
-func (r *Repository) decodeBlob(ctx context.Context, id crypto.ID, stored, dst []byte, asBase bool) ([]byte, error) {
+// sealedBase is a delta base already read from its pack (repo/read.go).
+type sealedBase struct {
+	id     crypto.ID
+	stored []byte
+}
+
+func (r *Repository) decodeBlob(ctx context.Context, id crypto.ID, stored, dst []byte, asBase bool, base *sealedBase) ([]byte, error) {
 	pbp := r.getBuf(len(stored))
-	content, plain, out, err := r.openBlob(ctx, id, stored, (*pbp)[:0], dst, asBase)
+	content, plain, out, err := r.openBlob(ctx, id, stored, (*pbp)[:0], dst, asBase, base)
 	if err != nil {
 		r.keepBuf(pbp, plain)
 		return nil, err
@@ -365,7 +372,7 @@ func (r *Repository) loadBlob(ctx context.Context, id crypto.ID, dst []byte, asB
 	if err != nil {
 		return nil, err
 	}
-	return r.decodeBlob(ctx, id, stored, dst, asBase)
+	return r.decodeBlob(ctx, id, stored, dst, asBase, nil)
 }
 
 // loadStored reads a blob's stored (sealed) bytes. viaWindow reads
@@ -382,7 +389,7 @@ func (r *Repository) loadStored(ctx context.Context, id crypto.ID, viaWindow boo
 		if b := r.windows.get(loc); b != nil {
 			return b, nil
 		}
-		length = max(baseWindowSize, length)
+		length = max(int64(r.opts.BaseWindow), length)
 	}
 	stored, err := r.be.Load(ctx, backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, int64(loc.Offset), length)
 	if err != nil {
@@ -689,12 +696,60 @@ func (r *Repository) readIndexState(ctx context.Context, onError func(name strin
 // by others. Blobs of obsolete packs (awaiting deletion by prune) stay
 // readable but are not used for deduplication.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	start := time.Now()
 	st, err := r.ReadIndexState(ctx, nil)
 	if err != nil {
 		return err
 	}
 	r.UseIndexState(st)
+	r.dropUnindexedTreePacks(st, start)
 	return nil
+}
+
+// treePackCache is implemented by a backend that keeps tree packs locally
+// (repo/backend/cache).
+type treePackCache interface {
+	KeepOnly(t backend.FileType, since time.Time, keep func(name string) bool)
+	Prefetch(ctx context.Context, packs []backend.Handle)
+}
+
+// dropUnindexedTreePacks removes cached tree packs that no index lists
+// (pruned by another process), except ones written since start.
+func (r *Repository) dropUnindexedTreePacks(st *IndexState, start time.Time) {
+	c, ok := r.be.(treePackCache)
+	if !ok {
+		return
+	}
+	c.KeepOnly(backend.TreePack, start, func(name string) bool {
+		id, err := crypto.ParseID(name)
+		if err != nil {
+			return false
+		}
+		_, live := st.Live[id]
+		_, obsolete := st.Obsolete[id]
+		return live || obsolete
+	})
+}
+
+// PrefetchBlobs asks a caching backend to start fetching the packs that
+// hold these blobs (trees about to be read), so the reads that follow do
+// not wait on a round trip each. It does nothing for other backends.
+func (r *Repository) PrefetchBlobs(ctx context.Context, ids []crypto.ID) {
+	c, ok := r.be.(treePackCache)
+	if !ok || len(ids) == 0 {
+		return
+	}
+	var packs []backend.Handle
+	seen := map[crypto.ID]bool{}
+	for _, id := range ids {
+		loc, ok := r.Lookup(id)
+		if !ok || seen[loc.Pack] {
+			continue
+		}
+		seen[loc.Pack] = true
+		packs = append(packs, backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()})
+	}
+	c.Prefetch(ctx, packs)
 }
 
 // UseIndexState loads a merged index state into memory.

@@ -205,7 +205,7 @@ func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) 
 		return root, out, nil
 	}
 	// cand is the root: decode the payload already opened.
-	content, out, err := r.decodePayload(ctx, cand, plain, dst, true)
+	content, out, err := r.decodePayload(ctx, cand, plain, dst, true, nil)
 	if err != nil {
 		return crypto.ID{}, dst, err
 	}
@@ -216,8 +216,9 @@ func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) 
 }
 
 // applyDelta rebuilds a delta payload (flag || base ID || delta) against
-// its base, appending the plaintext to dst.
-func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []byte) ([]byte, error) {
+// its base, appending the plaintext to dst. The base's stored bytes come
+// from sb when it names the right blob, else from the repository.
+func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []byte, sb *sealedBase) ([]byte, error) {
 	baseID, _, err := deltaBaseOf(id, plain)
 	if err != nil {
 		return nil, err
@@ -234,7 +235,12 @@ func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []
 	}
 	bbp := r.getBuf(64 << 10)
 	defer r.putBuf(bbp)
-	base, err := r.loadBlob(ctx, baseID, (*bbp)[:0], true)
+	var base []byte
+	if sb != nil && sb.id == baseID {
+		base, err = r.decodeBlob(ctx, baseID, sb.stored, (*bbp)[:0], true, nil)
+	} else {
+		base, err = r.loadBlob(ctx, baseID, (*bbp)[:0], true)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: base %s: %w", id.Short(), baseID.Short(), err)
 	}
@@ -282,7 +288,7 @@ func (r *Repository) BlobHead(ctx context.Context, id crypto.ID, n int) ([]byte,
 		return out[:m], nil
 	}
 	// Raw, or a delta (rebuilt whole from its base).
-	content, _, err := r.decodePayload(ctx, id, plain, nil, false)
+	content, _, err := r.decodePayload(ctx, id, plain, nil, false, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,13 @@ type Options struct {
 	KDF *crypto.KDFParams
 	// Chunking overrides chunk parameters at init (tests only).
 	Chunking map[string]ChunkParams
+	// BaseWindow is how much of a pack a delta base read fetches beyond
+	// the blob, for the blobs after it (default 1 MiB; window.go).
+	BaseWindow int
+	// WrapBackend, when set, is given the repository's ID once the config
+	// is known and returns the backend to use from then on (the local
+	// metadata cache wraps a remote backend this way).
+	WrapBackend func(repoID string, be backend.Backend) backend.Backend
 }
 
 // Repository is an open repository. Its methods are safe for concurrent use.
@@ -94,6 +101,9 @@ func (o *Options) withDefaults() Options {
 	if v.Uploads == 0 {
 		v.Uploads = 2
 	}
+	if v.BaseWindow <= 0 {
+		v.BaseWindow = defaultBaseWindow
+	}
 	return v
 }
 
@@ -105,6 +115,9 @@ func newRepository(ctx context.Context, be backend.Backend, key *crypto.Key, key
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(maxBlobSize))
 	if err != nil {
 		return nil, fmt.Errorf("init zstd decoder: %w", err)
+	}
+	if opts.WrapBackend != nil {
+		be = opts.WrapBackend(cfg.ID, be)
 	}
 	r := &Repository{
 		be: be, bgCtx: ctx, key: key, keyID: keyID, cfg: *cfg, opts: opts,
@@ -193,7 +206,18 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 // repository's background uploads for the lifetime of the handle. It returns ErrNoRepository when
 // there is no config and ErrWrongPassword when no key opens.
 func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
-	opts = opts.withDefaults()
+	cfgData, err := ReadConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	return OpenConfig(ctx, be, cfgData, password, opts)
+}
+
+// ReadConfig loads the stored (sealed) config object, failing with
+// ErrNoRepository when there is none. A caller that must know whether a
+// repository exists before asking for a password reads it first and hands
+// it to OpenConfig: one request instead of two.
+func ReadConfig(ctx context.Context, be backend.Backend) ([]byte, error) {
 	cfgData, err := be.Load(ctx, backend.Handle{Type: backend.Config}, 0, 0)
 	if err != nil {
 		if backend.IsNotFound(err) {
@@ -201,8 +225,14 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 		}
 		return nil, fmt.Errorf("load config: %w", err)
 	}
+	return cfgData, nil
+}
+
+// OpenConfig is Open with the config object already read (ReadConfig).
+func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, password string, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
 	var names []string
-	err = be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
+	err := be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -122,22 +123,42 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
+	// Loaded a few at a time: on a remote bucket without a warm cache each
+	// snapshot is a round trip.
+	loaded := make([]*Snapshot, len(names))
+	errs := make([]error, len(names))       // reading
+	decodeErrs := make([]error, len(names)) // damage
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			data, err := r.be.Load(ctx, backend.Handle{Type: backend.Snapshot, Name: n}, 0, 0)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			loaded[i], decodeErrs[i] = DecodeSnapshot(r.key, n, data)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var out []*Snapshot
 	var bad []string
-	for _, n := range names {
-		data, err := r.be.Load(ctx, backend.Handle{Type: backend.Snapshot, Name: n}, 0, 0)
-		if err != nil {
-			if backend.IsNotFound(err) {
-				continue // removed concurrently
-			}
-			return nil, err
+	for i, sn := range loaded {
+		switch {
+		case backend.IsNotFound(errs[i]):
+			// removed concurrently
+		case errs[i] != nil:
+			return nil, errs[i]
+		case decodeErrs[i] != nil:
+			bad = append(bad, decodeErrs[i].Error())
+		default:
+			out = append(out, sn)
 		}
-		sn, err := DecodeSnapshot(r.key, n, data)
-		if err != nil {
-			bad = append(bad, err.Error())
-			continue
-		}
-		out = append(out, sn)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].Time.Equal(out[j].Time) {

@@ -11,11 +11,12 @@ import (
 // were written: the deltas of one pack mostly have their bases next to
 // each other in an older pack. So a base read fetches a window of the pack
 // after the blob and keeps the last few windows: one request then serves
-// a hundred bases (on S3 that is the difference between one GET per chunk
-// and one per megabyte).
+// many bases (on S3 that is the difference between one GET per chunk and
+// one per window). Options.BaseWindow sets the window size: 1 MiB by
+// default, more where a request costs a round trip.
 const (
-	baseWindowSize = 1 << 20
-	baseWindows    = 8
+	defaultBaseWindow = 1 << 20
+	baseWindows       = 8
 )
 
 type packWindow struct {

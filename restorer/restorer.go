@@ -22,7 +22,6 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/tree"
 )
 
@@ -35,8 +34,11 @@ type Options struct {
 	Chown bool
 	// Warn receives per-entry failures; the restore goes on.
 	Warn func(path string, err error)
-	// Workers reading packs in parallel (default 4).
+	// Workers decode blobs and write files in parallel (default: see
+	// repo.ReadOptions.Decoders).
 	Workers int
+	// Downloads is the number of pack ranges read at once (default 4).
+	Downloads int
 	// BytesWritten, when set, is advanced as content is written.
 	BytesWritten *atomic.Int64
 }
@@ -86,9 +88,6 @@ func (rs *restorer) warn(p string, err error) {
 
 // Restore writes the tree rootID (of a snapshot) below opts.Target.
 func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Options) (Stats, error) {
-	if opts.Workers <= 0 {
-		opts.Workers = 4
-	}
 	target, err := filepath.Abs(opts.Target)
 	if err != nil {
 		return Stats{}, fmt.Errorf("restore target: %w", err)
@@ -136,11 +135,7 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	raw, err := rs.r.LoadBlob(ctx, id, nil)
-	if err != nil {
-		return fmt.Errorf("load tree of %s: %w", snapDir, err)
-	}
-	t, err := tree.Decode(raw)
+	t, err := tree.Load(ctx, rs.r, id)
 	if err != nil {
 		return fmt.Errorf("tree of %s: %w", snapDir, err)
 	}
@@ -235,12 +230,6 @@ type packBlob struct {
 	uses []blobUse
 }
 
-type packRead struct {
-	pack  crypto.ID
-	t     index.BlobType
-	blobs []*packBlob
-}
-
 // createFile makes a new file at p and returns its descriptor. Whatever
 // is in the way is replaced, never written into: an existing file may be a
 // hardlink to a file outside the target, or a symlink. Raw descriptors
@@ -261,16 +250,9 @@ func createFile(p string) (int, error) {
 	return fd, nil
 }
 
-// maxGap is the largest hole between two needed blobs that is read through
-// rather than split into two requests.
-const maxGap = 1 << 20
-
-// maxRead bounds one merged range read (memory: Workers × maxRead).
-const maxRead = 8 << 20
-
 func (rs *restorer) writeContents(ctx context.Context) error {
 	byBlob := map[crypto.ID]*packBlob{}
-	byPack := map[crypto.ID]*packRead{}
+	var blobs []*packBlob
 	for _, e := range rs.files {
 		st := &fileState{}
 		rs.states[e.target] = st
@@ -308,46 +290,43 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 				}
 				pb = &packBlob{id: id, loc: loc, size: e.node.ChunkSizes[j]}
 				byBlob[id] = pb
-				pr := byPack[loc.Pack]
-				if pr == nil {
-					pr = &packRead{pack: loc.Pack, t: loc.Type}
-					byPack[loc.Pack] = pr
-				}
-				pr.blobs = append(pr.blobs, pb)
+				blobs = append(blobs, pb)
 			}
 			pb.uses = append(pb.uses, blobUse{state: st, entry: e, offset: off})
 			st.remaining++
 			off += int64(e.node.ChunkSizes[j])
 		}
 	}
-	packs := make([]*packRead, 0, len(byPack))
-	for _, p := range byPack {
-		sort.Slice(p.blobs, func(i, j int) bool { return p.blobs[i].loc.Offset < p.blobs[j].loc.Offset })
-		packs = append(packs, splitPackRead(p)...)
-	}
-	sort.Slice(packs, func(i, j int) bool { return packs[i].pack.String() < packs[j].pack.String() })
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan *packRead)
-	var wg sync.WaitGroup
-	for w := 0; w < rs.opts.Workers; w++ {
-		wg.Go(func() {
-			for p := range jobs {
-				if err := rs.restorePack(ctx, p); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	for _, p := range packs {
-		select {
-		case jobs <- p:
-		case <-ctx.Done():
+	// In pack order, so that each pack is read with one request from
+	// start to end; a delta's base is read just before it (repo/read.go).
+	sort.Slice(blobs, func(i, j int) bool {
+		a, b := blobs[i].loc, blobs[j].loc
+		if a.Pack != b.Pack {
+			return a.Pack.String() < b.Pack.String()
 		}
+		return a.Offset < b.Offset
+	})
+	ids := make([]crypto.ID, len(blobs))
+	for i, b := range blobs {
+		ids[i] = b.id
 	}
-	close(jobs)
-	wg.Wait()
+	err := rs.r.ReadBlobs(ctx, ids, repo.ReadOptions{Downloads: rs.opts.Downloads, Decoders: rs.opts.Workers}, func(i int, plain []byte, err error) error {
+		b := blobs[i]
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rs.failBlobs([]*packBlob{b}, err)
+		case len(plain) != int(b.size):
+			rs.failBlobs([]*packBlob{b}, fmt.Errorf("blob %s has %d bytes, the tree says %d", b.id.Short(), len(plain), b.size))
+		default:
+			for _, u := range b.uses {
+				rs.write(u, plain)
+			}
+		}
+		return nil
+	})
 	// Close whatever is still open (files whose blobs failed).
 	for _, st := range rs.states {
 		if st.fd >= 0 {
@@ -355,83 +334,7 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 			st.fd = -1
 		}
 	}
-	return context.Cause(ctx)
-}
-
-// maxJobPlain bounds the plaintext one job rebuilds. A pack of delta blobs
-// (docs/format.md §7.1) holds far more plaintext than its size says, so
-// packs are split by what they produce, not only by what is read: all
-// workers then share one such pack.
-const maxJobPlain = 16 << 20
-
-// splitPackRead cuts the (sorted) blobs of a pack into jobs of at most
-// maxRead bytes read and maxJobPlain bytes produced.
-func splitPackRead(p *packRead) []*packRead {
-	var out []*packRead
-	blobs := p.blobs
-	for len(blobs) > 0 {
-		start := int64(blobs[0].loc.Offset)
-		var plain int64
-		n := 0
-		for n < len(blobs) && (n == 0 || int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= maxRead && plain+int64(blobs[n].size) <= maxJobPlain) {
-			plain += int64(blobs[n].size)
-			n++
-		}
-		out = append(out, &packRead{pack: p.pack, t: p.t, blobs: blobs[:n:n]})
-		blobs = blobs[n:]
-	}
-	return out
-}
-
-// restorePack reads the needed ranges of one pack (or part of one) and
-// writes each blob to every place it is used.
-func (rs *restorer) restorePack(ctx context.Context, p *packRead) error {
-	h := backend.Handle{Type: backend.DataPack, Name: p.pack.String()}
-	if p.t == index.TreeBlob {
-		h.Type = backend.TreePack
-	}
-	blobs := p.blobs
-	for len(blobs) > 0 {
-		// Merge blobs separated by small gaps into one ranged read.
-		start := int64(blobs[0].loc.Offset)
-		end := start + int64(blobs[0].loc.Length)
-		n := 1
-		for n < len(blobs) && int64(blobs[n].loc.Offset)-end <= maxGap && int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length)-start <= maxRead {
-			end = max(end, int64(blobs[n].loc.Offset)+int64(blobs[n].loc.Length))
-			n++
-		}
-		data, err := rs.r.Backend().Load(ctx, h, start, end-start)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			rs.failBlobs(blobs[:n], fmt.Errorf("read pack %s: %w", p.pack.Short(), err))
-		} else {
-			var plain []byte
-			for _, b := range blobs[:n] {
-				lo := int64(b.loc.Offset) - start
-				hi := lo + int64(b.loc.Length)
-				if hi > int64(len(data)) {
-					rs.failBlobs([]*packBlob{b}, fmt.Errorf("pack %s is truncated", p.pack.Short()))
-					continue
-				}
-				plain, err = rs.r.DecodeBlob(ctx, b.id, data[lo:hi], plain[:0])
-				if err != nil {
-					rs.failBlobs([]*packBlob{b}, err)
-					continue
-				}
-				if len(plain) != int(b.size) {
-					rs.failBlobs([]*packBlob{b}, fmt.Errorf("blob %s has %d bytes, the tree says %d", b.id.Short(), len(plain), b.size))
-					continue
-				}
-				for _, u := range b.uses {
-					rs.write(u, plain)
-				}
-			}
-		}
-		blobs = blobs[n:]
-	}
-	return nil
+	return err
 }
 
 func (rs *restorer) failBlobs(blobs []*packBlob, err error) {

@@ -88,7 +88,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
 			st, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{
 				Target: target, Includes: inc, Excludes: exc, Chown: os.Geteuid() == 0,
-				BytesWritten: &written,
+				BytesWritten: &written, Downloads: a.downloadsFor(r),
 				Warn: func(p string, err error) {
 					fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err))
 				},
@@ -386,54 +386,14 @@ func (a *app) dumpCommand() *cobra.Command {
 			if node.Type != tree.File {
 				return fmt.Errorf("%s is a %s, not a file: use 'cairn restore --include' for directories", args[1], node.Type)
 			}
-			return dumpFile(ctx, r, node, a.stdout)
+			return a.dumpFile(ctx, r, node, a.stdout)
 		},
 	}
 }
 
-// dumpFile writes a file's blobs in order, loading a few ahead in parallel.
-func dumpFile(ctx context.Context, r *repo.Repository, n *tree.Node, w io.Writer) error {
-	const ahead = 8
-	type result struct {
-		data []byte
-		err  error
-	}
-	// Buffers go round: at most ahead+1 blobs are in memory at once.
-	free := make(chan []byte, ahead+1)
-	chans := make([]chan result, len(n.Content))
-	start := func(i int) {
-		ch := make(chan result, 1)
-		chans[i] = ch
-		var buf []byte
-		select {
-		case buf = <-free:
-		default:
-		}
-		go func() {
-			d, err := r.LoadBlob(ctx, n.Content[i], buf[:0])
-			ch <- result{d, err}
-		}()
-	}
-	for i := 0; i < len(n.Content) && i < ahead; i++ {
-		start(i)
-	}
-	for i := range n.Content {
-		res := <-chans[i]
-		if i+ahead < len(n.Content) {
-			start(i + ahead)
-		}
-		if res.err != nil {
-			return res.err
-		}
-		if _, err := w.Write(res.data); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		select {
-		case free <- res.data:
-		default:
-		}
-	}
-	return nil
+// dumpFile writes a stored file's content to w (restorer.Dump).
+func (a *app) dumpFile(ctx context.Context, r *repo.Repository, n *tree.Node, w io.Writer) error {
+	return restorer.Dump(ctx, r, n, w, a.downloadsFor(r))
 }
 
 func (a *app) diffCommand() *cobra.Command {

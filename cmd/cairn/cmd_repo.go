@@ -65,7 +65,7 @@ func (a *app) initCommand() *cobra.Command {
 }
 
 func (a *app) checkCommand() *cobra.Command {
-	var readData bool
+	var readData, withCache bool
 	var subset string
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -79,6 +79,9 @@ func (a *app) checkCommand() *cobra.Command {
 					return fmt.Errorf("invalid --read-data-subset %q: want N/M with 1 <= N <= M", subset)
 				}
 			}
+			// check verifies what the repository holds: metadata comes from
+			// it, through a cache that lasts this run only.
+			a.tempCache = !withCache
 			r, err := a.openRepo(ctx, false)
 			if err != nil {
 				return err
@@ -133,6 +136,7 @@ func (a *app) checkCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read every pack and verify every blob")
 	cmd.Flags().StringVar(&subset, "read-data-subset", "", "read only part `N/M` of the packs (implies --read-data)")
+	cmd.Flags().BoolVar(&withCache, "with-cache", false, "read index, snapshots and trees through the local cache (faster on S3; packs are still read from the repository)")
 	return cmd
 }
 

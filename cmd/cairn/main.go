@@ -74,9 +74,15 @@ type app struct {
 	s3Region        string
 	s3CAFile        string
 	uploads         int
-	quiet           bool
-	stdin           io.Reader
-	stdout, stderr  io.Writer
+	downloads       int
+	cacheDir        string
+	noCache         bool
+	// tempCache makes a remote repository's cache last one command (check
+	// reads what the repository holds, not what this machine kept).
+	tempCache      bool
+	quiet          bool
+	stdin          io.Reader
+	stdout, stderr io.Writer
 }
 
 func main() {
@@ -119,6 +125,9 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.s3Region, "s3-region", "", "S3 `region` (default: AWS_DEFAULT_REGION, or asked from the server)")
 	pf.StringVar(&a.s3CAFile, "s3-ca-file", os.Getenv("CAIRN_S3_CA_FILE"), "trust the certificate authorities in PEM `file` for S3 over TLS; env CAIRN_S3_CA_FILE")
 	pf.IntVar(&a.uploads, "uploads", 0, "concurrent pack uploads (default 2 for local repositories, 6 for S3)")
+	pf.IntVar(&a.downloads, "downloads", 0, "concurrent pack reads of restore and dump (default 4 for local repositories, 8 for S3)")
+	pf.StringVar(&a.cacheDir, "cache-dir", os.Getenv("CAIRN_CACHE_DIR"), "keep the local metadata cache of remote repositories in `dir` (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn); env CAIRN_CACHE_DIR")
+	pf.BoolVar(&a.noCache, "no-cache", false, "do not keep a local metadata cache (a temporary one serves this command)")
 	pf.StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to `file` (for development)")
 	_ = pf.MarkHidden("cpu-profile")
 	pf.StringVar(&a.memProfile, "mem-profile", "", "write the heap profile at the peak of heap use to `file` (for development)")

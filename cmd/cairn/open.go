@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/cache"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 )
@@ -58,14 +59,73 @@ func (a *app) openBackend() (backend.Backend, error) {
 // pack uploads default to 2 on a local disk and 6 on S3, where each upload
 // waits on the network.
 func (a *app) repoOptions(be backend.Backend) repo.Options {
-	o := repo.Options{Uploads: a.uploads}
+	o := repo.Options{Uploads: a.uploads, WrapBackend: a.cacheWrapper(be)}
 	if o.Uploads <= 0 {
 		o.Uploads = 2
-		if strings.HasPrefix(be.Location(), "s3:") {
+		if remote(be) {
 			o.Uploads = 6
 		}
 	}
+	if remote(be) {
+		// A round trip costs about what 4 MiB take to arrive: read delta
+		// bases in windows of that size (8 are kept: 32 MiB).
+		o.BaseWindow = 4 << 20
+	}
 	return o
+}
+
+// downloadsFor is the number of pack ranges restore and dump read at once:
+// --downloads, else 8 on S3, where each read waits a round trip, and 4 on
+// a local disk.
+func (a *app) downloadsFor(r *repo.Repository) int {
+	if a.downloads > 0 {
+		return a.downloads
+	}
+	if remote(r.Backend()) {
+		return 8
+	}
+	return 4
+}
+
+// remote reports whether be is across a network, where each request costs
+// a round trip.
+func remote(be backend.Backend) bool { return strings.HasPrefix(be.Location(), "s3:") }
+
+// cacheWrapper returns how a remote repository gets its local metadata
+// cache (repo/backend/cache) once its ID is known: the persistent one
+// under --cache-dir, CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn or
+// ~/.cache/cairn; a temporary one for --no-cache, for commands that must
+// read the repository itself (check), or when the persistent one cannot
+// be used (with one warning); none if even that fails. A local repository
+// is its own cache.
+func (a *app) cacheWrapper(be backend.Backend) func(string, backend.Backend) backend.Backend {
+	if !remote(be) {
+		return nil
+	}
+	warn := func(err error) { fmt.Fprintf(a.stderr, "warning: %v\n", err) }
+	return func(id string, be backend.Backend) backend.Backend {
+		if !a.noCache && !a.tempCache {
+			base := a.cacheDir
+			var err error
+			if base == "" {
+				base, err = cache.DefaultBase()
+			}
+			var c *cache.Cache
+			if err == nil {
+				c, err = cache.Open(base, id, warn)
+			}
+			if err == nil {
+				return cache.Wrap(be, c)
+			}
+			warn(fmt.Errorf("%v; going on with a temporary cache", err))
+		}
+		c, err := cache.OpenTemp(warn)
+		if err != nil {
+			warn(fmt.Errorf("%v; going on without a cache", err))
+			return be
+		}
+		return cache.Wrap(be, c)
+	}
 }
 
 // password returns the repository password from, in order: --password-file
@@ -139,9 +199,10 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 		return nil, err
 	}
 	// Fail fast on a missing repository before asking for a password.
-	if _, err := be.Stat(ctx, backend.Handle{Type: backend.Config}); err != nil {
-		if backend.IsNotFound(err) {
-			return nil, fmt.Errorf("%s: %w (create one with 'cairn init')", be.Location(), repo.ErrNoRepository)
+	cfgData, err := repo.ReadConfig(ctx, be)
+	if err != nil {
+		if errors.Is(err, repo.ErrNoRepository) {
+			return nil, fmt.Errorf("%w (create one with 'cairn init')", err)
 		}
 		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
 	}
@@ -149,7 +210,7 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, a.repoOptions(be))
+	r, err := repo.OpenConfig(ctx, be, cfgData, pw, a.repoOptions(be))
 	if err != nil {
 		return nil, err
 	}

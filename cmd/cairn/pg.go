@@ -282,7 +282,7 @@ func (a *app) pgRestore(ctx context.Context, r *repo.Repository, sn *repo.Snapsh
 			return fmt.Errorf("--pg-globals: snapshot %s holds no globals (was it taken with --pg-no-globals?)", sn.ID.Short())
 		}
 		var buf bytes.Buffer
-		if err := dumpFile(ctx, r, gnode, &buf); err != nil {
+		if err := a.dumpFile(ctx, r, gnode, &buf); err != nil {
 			return fmt.Errorf("read globals: %w", err)
 		}
 		globals = &buf
@@ -291,7 +291,7 @@ func (a *app) pgRestore(ctx context.Context, r *repo.Repository, sn *repo.Snapsh
 		return fmt.Errorf("%s is not a file in snapshot %s", d.source.Name, sn.ID.Short())
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(dumpFile(ctx, r, node, pw)) }()
+	go func() { pw.CloseWithError(a.dumpFile(ctx, r, node, pw)) }()
 	defer pr.CloseWithError(errors.New("restore ended"))
 
 	var log io.Writer = io.Discard

@@ -254,7 +254,7 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 		return err
 	}
 	start := time.Now()
-	res, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{Target: targetDir, Includes: inc, Chown: os.Geteuid() == 0,
+	res, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{Target: targetDir, Includes: inc, Chown: os.Geteuid() == 0, Downloads: a.downloadsFor(r),
 		Warn: func(p string, err error) { fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err)) }})
 	if err != nil {
 		return fmt.Errorf("restore files: %w", err)

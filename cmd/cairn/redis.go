@@ -425,7 +425,7 @@ func (a *app) writeRDBDir(ctx context.Context, r *repo.Repository, node *tree.No
 		}
 	}()
 	v := rdb.NewValidator()
-	werr := dumpFile(ctx, r, node, io.MultiWriter(tmp, v))
+	werr := a.dumpFile(ctx, r, node, io.MultiWriter(tmp, v))
 	info, verr := v.Close()
 	var fe *rdb.FormatError
 	switch {
@@ -503,7 +503,7 @@ func (a *app) loadRedisTarget(ctx context.Context, r *repo.Repository, sn *repo.
 	res, err := rdb.Load(ctx, c, rdb.LoadOptions{
 		Listen:  f.listen,
 		Size:    int64(node.Size),
-		Write:   func(ctx context.Context, w io.Writer) error { return dumpFile(ctx, r, node, w) },
+		Write:   func(ctx context.Context, w io.Writer) error { return a.dumpFile(ctx, r, node, w) },
 		Version: det.RDBVersion,
 		Timeout: f.conn.timeout,
 		Log: func(format string, args ...any) {

@@ -70,11 +70,7 @@ func findStreamPrev(sns []*repo.Snapshot, host, path string) *repo.Snapshot {
 }
 
 func loadTree(ctx context.Context, r *repo.Repository, id crypto.ID) (*tree.Tree, error) {
-	raw, err := r.LoadBlob(ctx, id, nil)
-	if err != nil {
-		return nil, fmt.Errorf("load tree %s: %w", id.Short(), err)
-	}
-	return tree.Decode(raw)
+	return tree.Load(ctx, r, id)
 }
 
 // findNode resolves a slash path in a snapshot. "/" returns a synthetic

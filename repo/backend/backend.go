@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -61,6 +62,12 @@ type Backend interface {
 	// It fails with an error wrapping ErrNotFound for a missing object and
 	// returns fewer bytes only if the object is shorter.
 	Load(ctx context.Context, h Handle, offset, length int64) ([]byte, error)
+	// Open streams length bytes at offset (the rest of the object when
+	// length is 0), so a large range is consumed as it arrives instead of
+	// being held whole. Like Load it fails with ErrNotFound for a missing
+	// object; a transient failure in the middle of the body is resumed
+	// where it stopped. The reader ends early only if the object does.
+	Open(ctx context.Context, h Handle, offset, length int64) (io.ReadCloser, error)
 	// Stat returns the size of an object.
 	Stat(ctx context.Context, h Handle) (FileInfo, error)
 	// List calls fn for every object of type t, in no particular order.
@@ -84,4 +91,17 @@ type FileSaver interface {
 	// write-once like Save. The caller still owns f: it closes and removes
 	// it afterwards (removing a renamed file's old name is harmless).
 	SaveFile(ctx context.Context, h Handle, f *os.File, size int64) error
+}
+
+// Unwrap returns the storage behind a wrapping backend (such as the local
+// cache), or be itself: for readers that must see what the repository
+// holds, like check --read-data.
+func Unwrap(be Backend) Backend {
+	for {
+		w, ok := be.(interface{ Unwrap() Backend })
+		if !ok {
+			return be
+		}
+		be = w.Unwrap()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"testing"
@@ -55,6 +56,7 @@ func RunWithOptions(t *testing.T, opts Options, newBackend func(t *testing.T) ba
 	t.Run("SaveLoad", func(t *testing.T) { testSaveLoad(t, open(t)) })
 	t.Run("Config", func(t *testing.T) { testConfig(t, open(t)) })
 	t.Run("RangedLoad", func(t *testing.T) { testRangedLoad(t, open(t)) })
+	t.Run("Open", func(t *testing.T) { testOpen(t, open(t)) })
 	t.Run("Stat", func(t *testing.T) { testStat(t, open(t)) })
 	t.Run("Missing", func(t *testing.T) { testMissing(t, open(t)) })
 	t.Run("Remove", func(t *testing.T) { testRemove(t, open(t)) })
@@ -186,6 +188,68 @@ func testRangedLoad(t *testing.T, be backend.Backend) {
 	}
 	if got := load(t, be, e, 0, 10); len(got) != 0 {
 		t.Errorf("empty object, 10 bytes: got %d bytes", len(got))
+	}
+}
+
+// testOpen reads the ranges of testRangedLoad as streams, in small reads
+// (a restore consumes a pack blob by blob).
+func testOpen(t *testing.T, be backend.Backend) {
+	ctx := context.Background()
+	const size = 300_000
+	data := Random(t, size)
+	h := save(t, be, backend.DataPack, data)
+	cases := []struct {
+		off, n int64
+		want   []byte
+	}{
+		{0, 0, data},
+		{0, 10, data[:10]},
+		{10, 0, data[10:]},
+		{12345, 154321, data[12345 : 12345+154321]},
+		{size - 1, 1, data[size-1:]},
+		{size, 0, nil},
+		{size - 3, 10, data[size-3:]},
+		{size + 10, 5, nil},
+	}
+	for _, c := range cases {
+		rc, err := be.Open(ctx, h, c.off, c.n)
+		if err != nil {
+			t.Fatalf("open %d+%d: %v", c.off, c.n, err)
+		}
+		var got []byte
+		buf := make([]byte, 777)
+		for {
+			n, err := rc.Read(buf)
+			got = append(got, buf[:n]...)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read %d+%d: %v", c.off, c.n, err)
+			}
+		}
+		if err := rc.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if !bytes.Equal(got, c.want) {
+			t.Errorf("open %d+%d: got %d bytes, want %d", c.off, c.n, len(got), len(c.want))
+		}
+	}
+	// Closing early is fine.
+	rc, err := be.Open(ctx, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(rc, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	missing := backend.Handle{Type: backend.DataPack, Name: NameOf(Random(t, 8))}
+	if _, err := be.Open(ctx, missing, 0, 0); !errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("open missing: %v, want ErrNotFound", err)
+	}
+	if _, err := be.Open(ctx, h, -1, 0); err == nil {
+		t.Error("open at a negative offset succeeded")
 	}
 }
 

@@ -2,6 +2,7 @@
 package local
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -235,6 +236,40 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset, length int
 	}
 	return buf[:n], nil
 }
+
+// Open returns a buffered reader of the range.
+func (b *Backend) Open(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := b.path(h)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("open %v: invalid range %d+%d", h, offset, length)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(h, err)
+	}
+	if length == 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open %v: %w", h, err)
+		}
+		length = max(0, fi.Size()-offset)
+	}
+	return &fileRange{Reader: bufio.NewReaderSize(io.NewSectionReader(f, offset, length), 256<<10), f: f}, nil
+}
+
+type fileRange struct {
+	*bufio.Reader
+	f *os.File
+}
+
+func (r *fileRange) Close() error { return r.f.Close() }
 
 // Stat returns the object's size.
 func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {

@@ -624,3 +624,152 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	}
 	return nil
 }
+
+// Open streams the range with one GET. A body that breaks off (reset,
+// cut short, stalled) is resumed with a new ranged GET from the first
+// byte not yet delivered, within the retry policy's bounds; the reader
+// only ends early if the object does.
+func (b *Backend) Open(ctx context.Context, h backend.Handle, offset, length int64) (io.ReadCloser, error) {
+	key, err := b.key(h)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("open %v: invalid range %d+%d", h, offset, length)
+	}
+	rr := &rangeReader{b: b, ctx: ctx, key: key, h: h, pos: offset, end: -1}
+	if length > 0 {
+		rr.end = offset + length
+	}
+	if err := rr.reopen(); err != nil {
+		return nil, err
+	}
+	return rr, nil
+}
+
+// rangeReader is the body of a ranged GET that reopens itself after a
+// transient failure.
+type rangeReader struct {
+	b        *Backend
+	ctx      context.Context
+	key      string
+	h        backend.Handle
+	pos, end int64 // next byte to deliver; end of the range, -1 for the object's end
+	attempt  *attempt
+	body     io.ReadCloser
+	r        io.Reader
+	resumes  int
+	eof      bool
+}
+
+// reopen issues the GET for [pos, end) under the retry policy.
+func (rr *rangeReader) reopen() error {
+	rr.closeBody()
+	if rr.end >= 0 && rr.pos >= rr.end {
+		rr.eof = true
+		return nil
+	}
+	err := rr.b.retry(rr.ctx, "load "+rr.h.String(), func(*attempt) error {
+		var opts minio.GetObjectOptions
+		last := int64(0)
+		if rr.end >= 0 {
+			last = rr.end - 1
+		}
+		if rr.pos > 0 || rr.end >= 0 {
+			if err := opts.SetRange(rr.pos, last); err != nil {
+				return permanent(err)
+			}
+		}
+		ranged := opts.Header().Get("Range") != ""
+		// The body outlives this attempt of the retry loop, so it gets an
+		// attempt (context and stall timer) of its own.
+		ba := newAttempt(rr.ctx, rr.b.cfg.StallTimeout)
+		body, _, hdr, err := rr.b.core.GetObject(ba.ctx, rr.b.cfg.Bucket, rr.key, opts)
+		if err != nil {
+			stalled := ba.stalled()
+			ba.done()
+			if kindOf(err) == kindInvalidRange {
+				rr.eof = true // offset at or past the end
+				return nil
+			}
+			if stalled {
+				return fmt.Errorf("no data moved for %v: %w", rr.b.cfg.StallTimeout, err)
+			}
+			return err
+		}
+		r := ba.reader(body)
+		if ranged && hdr.Get("Content-Range") == "" {
+			// The server ignored the range and sent the whole object.
+			if _, err := io.CopyN(io.Discard, r, rr.pos); err != nil {
+				body.Close()
+				ba.done()
+				if errors.Is(err, io.EOF) {
+					rr.eof = true
+					return nil
+				}
+				return err
+			}
+			if rr.end >= 0 {
+				r = io.LimitReader(r, rr.end-rr.pos)
+			}
+		}
+		rr.attempt, rr.body, rr.r = ba, body, r
+		return nil
+	})
+	if err != nil {
+		return rr.b.fail("load", rr.h.String(), err)
+	}
+	return nil
+}
+
+func (rr *rangeReader) closeBody() {
+	if rr.body != nil {
+		rr.body.Close()
+		rr.body, rr.r = nil, nil
+	}
+	if rr.attempt != nil {
+		rr.attempt.done()
+		rr.attempt = nil
+	}
+}
+
+func (rr *rangeReader) Read(p []byte) (int, error) {
+	for {
+		if rr.eof {
+			return 0, io.EOF
+		}
+		if rr.end >= 0 && int64(len(p)) > rr.end-rr.pos {
+			p = p[:rr.end-rr.pos]
+		}
+		n, err := rr.r.Read(p)
+		rr.pos += int64(n)
+		if err == nil || n > 0 && errors.Is(err, io.EOF) && rr.end < 0 {
+			return n, nil
+		}
+		switch {
+		case errors.Is(err, io.EOF) && (rr.end < 0 || rr.pos >= rr.end):
+			rr.eof = true
+			rr.closeBody()
+			return n, nil
+		case rr.ctx.Err() != nil:
+			return n, rr.b.fail("load", rr.h.String(), rr.ctx.Err())
+		}
+		// The body broke off (or ended before the range did): resume.
+		rr.resumes++
+		if rr.resumes >= rr.b.cfg.MaxAttempts {
+			return n, rr.b.fail("load", rr.h.String(), fmt.Errorf("body broke off %d times, last: %w", rr.resumes, err))
+		}
+		if rerr := rr.reopen(); rerr != nil {
+			return n, rerr
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (rr *rangeReader) Close() error {
+	rr.closeBody()
+	rr.eof = true
+	return nil
+}

@@ -1,0 +1,401 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Reading many blobs (restore, dump) is planned pack-wise: the blobs and
+// the delta bases they need become windows, ranges of packs read with one
+// request each and streamed, so blobs are decoded as they arrive while
+// other windows are still downloading. Windows are started in the order
+// their blobs are needed, several at a time, within a memory budget.
+
+// ReadOptions tune ReadBlobs; zero values take defaults.
+type ReadOptions struct {
+	// Downloads is the number of windows streamed at once (default 4).
+	Downloads int
+	// Decoders is the number of goroutines that decrypt, decompress,
+	// rebuild deltas and call fn (default GOMAXPROCS+2, at least 4: fn
+	// often waits on the file system).
+	Decoders int
+	// Ordered calls fn once at a time in the order of the IDs (dump);
+	// otherwise fn is called from several goroutines as blobs are ready.
+	Ordered bool
+	// Budget bounds the stored bytes read ahead of decoding (default 32
+	// MiB per download, at least 128 MiB). The window that the oldest
+	// unfinished blob needs is always started, so the bound may be
+	// exceeded by one window.
+	Budget int64
+}
+
+// The shape of windows: a hole of up to maxReadGap between two needed
+// blobs is read through rather than paid with another request (about what
+// a remote store delivers in one round trip); a window spans at most
+// maxWindow bytes, a whole pack of the largest size init writes.
+const (
+	maxReadGap = 4 << 20
+	maxWindow  = MaxInitPackSize + 1<<20
+)
+
+func (o ReadOptions) withDefaults() ReadOptions {
+	if o.Downloads <= 0 {
+		o.Downloads = 4
+	}
+	if o.Decoders <= 0 {
+		o.Decoders = max(4, runtime.GOMAXPROCS(0)+2)
+	}
+	if o.Budget <= 0 {
+		o.Budget = max(128<<20, int64(o.Downloads)*32<<20)
+	}
+	return o
+}
+
+// segment is one stored blob to read: part of exactly one window.
+type segment struct {
+	id    crypto.ID
+	loc   index.Location
+	refs  int // uses not yet finished
+	ready chan struct{}
+	data  *[]byte // pooled; the sealed blob once ready
+	err   error
+}
+
+// window is a range of one pack read with one request.
+type window struct {
+	h          backend.Handle
+	start, end int64
+	segs       []*segment // in pack order
+	bytes      int64      // sum of the segments' lengths: the budget it takes
+	firstUse   int
+}
+
+// blobUse is one blob to deliver: its own stored bytes and, for a delta,
+// its base's.
+type blobUse struct {
+	target, base *segment
+	err          error
+}
+
+type blobReader struct {
+	r    *Repository
+	ctx  context.Context
+	opts ReadOptions
+	ids  []crypto.ID
+	fn   func(i int, plain []byte, err error) error
+
+	uses    []blobUse
+	windows []*window
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	nextWin  int   // next window to start
+	held     int64 // budget taken by started windows' unreleased segments
+	nextUse  int   // next use a decoder takes
+	done     []bool
+	lowest   int // every use below is finished
+	turn     int // Ordered: the use whose fn call is next
+	failed   error
+	cancel   context.CancelCauseFunc
+	cancelMu sync.Once
+}
+
+// ReadBlobs reads the blobs ids and calls fn with each one's plaintext,
+// or with the error that kept it from being read (missing, damaged,
+// unreadable pack); fn decides whether to go on. A non-nil return from fn
+// stops the read and is returned. plain is only valid during the call.
+func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts ReadOptions, fn func(i int, plain []byte, err error) error) error {
+	if len(ids) == 0 {
+		return parent.Err()
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	br := &blobReader{r: r, ctx: ctx, opts: opts.withDefaults(), ids: ids, fn: fn, cancel: cancel, done: make([]bool, len(ids))}
+	br.cond = sync.NewCond(&br.mu)
+	br.plan()
+	// Wake waiters when the read is canceled from outside.
+	stop := context.AfterFunc(ctx, func() {
+		br.mu.Lock()
+		br.cond.Broadcast()
+		br.mu.Unlock()
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	for range min(br.opts.Downloads, len(br.windows)) {
+		wg.Go(br.downloader)
+	}
+	var dwg sync.WaitGroup
+	for range min(br.opts.Decoders, len(ids)) {
+		dwg.Go(br.decoder)
+	}
+	dwg.Wait()
+	br.abort(nil) // no more uses: stop downloads that are no longer needed
+	wg.Wait()
+	br.releaseAll()
+	if br.failed != nil {
+		return br.failed
+	}
+	return parent.Err()
+}
+
+// plan turns the IDs into uses and windows, in the order blobs are needed:
+// a delta's base comes just before the delta.
+func (br *blobReader) plan() {
+	br.uses = make([]blobUse, len(br.ids))
+	segs := map[crypto.ID]*segment{}
+	open := map[crypto.ID]*window{} // the latest window of each pack
+	access := func(id crypto.ID, use int) (*segment, error) {
+		if s := segs[id]; s != nil {
+			s.refs++
+			return s, nil
+		}
+		loc, ok := br.r.Lookup(id)
+		if !ok {
+			return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
+		}
+		s := &segment{id: id, loc: loc, refs: 1, ready: make(chan struct{})}
+		segs[id] = s
+		off, end := int64(loc.Offset), int64(loc.Offset)+int64(loc.Length)
+		w := open[loc.Pack]
+		if w == nil || off < w.end || off-w.end > maxReadGap || end-w.start > maxWindow {
+			w = &window{h: backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, start: off, end: off, firstUse: use}
+			br.windows = append(br.windows, w)
+			open[loc.Pack] = w
+		}
+		w.segs = append(w.segs, s)
+		w.end = end
+		w.bytes += int64(loc.Length)
+		return s, nil
+	}
+	for i, id := range br.ids {
+		u := &br.uses[i]
+		if base, ok := br.r.DeltaBase(id); ok {
+			if u.base, u.err = access(base, i); u.err != nil {
+				u.err = fmt.Errorf("blob %s: base: %w", id.Short(), u.err)
+				continue
+			}
+		}
+		if u.target, u.err = access(id, i); u.err != nil && u.base != nil {
+			u.base.refs-- // its buffer, if read, goes back in releaseAll
+			u.base = nil
+		}
+	}
+}
+
+// abort stops the read: err (nil for a normal end) is what ReadBlobs
+// returns.
+func (br *blobReader) abort(err error) {
+	br.mu.Lock()
+	if err != nil && br.failed == nil {
+		br.failed = err
+	}
+	br.cond.Broadcast()
+	br.mu.Unlock()
+	br.cancelMu.Do(func() { br.cancel(err) })
+}
+
+// downloader starts windows in order while the budget allows (or the
+// oldest unfinished use needs the window) and streams them.
+func (br *blobReader) downloader() {
+	for {
+		br.mu.Lock()
+		for br.nextWin < len(br.windows) && br.ctx.Err() == nil {
+			w := br.windows[br.nextWin]
+			if br.held+w.bytes <= br.opts.Budget || w.firstUse <= br.lowest {
+				break
+			}
+			br.cond.Wait()
+		}
+		if br.nextWin == len(br.windows) || br.ctx.Err() != nil {
+			br.mu.Unlock()
+			return
+		}
+		w := br.windows[br.nextWin]
+		br.nextWin++
+		br.held += w.bytes
+		br.mu.Unlock()
+		br.download(w)
+	}
+}
+
+// download streams one window, handing out each segment as it arrives.
+func (br *blobReader) download(w *window) {
+	segs := w.segs
+	fail := func(err error) {
+		for _, s := range segs {
+			s.err = err
+			close(s.ready)
+		}
+	}
+	rc, err := br.r.be.Open(br.ctx, w.h, w.start, w.end-w.start)
+	if err != nil {
+		fail(fmt.Errorf("read pack %s: %w", ShortName(w.h.Name), err))
+		return
+	}
+	defer rc.Close()
+	pos := w.start
+	for len(segs) > 0 {
+		s := segs[0]
+		off := int64(s.loc.Offset)
+		if off > pos {
+			if _, err := io.CopyN(io.Discard, rc, off-pos); err != nil {
+				fail(readErr(w, err))
+				return
+			}
+		}
+		bp := br.r.getBuf(int(s.loc.Length))
+		buf := (*bp)[:s.loc.Length]
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			br.r.putBuf(bp)
+			fail(readErr(w, err))
+			return
+		}
+		*bp = buf
+		s.data = bp
+		close(s.ready)
+		pos = off + int64(s.loc.Length)
+		segs = segs[1:]
+	}
+}
+
+func readErr(w *window, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("pack %s: %w: pack is truncated", ShortName(w.h.Name), ErrBlobCorrupt)
+	}
+	return fmt.Errorf("read pack %s: %w", ShortName(w.h.Name), err)
+}
+
+// decoder takes uses in order, waits for their segments, decodes them and
+// delivers the plaintext.
+func (br *blobReader) decoder() {
+	var out []byte
+	for {
+		br.mu.Lock()
+		if br.nextUse == len(br.uses) || br.ctx.Err() != nil {
+			br.mu.Unlock()
+			return
+		}
+		i := br.nextUse
+		br.nextUse++
+		br.mu.Unlock()
+
+		plain, err := br.decode(i, out[:0])
+		if plain != nil {
+			out = plain
+		}
+		if !br.deliver(i, plain, err) {
+			return
+		}
+	}
+}
+
+// decode waits for use i's segments and rebuilds its plaintext into dst.
+func (br *blobReader) decode(i int, dst []byte) ([]byte, error) {
+	u := &br.uses[i]
+	if u.err != nil {
+		return nil, u.err
+	}
+	defer func() {
+		br.release(u.target)
+		if u.base != nil {
+			br.release(u.base)
+		}
+	}()
+	for _, s := range []*segment{u.base, u.target} {
+		if s == nil {
+			continue
+		}
+		select {
+		case <-s.ready:
+		case <-br.ctx.Done():
+			return nil, context.Cause(br.ctx)
+		}
+		if s.err != nil {
+			if s == u.base {
+				return nil, fmt.Errorf("blob %s: base %s: %w", br.ids[i].Short(), s.id.Short(), s.err)
+			}
+			return nil, s.err
+		}
+	}
+	var sb *sealedBase
+	if u.base != nil {
+		sb = &sealedBase{id: u.base.id, stored: *u.base.data}
+	}
+	return br.r.decodeBlob(br.ctx, br.ids[i], *u.target.data, dst, false, sb)
+}
+
+// deliver calls fn for use i (in turn when Ordered) and marks it finished;
+// it reports whether the read goes on.
+func (br *blobReader) deliver(i int, plain []byte, err error) bool {
+	if br.opts.Ordered {
+		br.mu.Lock()
+		for br.turn != i && br.ctx.Err() == nil {
+			br.cond.Wait()
+		}
+		br.mu.Unlock()
+	}
+	if br.ctx.Err() != nil {
+		return false
+	}
+	if ferr := br.fn(i, plain, err); ferr != nil {
+		br.abort(ferr)
+		return false
+	}
+	br.mu.Lock()
+	br.done[i] = true
+	for br.lowest < len(br.done) && br.done[br.lowest] {
+		br.lowest++
+	}
+	if br.opts.Ordered {
+		br.turn++
+	}
+	br.cond.Broadcast()
+	br.mu.Unlock()
+	return true
+}
+
+// release ends one use of a segment; the last one frees its buffer and
+// its share of the budget.
+func (br *blobReader) release(s *segment) {
+	br.mu.Lock()
+	s.refs--
+	free := s.refs == 0 && s.data != nil
+	var bp *[]byte
+	if free {
+		bp, s.data = s.data, nil
+	}
+	if s.refs == 0 {
+		br.held -= int64(s.loc.Length)
+		br.cond.Broadcast()
+	}
+	br.mu.Unlock()
+	if bp != nil {
+		br.r.putBuf(bp)
+	}
+}
+
+// releaseAll returns the buffers of segments that were read but never
+// used (the read stopped early).
+func (br *blobReader) releaseAll() {
+	for _, w := range br.windows {
+		for _, s := range w.segs {
+			select {
+			case <-s.ready:
+			default:
+				continue
+			}
+			if s.data != nil {
+				br.r.putBuf(s.data)
+				s.data = nil
+			}
+		}
+	}
+}

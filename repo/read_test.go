@@ -1,0 +1,180 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// readFixture stores full blobs and delta blobs against them across
+// several small packs, and returns the IDs (deltas interleaved with full
+// blobs, some IDs repeated) with their plaintexts.
+func readFixture(t *testing.T) (*Repository, string, []crypto.ID, map[crypto.ID][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	r, dir := newTestRepo(t, Options{PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(3, 4))
+	plain := map[crypto.ID][]byte{}
+	var bases, ids []crypto.ID
+	for i := range 40 {
+		b := dumpRows(i*1000, i*1000+600, 0, nil)
+		res, err := r.SaveBlob(ctx, index.DataBlob, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain[res.ID] = b
+		bases = append(bases, res.ID)
+		// Incompressible filler between the bases, so windows have gaps.
+		filler := make([]byte, 20_000+rng.IntN(60_000))
+		for j := range filler {
+			filler[j] = byte(rng.Uint32())
+		}
+		if _, err := r.SaveBlob(ctx, index.DataBlob, filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deltas := 0
+	for i, base := range bases {
+		v2 := dumpRows(i*1000, i*1000+600, 37, map[int]bool{i*1000 + 5: true})
+		id := r.Key().BlobID(v2)
+		res, err := r.SaveDataBlob(ctx, id, v2, cands(base))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Base.IsNull() {
+			deltas++
+		}
+		plain[id] = v2
+		ids = append(ids, id)
+		if i%3 == 0 {
+			ids = append(ids, base)
+		}
+		if i%7 == 0 {
+			ids = append(ids, id) // the same blob twice
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if deltas < len(bases)/2 {
+		t.Fatalf("only %d deltas stored", deltas)
+	}
+	return r, dir, ids, plain
+}
+
+func TestReadBlobs(t *testing.T) {
+	r, _, ids, plain := readFixture(t)
+	for _, o := range []ReadOptions{
+		{Ordered: true},
+		{},
+		{Ordered: true, Downloads: 1, Decoders: 1},
+		{Downloads: 8, Decoders: 3},
+		{Ordered: true, Budget: 1}, // every window over budget: progress only
+		{Budget: 1, Downloads: 3},
+	} {
+		var mu sync.Mutex
+		var order []int
+		got := make([][]byte, len(ids))
+		err := r.ReadBlobs(context.Background(), ids, o, func(i int, b []byte, err error) error {
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, i)
+			got[i] = bytes.Clone(b)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		for i, id := range ids {
+			if !bytes.Equal(got[i], plain[id]) {
+				t.Fatalf("%+v: blob %d (%s) differs", o, i, id.Short())
+			}
+		}
+		if o.Ordered {
+			for i, j := range order {
+				if i != j {
+					t.Fatalf("%+v: call %d was for blob %d", o, i, j)
+				}
+			}
+		}
+	}
+}
+
+func TestReadBlobsErrors(t *testing.T) {
+	r, dir, ids, _ := readFixture(t)
+	ctx := context.Background()
+	missing := crypto.ID{9, 9}
+	withMissing := append([]crypto.ID{missing}, ids...)
+	errs := map[int]error{}
+	err := r.ReadBlobs(ctx, withMissing, ReadOptions{}, func(i int, _ []byte, err error) error {
+		if err != nil {
+			errs[i] = err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], ErrBlobNotFound) {
+		t.Fatalf("errors %v, want ErrBlobNotFound for blob 0 only", errs)
+	}
+
+	// fn's error stops the read and is returned.
+	stop := errors.New("enough")
+	calls := 0
+	err = r.ReadBlobs(ctx, ids, ReadOptions{Ordered: true}, func(i int, _ []byte, err error) error {
+		calls++
+		if i == 3 {
+			return stop
+		}
+		return err
+	})
+	if !errors.Is(err, stop) || calls != 4 {
+		t.Fatalf("stopped read: %v after %d calls", err, calls)
+	}
+
+	// A canceled context ends the read with its error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := r.ReadBlobs(cctx, ids, ReadOptions{}, func(int, []byte, error) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled read: %v", err)
+	}
+
+	// A truncated pack: every blob past the cut reports damage, the others
+	// are read.
+	loc, _ := r.Lookup(ids[0])
+	p := filepath.Join(dir, string(backend.DataPack), loc.Pack.String()[:2], loc.Pack.String())
+	if err := os.Truncate(p, int64(loc.Offset)+int64(loc.Length)/2); err != nil {
+		t.Fatal(err)
+	}
+	var bad, good int
+	err = r.ReadBlobs(ctx, ids, ReadOptions{}, func(i int, _ []byte, err error) error {
+		if err != nil {
+			if !errors.Is(err, ErrBlobCorrupt) {
+				t.Errorf("blob %d: %v, want ErrBlobCorrupt", i, err)
+			}
+			bad++
+		} else {
+			good++
+		}
+		return nil
+	})
+	if err != nil || bad == 0 || good == 0 {
+		t.Fatalf("truncated pack: %v, %d bad, %d good", err, bad, good)
+	}
+}
