@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -54,7 +56,7 @@ func (o ReadOptions) withDefaults() ReadOptions {
 		o.Decoders = max(4, runtime.GOMAXPROCS(0)+2)
 	}
 	if o.Budget <= 0 {
-		o.Budget = max(128<<20, int64(o.Downloads)*32<<20)
+		o.Budget = max(32<<20, int64(o.Downloads)*8<<20)
 	}
 	return o
 }
@@ -63,19 +65,24 @@ func (o ReadOptions) withDefaults() ReadOptions {
 type segment struct {
 	id    crypto.ID
 	loc   index.Location
+	w     *window
 	refs  int // uses not yet finished
 	ready chan struct{}
-	data  *[]byte // pooled; the sealed blob once ready
+	data  []byte // the sealed blob once ready (in its window's buffer)
 	err   error
 }
 
-// window is a range of one pack read with one request.
+// window is a range of one pack read with one request. Its segments are
+// copied, without the gaps between them, into one buffer of exactly their
+// size, which is freed when the last of them has been used.
 type window struct {
 	h          backend.Handle
 	start, end int64
 	segs       []*segment // in pack order
 	bytes      int64      // sum of the segments' lengths: the budget it takes
 	firstUse   int
+	live       int // segments not yet released
+	buf        []byte
 }
 
 // blobUse is one blob to deliver: its own stored bytes and, for a delta,
@@ -98,7 +105,8 @@ type blobReader struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	nextWin  int   // next window to start
-	held     int64 // budget taken by started windows' unreleased segments
+	held     int64 // budget taken by started windows not yet released
+	free     [][]byte // window buffers to reuse
 	nextUse  int   // next use a decoder takes
 	done     []bool
 	lowest   int // every use below is finished
@@ -121,6 +129,13 @@ func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts Rea
 	br := &blobReader{r: r, ctx: ctx, opts: opts.withDefaults(), ids: ids, fn: fn, cancel: cancel, done: make([]bool, len(ids))}
 	br.cond = sync.NewCond(&br.mu)
 	br.plan()
+	if os.Getenv("CAIRN_DEBUG_READ") != "" {
+		var bytes int64
+		for _, w := range br.windows {
+			bytes += w.end - w.start
+		}
+		fmt.Fprintf(os.Stderr, "read: %d blobs, %d windows, %d bytes read\n", len(ids), len(br.windows), bytes)
+	}
 	// Wake waiters when the read is canceled from outside.
 	stop := context.AfterFunc(ctx, func() {
 		br.mu.Lock()
@@ -139,7 +154,6 @@ func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts Rea
 	dwg.Wait()
 	br.abort(nil) // no more uses: stop downloads that are no longer needed
 	wg.Wait()
-	br.releaseAll()
 	if br.failed != nil {
 		return br.failed
 	}
@@ -164,14 +178,19 @@ func (br *blobReader) plan() {
 		s := &segment{id: id, loc: loc, refs: 1, ready: make(chan struct{})}
 		segs[id] = s
 		off, end := int64(loc.Offset), int64(loc.Offset)+int64(loc.Length)
+		// Blobs written by parallel workers sit in their pack only roughly
+		// in the order of the stream: a window takes any blob of its pack
+		// near its range, before or after it.
 		w := open[loc.Pack]
-		if w == nil || off < w.end || off-w.end > maxReadGap || end-w.start > maxWindow {
-			w = &window{h: backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, start: off, end: off, firstUse: use}
+		if w == nil || off-w.end > maxReadGap || w.start-end > maxReadGap || max(end, w.end)-min(off, w.start) > maxWindow {
+			w = &window{h: backend.Handle{Type: PackType(loc.Type), Name: loc.Pack.String()}, start: off, end: end, firstUse: use}
 			br.windows = append(br.windows, w)
 			open[loc.Pack] = w
 		}
 		w.segs = append(w.segs, s)
-		w.end = end
+		w.live++
+		s.w = w
+		w.start, w.end = min(w.start, off), max(w.end, end)
 		w.bytes += int64(loc.Length)
 		return s, nil
 	}
@@ -184,9 +203,12 @@ func (br *blobReader) plan() {
 			}
 		}
 		if u.target, u.err = access(id, i); u.err != nil && u.base != nil {
-			u.base.refs-- // its buffer, if read, goes back in releaseAll
+			u.base.refs++ // never released: the window's buffer goes back at the end
 			u.base = nil
 		}
+	}
+	for _, w := range br.windows {
+		slices.SortFunc(w.segs, func(a, b *segment) int { return int(a.loc.Offset) - int(b.loc.Offset) })
 	}
 }
 
@@ -221,6 +243,7 @@ func (br *blobReader) downloader() {
 		w := br.windows[br.nextWin]
 		br.nextWin++
 		br.held += w.bytes
+		w.buf = br.takeBuffer(int(w.bytes))
 		br.mu.Unlock()
 		br.download(w)
 	}
@@ -242,6 +265,7 @@ func (br *blobReader) download(w *window) {
 	}
 	defer rc.Close()
 	pos := w.start
+	buf := w.buf
 	for len(segs) > 0 {
 		s := segs[0]
 		off := int64(s.loc.Offset)
@@ -251,19 +275,28 @@ func (br *blobReader) download(w *window) {
 				return
 			}
 		}
-		bp := br.r.getBuf(int(s.loc.Length))
-		buf := (*bp)[:s.loc.Length]
-		if _, err := io.ReadFull(rc, buf); err != nil {
-			br.r.putBuf(bp)
+		data := buf[:s.loc.Length:s.loc.Length]
+		if _, err := io.ReadFull(rc, data); err != nil {
 			fail(readErr(w, err))
 			return
 		}
-		*bp = buf
-		s.data = bp
+		s.data, buf = data, buf[s.loc.Length:]
 		close(s.ready)
 		pos = off + int64(s.loc.Length)
 		segs = segs[1:]
 	}
+}
+
+// takeBuffer returns a buffer of n bytes, reusing a freed window's; called
+// with br.mu held.
+func (br *blobReader) takeBuffer(n int) []byte {
+	for i, b := range br.free {
+		if cap(b) >= n {
+			br.free = append(br.free[:i], br.free[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
 }
 
 func readErr(w *window, err error) error {
@@ -327,9 +360,9 @@ func (br *blobReader) decode(i int, dst []byte) ([]byte, error) {
 	}
 	var sb *sealedBase
 	if u.base != nil {
-		sb = &sealedBase{id: u.base.id, stored: *u.base.data}
+		sb = &sealedBase{id: u.base.id, stored: u.base.data}
 	}
-	return br.r.decodeBlob(br.ctx, br.ids[i], *u.target.data, dst, false, sb)
+	return br.r.decodeBlob(br.ctx, br.ids[i], u.target.data, dst, false, sb)
 }
 
 // deliver calls fn for use i (in turn when Ordered) and marks it finished;
@@ -362,40 +395,25 @@ func (br *blobReader) deliver(i int, plain []byte, err error) bool {
 	return true
 }
 
-// release ends one use of a segment; the last one frees its buffer and
-// its share of the budget.
+// release ends one use of a segment; when every segment of its window is
+// done, the window's buffer and budget are freed.
 func (br *blobReader) release(s *segment) {
 	br.mu.Lock()
+	defer br.mu.Unlock()
 	s.refs--
-	free := s.refs == 0 && s.data != nil
-	var bp *[]byte
-	if free {
-		bp, s.data = s.data, nil
+	if s.refs > 0 {
+		return
 	}
-	if s.refs == 0 {
-		br.held -= int64(s.loc.Length)
-		br.cond.Broadcast()
+	s.data = nil
+	w := s.w
+	w.live--
+	if w.live > 0 {
+		return
 	}
-	br.mu.Unlock()
-	if bp != nil {
-		br.r.putBuf(bp)
+	br.held -= w.bytes
+	if w.buf != nil && len(br.free) < br.opts.Downloads {
+		br.free = append(br.free, w.buf[:0])
 	}
-}
-
-// releaseAll returns the buffers of segments that were read but never
-// used (the read stopped early).
-func (br *blobReader) releaseAll() {
-	for _, w := range br.windows {
-		for _, s := range w.segs {
-			select {
-			case <-s.ready:
-			default:
-				continue
-			}
-			if s.data != nil {
-				br.r.putBuf(s.data)
-				s.data = nil
-			}
-		}
-	}
+	w.buf = nil
+	br.cond.Broadcast()
 }

@@ -121,7 +121,10 @@ func TestReadBlobsErrors(t *testing.T) {
 	missing := crypto.ID{9, 9}
 	withMissing := append([]crypto.ID{missing}, ids...)
 	errs := map[int]error{}
+	var mu sync.Mutex // fn runs concurrently unless Ordered
 	err := r.ReadBlobs(ctx, withMissing, ReadOptions{}, func(i int, _ []byte, err error) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			errs[i] = err
 		}
@@ -164,6 +167,8 @@ func TestReadBlobsErrors(t *testing.T) {
 	}
 	var bad, good int
 	err = r.ReadBlobs(ctx, ids, ReadOptions{}, func(i int, _ []byte, err error) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			if !errors.Is(err, ErrBlobCorrupt) {
 				t.Errorf("blob %d: %v, want ErrBlobCorrupt", i, err)

@@ -1,5 +1,5 @@
 // Command cairnbench compares cairn with restic on the same machine, in the
-// same run, on three data sets:
+// same run, on four data sets:
 //
 //   - pg: a pair of PostgreSQL dumps (pg_dump -Fc -Z0) of a pgbench database
 //     (day 1; day 2 after a fixed pgbench run and appended event rows), backed
@@ -14,12 +14,20 @@
 //     few large ones: first backup, unchanged second backup, day-2 backup
 //     after 1% of the small files were rewritten and one large file grew,
 //     then a restore.
+//   - s3: both tools against a MinIO server on loopback behind a proxy
+//     that adds a fixed delay to every request (-s3-delay, default 30ms),
+//     like a remote bucket: a production-like tree (a copy of /usr/share
+//     and 300 random files of 1-5 MiB; first, unchanged and day-2 backups,
+//     then restores with a warm and a cold local cache) and the pg dump
+//     pair through standard input. Each phase also counts the S3 requests
+//     by class (s3.go, bench/latencyproxy).
 //
 // Both tools encrypt with their default compression (restic: repository
 // version 2, --compression auto) into repositories on local disk in a
-// temporary directory. Every phase runs cairn first, then restic, and
-// measures wall time, peak RSS (the child's rusage), the repository size after
-// the phase and, where the input size is known, throughput. It prints a table
+// temporary directory (the s3 data set: into buckets). Every phase runs
+// cairn first, then restic, and measures wall time, peak RSS (the child's
+// rusage), the repository size after the phase and, where the input size is
+// known, throughput. It prints a table
 // and writes the same as JSON, together with the index memory per blob
 // reported by the index package's BenchmarkIndexMemory.
 //
@@ -33,10 +41,11 @@
 // Usage (from the repository root; scripts/bench.sh builds cairn and installs
 // restic first):
 //
-//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files] [-json PATH] [-keep]
+//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files,s3] [-s3-delay 30ms] [-json PATH] [-keep]
 //
 // -quick uses a small corpus (pgbench -s 5, 5,000 files) as a smoke test that
-// finishes in about a minute once the corpus is cached.
+// finishes in about a minute once the corpus is cached. The s3 data set
+// needs the MinIO binary of scripts/minio.sh (scripts/bench.sh runs it).
 package main
 
 import (
@@ -70,18 +79,25 @@ type profile struct {
 	LargeFiles     int `json:"large_files"`
 	LargeFileBytes int `json:"large_file_bytes"`
 	AppendBytes    int `json:"day2_append_bytes"`
+	// s3: files of /usr/share (0: all of it), random files of 1-5 MiB,
+	// and the fewest files the tree may have.
+	S3UsrShareFiles int `json:"s3_usr_share_files"`
+	S3LargeFiles    int `json:"s3_large_files"`
+	S3MinFiles      int `json:"s3_min_files"`
 }
 
 var fullProfile = profile{
 	Name: "full", PgScale: 35, PgEvents1: 200_000, PgEvents2: 100_000, PgTransactions: 20_000, PgClients: 4,
 	RedisKeys:  300_000,
 	SmallFiles: 50_000, LargeFiles: 5, LargeFileBytes: 50 << 20, AppendBytes: 10 << 20,
+	S3LargeFiles: 300, S3MinFiles: 40_000,
 }
 
 var quickProfile = profile{
 	Name: "quick", PgScale: 5, PgEvents1: 20_000, PgEvents2: 10_000, PgTransactions: 2_000, PgClients: 4,
 	RedisKeys:  30_000,
 	SmallFiles: 5_000, LargeFiles: 2, LargeFileBytes: 10 << 20, AppendBytes: 2 << 20,
+	S3UsrShareFiles: 5_000, S3LargeFiles: 20, S3MinFiles: 4_000,
 }
 
 type options struct {
@@ -95,6 +111,7 @@ type options struct {
 	work         string
 	randomFiller bool
 	skipIndex    bool
+	s3Delay      time.Duration
 }
 
 func main() {
@@ -117,7 +134,7 @@ func run() error {
 	var o options
 	var datasets string
 	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files): a smoke test of about a minute")
-	flag.StringVar(&datasets, "datasets", "pg,redis,files", "comma-separated data sets to run: pg, redis, files")
+	flag.StringVar(&datasets, "datasets", "pg,redis,files,s3", "comma-separated data sets to run: pg, redis, files, s3")
 	flag.StringVar(&o.jsonPath, "json", filepath.Join(root, "bench", "results", "latest.json"), "write the results as JSON to `path`")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (repositories, working copies)")
 	flag.StringVar(&o.cairn, "cairn", filepath.Join(root, "bin", "cairn"), "cairn `binary` (make build)")
@@ -126,6 +143,7 @@ func run() error {
 	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default $TMPDIR)")
 	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
 	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
+	flag.DurationVar(&o.s3Delay, "s3-delay", 30*time.Millisecond, "s3: `delay` the latency proxy adds to every request (0: none)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -135,11 +153,14 @@ func run() error {
 		d = strings.TrimSpace(d)
 		switch d {
 		case "":
-		case "pg", "redis", "files":
+		case "pg", "redis", "files", "s3":
 			o.datasets[d] = true
 		default:
-			return fmt.Errorf("-datasets: unknown data set %q (pg, redis, files)", d)
+			return fmt.Errorf("-datasets: unknown data set %q (pg, redis, files, s3)", d)
 		}
+	}
+	if o.s3Delay < 0 {
+		return fmt.Errorf("-s3-delay %s: must not be negative", o.s3Delay)
 	}
 	prof := fullProfile
 	if o.quick {
@@ -166,7 +187,7 @@ func run() error {
 	for _, ds := range []struct {
 		name string
 		fn   func() error
-	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}} {
+	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}, {"s3", b.runS3}} {
 		if !o.datasets[ds.name] {
 			continue
 		}

@@ -159,7 +159,9 @@ UPDATE pgbench_branches SET filler = md5(random()::text) || md5(random()::text)`
 	return writeJSONFile(filepath.Join(dir, "info.json"), info)
 }
 
-func (b *bench) runPG() error {
+// pgCorpus returns the cached pair of dumps (day 1, day 2) of the profile,
+// generating them first if they are missing, and their description.
+func (b *bench) pgCorpus() (day1, day2 string, info *pgInfo, err error) {
 	p := b.prof
 	filler := "blank"
 	if p.PgRandomFiller {
@@ -168,14 +170,22 @@ func (b *bench) runPG() error {
 	name := fmt.Sprintf("pg-s%d-%s-e%d+%d-t%dx%d", p.PgScale, filler, p.PgEvents1, p.PgEvents2, p.PgTransactions, p.PgClients)
 	dir, err := b.corpus(name, b.genPG)
 	if err != nil {
+		return "", "", nil, err
+	}
+	info = &pgInfo{}
+	if err := readJSONFile(filepath.Join(dir, "info.json"), info); err != nil {
+		return "", "", nil, err
+	}
+	return filepath.Join(dir, "day1.pgdump"), filepath.Join(dir, "day2.pgdump"), info, nil
+}
+
+func (b *bench) runPG() error {
+	day1, day2, infoP, err := b.pgCorpus()
+	if err != nil {
 		return err
 	}
-	var info pgInfo
-	if err := readJSONFile(filepath.Join(dir, "info.json"), &info); err != nil {
-		return err
-	}
+	info := *infoP
 	b.res.Datasets["pg"] = &info
-	day1, day2 := filepath.Join(dir, "day1.pgdump"), filepath.Join(dir, "day2.pgdump")
 	b.logf("   pg: database %s on day 1, %s on day 2; dumps %s and %s", fmtBytes(info.DBBytesDay1), fmtBytes(info.DBBytesDay2),
 		fmtBytes(info.DumpBytesDay1), fmtBytes(info.DumpBytesDay2))
 	warm(day1, day2)

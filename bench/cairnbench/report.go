@@ -89,6 +89,10 @@ func (b *bench) finish() {
 		if r.Cairn == nil || r.Restic == nil || r.Dataset == startupDataset {
 			continue
 		}
+		if r.Dataset == s3Dataset {
+			s3Targets(r, add) // its own targets, in time ratios
+			continue
+		}
 		isDump := r.Dataset == "pg" || r.Dataset == "redis"
 		switch {
 		case isDump && r.Backup && r.Variant == "":
@@ -124,6 +128,27 @@ func (b *bench) finish() {
 	b.res.Targets = ts
 }
 
+// s3Targets checks the targets of the s3 rows: cairn's time as a fraction
+// of restic's, and the request count of the unchanged re-backup, which a
+// remote bucket's latency turns into time.
+func s3Targets(r *Row, add func(target string, r *Row, v float64, want string, met bool)) {
+	if r.Speedup > 0 {
+		t := 1 / r.Speedup // cairn time / restic time
+		switch r.Phase {
+		case s3TreeFirst:
+			add("s3: first tree backup time <= 1.0x restic's", r, t, "<= 1.0", t <= 1)
+		case s3TreeUnchanged, s3TreeDay2:
+			add("s3: unchanged and 1%-changed tree backup time <= 0.5x restic's", r, t, "<= 0.5", t <= 0.5)
+		case s3TreeRestore, s3PGRestore:
+			add("s3: restore time <= 0.5x restic's", r, t, "<= 0.5", t <= 0.5)
+		}
+	}
+	if r.Phase == s3TreeUnchanged && r.Cairn.Requests != nil && r.Restic.Requests != nil && r.Restic.Requests.Total() > 0 {
+		v := float64(r.Cairn.Requests.Total()) / float64(r.Restic.Requests.Total())
+		add("s3: unchanged re-backup requests <= 2x restic's", r, v, "<= 2", v <= 2)
+	}
+}
+
 func round3(v float64) float64 {
 	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'f', 3, 64), 64)
 	return r
@@ -157,6 +182,14 @@ func rssCell(m *Measure) string {
 	return fmtRSS(m.MaxRSSKiB)
 }
 
+// requestsCell is the S3 requests of a phase, e.g. "14 (GET 8, LIST 4, PUT 2)".
+func requestsCell(m *Measure) string {
+	if m == nil || m.Requests == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d (%s)", m.Requests.Total(), m.Requests)
+}
+
 func repoCell(m *Measure, backup bool) string {
 	if m == nil {
 		return "-"
@@ -171,8 +204,17 @@ func repoCell(m *Measure, backup bool) string {
 func (b *bench) printTable(w io.Writer) {
 	fmt.Fprintf(w, "cairn vs restic: profile %s, %s CPUs, load %s at start and %s at end; %s; %s\n",
 		b.res.Profile.Name, b.res.Host["cpus"], b.res.Host["load_at_start"], b.res.Host["load_at_end"], b.res.CairnVersion, b.res.ResticVersion)
+	// The request columns only when a data set counted requests (s3).
+	withRequests := false
+	for _, r := range b.res.Rows {
+		withRequests = withRequests || (r.Cairn != nil && r.Cairn.Requests != nil)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "dataset\tphase\tinput\tcairn\trestic\tspeedup\tcairn MB/s\trestic MB/s\tcairn RSS\trestic RSS\tRSS ratio\tcairn repo (+added)\trestic repo (+added)\tgrowth ratio\t")
+	header := "dataset\tphase\tinput\tcairn\trestic\tspeedup\tcairn MB/s\trestic MB/s\tcairn RSS\trestic RSS\tRSS ratio\tcairn repo (+added)\trestic repo (+added)\tgrowth ratio\t"
+	if withRequests {
+		header += "cairn requests\trestic requests\t"
+	}
+	fmt.Fprintln(tw, header)
 	for _, r := range b.res.Rows {
 		ds := r.Dataset
 		if r.Variant != "" {
@@ -186,14 +228,21 @@ func (b *bench) printTable(w io.Writer) {
 		if r.ResticRef {
 			resticTime = "(" + resticTime + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", ds, r.Phase, input,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", ds, r.Phase, input,
 			secsCell(r.Cairn), resticTime, ratio(r.Speedup, "%.2fx"), rateCell(r.Cairn), rateCell(r.Restic),
 			rssCell(r.Cairn), rssCell(r.Restic), ratio(r.RSSRatio, "%.2f"),
 			repoCell(r.Cairn, r.Backup), repoCell(r.Restic, r.Backup), ratio(r.GrowthRatio, "%.2f"))
+		if withRequests {
+			fmt.Fprintf(tw, "%s\t%s\t", requestsCell(r.Cairn), requestsCell(r.Restic))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "speedup = restic time / cairn time; RSS ratio and growth ratio = cairn / restic; MB = 10^6 bytes.")
 	fmt.Fprintln(w, "Rows in [brackets] run cairn another way; their restic figures (in parentheses) repeat the main row's.")
+	if withRequests {
+		fmt.Fprintf(w, "s3 rows: requests through the latency proxy (%s each): GET object reads, LIST bucket listings, other e.g. GET ?location.\n", b.o.s3Delay)
+	}
 	for _, r := range b.res.Rows {
 		if r.Note != "" {
 			fmt.Fprintf(w, "note: %s: %s\n", rowName(r), r.Note)

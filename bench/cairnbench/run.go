@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cairn-backup/cairn/bench/latencyproxy"
 )
 
 // Measure is one tool's run of one phase.
@@ -32,9 +34,12 @@ type Measure struct {
 	InputBytes int64   `json:"input_bytes,omitempty"`
 	MBps       float64 `json:"mb_per_s,omitempty"`
 	// From the backup's --json summary (restic's field names).
-	DataAdded       int64  `json:"data_added,omitempty"`
-	DataAddedPacked int64  `json:"data_added_packed,omitempty"`
-	Command         string `json:"command"`
+	DataAdded       int64 `json:"data_added,omitempty"`
+	DataAddedPacked int64 `json:"data_added_packed,omitempty"`
+	// Requests are the S3 requests of the phase by class, counted by the
+	// latency proxy (s3 data set only).
+	Requests *latencyproxy.Counts `json:"requests,omitempty"`
+	Command  string               `json:"command"`
 }
 
 // Row is one phase of one data set: cairn and restic side by side. In a
@@ -118,7 +123,9 @@ func newBench(ctx context.Context, root string, o options, prof profile) (*bench
 	}
 	b.o.cairn = cairnCopy
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CAIRN_") || strings.HasPrefix(kv, "RESTIC_") || strings.HasPrefix(kv, "TMPDIR=") {
+		// AWS_* would reach the s3 data set's tools (a session token or a
+		// profile of the user's own account breaks MinIO's credentials).
+		if strings.HasPrefix(kv, "CAIRN_") || strings.HasPrefix(kv, "RESTIC_") || strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "TMPDIR=") {
 			continue
 		}
 		b.env = append(b.env, kv)
@@ -198,7 +205,34 @@ func (b *bench) logf(format string, args ...any) {
 type repoT struct {
 	tool string // "cairn" or "restic"
 	bin  string
-	dir  string
+	dir  string // the -r argument: a directory, or an s3: location
+	// flags go after -r (restic's --cache-dir); env is added to the
+	// bench's environment (S3 credentials, cairn's cache directory).
+	flags []string
+	env   []string
+	// size returns the repository's bytes when it is not a local
+	// directory (an S3 bucket).
+	size func() int64
+	// proxy, when set, counts the requests of each phase.
+	proxy *latencyproxy.Proxy
+}
+
+// bytes is the repository's size.
+func (r *repoT) bytes() int64 {
+	if r.size != nil {
+		return r.size()
+	}
+	return dirSize(r.dir)
+}
+
+// environ is the environment of the repository's commands.
+func (b *bench) environ(r *repoT) []string {
+	return append(b.env[:len(b.env):len(b.env)], r.env...)
+}
+
+// cmdArgs returns -r REPO, the repository's flags, then args.
+func (r *repoT) cmdArgs(args ...string) []string {
+	return append(append([]string{"-r", r.dir}, r.flags...), args...)
 }
 
 // newRepos creates a cairn and a restic repository for a data set.
@@ -217,12 +251,17 @@ func (b *bench) newRepo(tool, name string) (*repoT, error) {
 	if tool == "restic" {
 		r.bin = b.o.restic
 	}
-	cmd := exec.CommandContext(b.ctx, r.bin, "-r", r.dir, "init")
-	cmd.Env = b.env
+	return r, b.initRepo(r)
+}
+
+// initRepo runs the tool's init.
+func (b *bench) initRepo(r *repoT) error {
+	cmd := exec.CommandContext(b.ctx, r.bin, r.cmdArgs("init")...)
+	cmd.Env = b.environ(r)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("%s init: %v: %s", tool, err, bytes.TrimSpace(out))
+		return fmt.Errorf("%s init %s: %v: %s", r.tool, r.dir, err, bytes.TrimSpace(out))
 	}
-	return r, nil
+	return nil
 }
 
 // inv is one invocation of a tool for a phase.
@@ -295,16 +334,24 @@ func (b *bench) measure(label, phase string, in inv) (*Measure, error) {
 	}
 	var before int64
 	if in.backup {
-		before = dirSize(in.repo.dir)
+		before = in.repo.bytes()
 	}
-	args := append([]string{"-r", in.repo.dir}, in.args...)
+	args := in.repo.cmdArgs(in.args...)
 	// Write back what earlier phases left dirty in the page cache before
 	// the clock starts: otherwise a phase pays for its predecessor's
 	// writes (a restore of 500 MB leaves that much), and whichever tool
 	// runs second in a pair is timed against a different disk.
 	syscall.Sync()
-	b.logf("   %-8s %-24s %-6s ...", label, phase, in.repo.tool)
-	secs, rss, out, err := b.execMeasured(in.repo.bin, args, b.env, in.stdin, in.stdout)
+	b.logf("   %-8s %-28s %-6s ...", label, phase, in.repo.tool)
+	if in.repo.proxy != nil {
+		in.repo.proxy.Take() // what came before is not this phase's
+	}
+	secs, rss, out, err := b.execMeasured(in.repo.bin, args, b.environ(in.repo), in.stdin, in.stdout)
+	var reqs *latencyproxy.Counts
+	if in.repo.proxy != nil {
+		c := in.repo.proxy.Take()
+		reqs = &c
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -313,8 +360,8 @@ func (b *bench) measure(label, phase string, in inv) (*Measure, error) {
 			return nil, fmt.Errorf("%s %s: %w", in.repo.tool, phase, err)
 		}
 	}
-	m := &Measure{Seconds: secs, MaxRSSKiB: rss, RepoBytes: dirSize(in.repo.dir), InputBytes: in.input,
-		Command: commandLine(in.repo.tool, in.args, in.stdin, in.stdout)}
+	m := &Measure{Seconds: secs, MaxRSSKiB: rss, RepoBytes: in.repo.bytes(), InputBytes: in.input, Requests: reqs,
+		Command: commandLine(in.repo.tool, append(in.repo.flags[:len(in.repo.flags):len(in.repo.flags)], in.args...), in.stdin, in.stdout)}
 	if in.backup {
 		m.GrowthBytes = m.RepoBytes - before
 		if s := backupSummary(out); s != nil {
@@ -335,7 +382,10 @@ func (b *bench) measure(label, phase string, in inv) (*Measure, error) {
 	if m.MBps > 0 {
 		rate = fmt.Sprintf("  %.1f MB/s", m.MBps)
 	}
-	b.logf("   %-8s %-24s %-6s %7.2fs  RSS %s  repo %s%s%s", label, phase, in.repo.tool, secs, fmtRSS(rss), fmtBytes(m.RepoBytes), extra, rate)
+	if reqs != nil {
+		rate += fmt.Sprintf("  requests %d (%s)", reqs.Total(), reqs)
+	}
+	b.logf("   %-8s %-28s %-6s %7.2fs  RSS %s  repo %s%s%s", label, phase, in.repo.tool, secs, fmtRSS(rss), fmtBytes(m.RepoBytes), extra, rate)
 	return m, nil
 }
 

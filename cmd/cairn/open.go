@@ -224,15 +224,18 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	return r, nil
 }
 
-// memoryBase is the soft memory limit before the index is counted: enough
-// for the pipeline's buffers (chunks in flight, sealing, verification).
-const memoryBase = 80 << 20
+// memoryBase is the soft memory limit before the index is counted. It is
+// set well above the pipeline's working set (chunks in flight, sealing and
+// verification buffers, a restore's read-ahead of repo.ReadOptions.Budget),
+// so the collector does not run continuously: a limit near the working set
+// made restores and backups of many small files two to three times slower.
+const memoryBase = 256 << 20
 
 // setMemoryLimit sets a soft limit on the Go heap of memoryBase plus twice
 // the in-memory index, unless GOMEMLIMIT is set. Most of cairn's heap is
-// short-lived buffers; without a limit the collector lets the heap grow to
-// twice its live size, which doubles peak RSS for nothing. Above the limit
-// the collector only works harder, it never fails.
+// short-lived buffers; the limit keeps the heap from doubling its live
+// size when that is large (a big index), and above it the collector only
+// works harder, it never fails.
 func setMemoryLimit(r *repo.Repository) {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
 		return
