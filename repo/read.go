@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -104,10 +103,10 @@ type blobReader struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	nextWin  int   // next window to start
-	held     int64 // budget taken by started windows not yet released
+	nextWin  int      // next window to start
+	held     int64    // budget taken by started windows not yet released
 	free     [][]byte // window buffers to reuse
-	nextUse  int   // next use a decoder takes
+	nextUse  int      // next use a decoder takes
 	done     []bool
 	lowest   int // every use below is finished
 	turn     int // Ordered: the use whose fn call is next
@@ -129,13 +128,6 @@ func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts Rea
 	br := &blobReader{r: r, ctx: ctx, opts: opts.withDefaults(), ids: ids, fn: fn, cancel: cancel, done: make([]bool, len(ids))}
 	br.cond = sync.NewCond(&br.mu)
 	br.plan()
-	if os.Getenv("CAIRN_DEBUG_READ") != "" {
-		var bytes int64
-		for _, w := range br.windows {
-			bytes += w.end - w.start
-		}
-		fmt.Fprintf(os.Stderr, "read: %d blobs, %d windows, %d bytes read\n", len(ids), len(br.windows), bytes)
-	}
 	// Wake waiters when the read is canceled from outside.
 	stop := context.AfterFunc(ctx, func() {
 		br.mu.Lock()
