@@ -671,7 +671,8 @@ func (a *archiver) readFile(fsPath string, node tree.Node) ([]crypto.ID, []uint3
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != node.Inode {
 		return nil, nil, 0, errors.New("file was replaced during the backup; skipped")
 	}
-	return a.chunkStream(f, repo.KindFiles, node.Size, nil)
+	content, sizes, _, n, err := a.chunkStream(f, repo.KindFiles, node.Size, nil)
+	return content, sizes, n, err
 }
 
 type countingReader struct {
@@ -694,18 +695,23 @@ func (c *countingReader) Read(b []byte) (int, error) {
 // expected length) lets inputs smaller than one chunk skip the chunker.
 //
 // With ref set, changed chunks may be stored as deltas against the chunks
-// of the previous version it lists.
-func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *deltaRef) ([]crypto.ID, []uint32, uint64, error) {
+// of the previous version it lists. A database stream's chunks also get
+// their heads (tree.ChunkHead), for the next version's deltas.
+func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *deltaRef) ([]crypto.ID, []uint32, []uint64, uint64, error) {
 	params := a.repo.Config().ChunkParams(kind)
 	cr := &countingReader{r: rd, p: a.opts.Progress}
 	var wg sync.WaitGroup
 	var ids []*crypto.ID
 	var sizes []uint32
+	var heads []uint64
 	var off int64
 	submit := func(buf *[]byte) bool {
 		id := new(crypto.ID)
 		ids = append(ids, id)
 		sizes = append(sizes, uint32(len(*buf)))
+		if kind == repo.KindDatabase {
+			heads = append(heads, tree.ChunkHead(*buf))
+		}
 		job := blobJob{buf: buf, dst: id, done: &wg, ref: ref, off: off}
 		off += int64(len(*buf))
 		wg.Add(1)
@@ -758,16 +764,16 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 	}()
 	wg.Wait()
 	if err := context.Cause(a.ctx); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if readErr != nil {
-		return nil, nil, 0, readErr
+		return nil, nil, nil, 0, readErr
 	}
 	out := make([]crypto.ID, len(ids))
 	for i, id := range ids {
 		out[i] = *id
 	}
-	return out, sizes, cr.n, nil
+	return out, sizes, heads, cr.n, nil
 }
 
 // saveStream stores a stream as a file node; a read error fails the backup.
@@ -794,7 +800,7 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 			ref = newDeltaRef(a.ctx, a.repo, prev)
 		}
 		start := time.Now()
-		content, sizes, size, err := a.chunkStream(rd, kind, 1<<62, ref)
+		content, sizes, heads, size, err := a.chunkStream(rd, kind, 1<<62, ref)
 		ref.close()
 		if err != nil {
 			f.err = fmt.Errorf("read %s: %w", s.Path, err)
@@ -806,7 +812,7 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 			mode = 0o600
 		}
 		now := start.UnixNano()
-		f.node = tree.Node{Name: name, Type: tree.File, Mode: mode, Size: size, Content: content, ChunkSizes: sizes,
+		f.node = tree.Node{Name: name, Type: tree.File, Mode: mode, Size: size, Content: content, ChunkSizes: sizes, ChunkHeads: heads,
 			ModTime: now, ChangeTime: now, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Links: 1}
 		a.filesNew.Add(1)
 		a.totalFiles.Add(1)

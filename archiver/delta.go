@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"hash/maphash"
 	"io"
 	"sort"
 	"sync"
@@ -19,9 +18,11 @@ import (
 // (docs/format.md §7.1). Two signals, both cheap:
 //
 //   - Content: chunk boundaries depend on content only, so a changed chunk
-//     usually starts with the same bytes as the old chunk it replaced. A
-//     background walk over the previous version records the first bytes of
-//     each old chunk (heads), and a new chunk looks its own up.
+//     usually starts with the same bytes as the old chunk it replaced. The
+//     previous version's tree node lists the head of each of its chunks
+//     (tree.ChunkHead), and a new chunk looks its own up. A version stored
+//     before heads were recorded is read instead, by a background walk that
+//     decodes the start of each old chunk.
 //   - Position: failing that, a changed chunk starts near where an old one
 //     started, shifted by what was inserted or deleted before it. That
 //     shift is learned from the chunks already placed (an exact match, or a
@@ -37,8 +38,7 @@ type deltaRef struct {
 	// The latest placed chunk: the new chunk at offset anchorNew began
 	// where the old one at anchorOld did.
 	anchorNew, anchorOld int64
-	heads                map[uint64]int // head hash -> old chunk index
-	seed                 maphash.Seed
+	heads                map[uint64]int // chunk head -> old chunk index
 
 	// The walk over the old chunks starts with the first chunk that needs
 	// a base, so an unchanged stream reads nothing of the old one.
@@ -46,14 +46,6 @@ type deltaRef struct {
 	walk      func()
 	stop      context.CancelFunc
 	stopped   chan struct{}
-}
-
-// headLen is how many leading bytes identify a chunk: enough to hold the
-// start of a row and its key.
-const headLen = 48
-
-func (d *deltaRef) headHash(b []byte) uint64 {
-	return maphash.Bytes(d.seed, b[:min(headLen, len(b))])
 }
 
 // newDeltaRef returns nil when prev has no content to take deltas from.
@@ -64,7 +56,7 @@ func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *delt
 		return nil
 	}
 	d := &deltaRef{old: prev.Content, starts: make([]int64, len(prev.Content)), pos: make(map[crypto.ID]int, len(prev.Content)),
-		heads: make(map[uint64]int, len(prev.Content)), seed: maphash.MakeSeed(), stopped: make(chan struct{})}
+		heads: make(map[uint64]int, len(prev.Content)), stopped: make(chan struct{})}
 	var off int64
 	for i, id := range prev.Content {
 		d.starts[i] = off
@@ -74,6 +66,15 @@ func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *delt
 		}
 	}
 	ctx, d.stop = context.WithCancel(ctx)
+	if len(prev.ChunkHeads) == len(prev.Content) {
+		for i, h := range prev.ChunkHeads {
+			if _, ok := d.heads[h]; !ok {
+				d.heads[h] = i
+			}
+		}
+		d.walk = func() { close(d.stopped) }
+		return d
+	}
 	d.walk = func() { go d.indexHeads(ctx, r) }
 	return d
 }
@@ -86,11 +87,11 @@ func (d *deltaRef) indexHeads(ctx context.Context, r *repo.Repository) {
 		if ctx.Err() != nil {
 			return
 		}
-		head, err := r.BlobHead(ctx, id, headLen)
+		head, err := r.BlobHead(ctx, id, tree.HeadLen)
 		if err != nil {
 			continue
 		}
-		h := d.headHash(head)
+		h := tree.ChunkHead(head)
 		d.mu.Lock()
 		if _, ok := d.heads[h]; !ok {
 			d.heads[h] = i
@@ -114,7 +115,7 @@ func (d *deltaRef) close() {
 // start is nearest the predicted old offset, then its neighbours.
 func (d *deltaRef) candidates(off int64, head []byte) []crypto.ID {
 	d.startWalk.Do(d.walk)
-	h := d.headHash(head)
+	h := tree.ChunkHead(head)
 	d.mu.Lock()
 	pred := off - d.anchorNew + d.anchorOld
 	byHead, found := d.heads[h]

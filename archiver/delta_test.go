@@ -117,3 +117,57 @@ func TestStreamDeltas(t *testing.T) {
 	}
 	t.Logf("day 2 growth: %d bytes with deltas (%d of %d blobs), %d without", s2.DataAddedPacked, s2.DeltaBlobs, s2.DataBlobs, full.DataAddedPacked)
 }
+
+// TestChunkHeadsRecorded checks that a database stream's node lists the
+// head of every chunk, and that the next backup finds bases by those heads
+// without reading the old chunks (a deltaRef built from them never touches
+// the repository: it is given none).
+func TestChunkHeadsRecorded(t *testing.T) {
+	ctx := context.Background()
+	day1 := eventDump(60000, 0, 0)
+	r := newRepo(t)
+	sn1, _ := backupStream(t, r, day1, nil, Options{})
+	root, err := tree.Load(ctx, r, sn1.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := root.Find("db.sql")
+	if len(node.ChunkHeads) != len(node.Content) || len(node.Content) < 3 {
+		t.Fatalf("%d chunk heads for %d chunks", len(node.ChunkHeads), len(node.Content))
+	}
+	var off int
+	for i, id := range node.Content {
+		b, err := r.LoadBlob(ctx, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.ChunkHeads[i] != tree.ChunkHead(b) || !bytes.Equal(b, day1[off:off+len(b)]) {
+			t.Fatalf("chunk %d: head %x, want %x", i, node.ChunkHeads[i], tree.ChunkHead(b))
+		}
+		off += len(b)
+	}
+	ref := newDeltaRef(ctx, nil, node)
+	defer ref.close()
+	// A chunk that starts like old chunk 2, at an offset where position
+	// alone would point elsewhere.
+	start := int(node.ChunkSizes[0] + node.ChunkSizes[1])
+	cands := ref.candidates(0, day1[start:start+100])
+	if len(cands) == 0 || cands[0] != node.Content[2] {
+		t.Fatalf("candidates %v, want chunk 2 (%s) first", cands, node.Content[2].Short())
+	}
+	// A file's node gets no heads.
+	res, err := Run(ctx, r, nil, []Stream{{Path: "/plain", Reader: bytes.NewReader(day1), Kind: repo.KindFiles}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	root, err = tree.Load(ctx, r, res.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := root.Find("plain"); n == nil || len(n.ChunkHeads) != 0 {
+		t.Fatalf("a files stream got chunk heads: %+v", n)
+	}
+}

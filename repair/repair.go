@@ -264,7 +264,7 @@ func (sr *snapRepairer) tree(id crypto.ID, path string) (crypto.ID, bool, error)
 					sr.opts.Log("%s: data lost", p)
 					sr.st.DamagedFiles = append(sr.st.DamagedFiles, p)
 					n.Name += DamagedSuffix
-					n.Content, n.ChunkSizes, n.Size = nil, nil, 0
+					n.Content, n.ChunkSizes, n.ChunkHeads, n.Size = nil, nil, nil, 0
 					changed = true
 					break
 				}

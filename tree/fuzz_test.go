@@ -35,6 +35,10 @@ func fuzzSeedTrees() []*Tree {
 				Xattrs: []Xattr{{Name: "security.selinux", Value: []byte("system_u")}, {Name: "user.a", Value: []byte{}}}},
 			{Name: "pipe", Type: FIFO}, {Name: "sda", Type: Dev, Rdev: 0x0800}, {Name: "sock", Type: Socket},
 		}},
+		{Nodes: []Node{ // version 2: a dump with chunk heads beside a file without
+			{Name: "a.pgdump", Type: File, Size: 7, Content: []crypto.ID{id(5), id(6)}, ChunkSizes: []uint32{3, 4}, ChunkHeads: []uint64{1, 1<<64 - 1}},
+			{Name: "b", Type: File, Size: 3, Content: []crypto.ID{id(1)}, ChunkSizes: []uint32{3}},
+		}},
 	}
 }
 

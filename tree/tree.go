@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 
@@ -72,7 +73,11 @@ type Node struct {
 	Xattrs     []Xattr
 	Content    []crypto.ID // data blobs of a File, in order
 	ChunkSizes []uint32    // plaintext length of each Content blob
-	Subtree    crypto.ID   // tree blob of a Dir
+	// ChunkHeads, when set (database streams), holds ChunkHead of each
+	// Content blob: the next backup of the stream finds the chunk a
+	// changed chunk replaced by its first bytes without reading this one.
+	ChunkHeads []uint64
+	Subtree    crypto.ID // tree blob of a Dir
 }
 
 // Tree is a directory's entries, sorted by name.
@@ -80,10 +85,28 @@ type Tree struct {
 	Nodes []Node
 }
 
+// Version 1 trees have no chunk heads; version 2 adds them to every node
+// (usually an empty list). A tree is written as version 2 only when one of
+// its nodes has heads, so a tree without any has the same bytes, and ID,
+// as before version 2 existed.
 const (
-	magic   = "CRNT"
-	version = 1
+	magic     = "CRNT"
+	version   = 1
+	versionV2 = 2
 )
+
+// HeadLen is how many leading bytes of a chunk ChunkHead covers: enough to
+// hold the start of a row and its key.
+const HeadLen = 48
+
+// ChunkHead identifies a chunk by its first HeadLen bytes (FNV-1a, 64 bit):
+// a changed chunk of a dump usually starts like the chunk it replaced,
+// because chunk boundaries depend on content only.
+func ChunkHead(b []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(b[:min(HeadLen, len(b))])
+	return h.Sum64()
+}
 
 // ErrFormat is wrapped by every error about a malformed tree blob.
 var ErrFormat = errors.New("malformed tree")
@@ -112,7 +135,12 @@ func appendBytes(b []byte, s string) []byte {
 func (t *Tree) Encode() ([]byte, error) {
 	b := make([]byte, 0, 64+len(t.Nodes)*128)
 	b = append(b, magic...)
-	b = append(b, version)
+	v2 := slices.ContainsFunc(t.Nodes, func(n Node) bool { return len(n.ChunkHeads) > 0 })
+	if v2 {
+		b = append(b, versionV2)
+	} else {
+		b = append(b, version)
+	}
 	b = binary.AppendUvarint(b, uint64(len(t.Nodes)))
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -156,6 +184,12 @@ func (t *Tree) Encode() ([]byte, error) {
 		for j, id := range n.Content {
 			b = append(b, id[:]...)
 			b = binary.AppendUvarint(b, uint64(n.ChunkSizes[j]))
+		}
+		if v2 {
+			b = binary.AppendUvarint(b, uint64(len(n.ChunkHeads)))
+			for _, h := range n.ChunkHeads {
+				b = binary.LittleEndian.AppendUint64(b, h)
+			}
 		}
 		if n.Subtree.IsNull() {
 			b = append(b, 0)
@@ -240,6 +274,24 @@ func (d *decoder) byte(what string) byte {
 	return c
 }
 
+// heads reads a chunk head list, which is empty or has one head per blob.
+func (d *decoder) heads(blobs uint64) []uint64 {
+	nh := d.uvarint("chunk head count")
+	if d.err != nil || nh == 0 {
+		return nil
+	}
+	if nh != blobs || nh > uint64(len(d.b)/8) {
+		d.fail("chunk head count")
+		return nil
+	}
+	out := make([]uint64, nh)
+	for j := range out {
+		out[j] = binary.LittleEndian.Uint64(d.b[8*j:])
+	}
+	d.b = d.b[8*nh:]
+	return out
+}
+
 func (d *decoder) id(what string) (id crypto.ID) {
 	if d.err != nil {
 		return
@@ -268,6 +320,9 @@ func (n *Node) validate() error {
 	if len(n.Content) > 0 && n.Type != File {
 		return fmt.Errorf("%w: node %q: only files have content", ErrFormat, n.Name)
 	}
+	if len(n.ChunkHeads) != 0 && len(n.ChunkHeads) != len(n.Content) {
+		return fmt.Errorf("%w: node %q has %d blobs but %d chunk heads", ErrFormat, n.Name, len(n.Content), len(n.ChunkHeads))
+	}
 	return nil
 }
 
@@ -279,7 +334,8 @@ func Decode(data []byte) (*Tree, error) {
 	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
-	if v := data[len(magic)]; v != version {
+	v := data[len(magic)]
+	if v != version && v != versionV2 {
 		return nil, fmt.Errorf("%w: version %d is not supported", ErrFormat, v)
 	}
 	d := &decoder{b: data[len(magic)+1:]}
@@ -328,6 +384,9 @@ func Decode(data []byte) (*Tree, error) {
 				n.ChunkSizes[j] = d.u32("chunk size")
 			}
 		}
+		if v == versionV2 {
+			n.ChunkHeads = d.heads(nc)
+		}
 		switch d.byte("subtree flag") {
 		case 0:
 		case 1:
@@ -354,6 +413,10 @@ func Decode(data []byte) (*Tree, error) {
 	}
 	if len(d.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrFormat, len(d.b))
+	}
+	if v == versionV2 && !slices.ContainsFunc(t.Nodes, func(n Node) bool { return len(n.ChunkHeads) > 0 }) {
+		// The same tree encodes as version 1: one tree, one ID.
+		return nil, fmt.Errorf("%w: version 2 tree without chunk heads", ErrFormat)
 	}
 	return t, nil
 }

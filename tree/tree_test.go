@@ -1,0 +1,73 @@
+package tree
+
+import (
+	"encoding/hex"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/cairn-backup/cairn/crypto"
+)
+
+// TestChunkHeadsEncoding pins version 2 byte by byte (docs/format.md §11):
+// a tree with chunk heads, and the same tree without them, which must stay
+// version 1 so its ID does not change.
+func TestChunkHeadsEncoding(t *testing.T) {
+	id := crypto.ID{1}
+	node := Node{Name: "a", Type: File, Mode: 0o644, ModTime: -1, Size: 200, Content: []crypto.ID{id}, ChunkSizes: []uint32{200}}
+	v1, err := (&Tree{Nodes: []Node{node}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example of §11.1.
+	if got, want := hex.EncodeToString(v1), "43524e540101016101a403000000000100c801000000000000010100000000000000000000000000000000000000000000000000000000000000c80100"; got != want {
+		t.Fatalf("version 1:\n got %s\nwant %s", got, want)
+	}
+	node.ChunkHeads = []uint64{0x0102030405060708}
+	v2, err := (&Tree{Nodes: []Node{node}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version byte 02, and after the content list: one head, little endian.
+	if got, want := hex.EncodeToString(v2), "43524e540201016101a403000000000100c801000000000000010100000000000000000000000000000000000000000000000000000000000000c801010807060504030201"+"00"; got != want {
+		t.Fatalf("version 2:\n got %s\nwant %s", got, want)
+	}
+	back, err := Decode(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.Nodes[0].ChunkHeads, node.ChunkHeads) {
+		t.Fatalf("heads %v, want %v", back.Nodes[0].ChunkHeads, node.ChunkHeads)
+	}
+	// Version 2 without any head is not canonical (version 1 says the same).
+	bad := append([]byte(nil), v1...)
+	bad[4] = 2
+	bad = append(bad[:len(bad)-1], 0, 0) // an empty head list, then the subtree flag
+	if _, err := Decode(bad); !errors.Is(err, ErrFormat) {
+		t.Fatalf("version 2 without heads: %v", err)
+	}
+	// Heads must match the blobs one to one.
+	node.ChunkHeads = []uint64{1, 2}
+	if _, err := (&Tree{Nodes: []Node{node}}).Encode(); !errors.Is(err, ErrFormat) {
+		t.Fatalf("two heads for one blob encoded: %v", err)
+	}
+	bad = append([]byte(nil), v2...)
+	bad[len(bad)-10] = 2 // the head count
+	if _, err := Decode(bad); !errors.Is(err, ErrFormat) {
+		t.Fatalf("two heads for one blob decoded: %v", err)
+	}
+}
+
+func TestChunkHead(t *testing.T) {
+	long := []byte("1\t1\t0\t" + string(make([]byte, 100)))
+	if ChunkHead(long) != ChunkHead(long[:HeadLen]) {
+		t.Fatal("bytes past HeadLen changed the head")
+	}
+	if ChunkHead(long) == ChunkHead(long[1:]) {
+		t.Fatal("different heads collide")
+	}
+	// FNV-1a 64 of "": the offset basis. A stable function: heads are stored.
+	if got := ChunkHead(nil); got != 0xcbf29ce484222325 {
+		t.Fatalf("ChunkHead(nil) = %#x", got)
+	}
+}
