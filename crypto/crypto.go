@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -77,6 +78,9 @@ type Key struct {
 	master [MasterKeySize]byte
 	aead   cipher.AEAD
 	idKey  [32]byte
+	// idHashers holds keyed hashers to reset and reuse: setting one up
+	// costs about as much as hashing a small blob.
+	idHashers sync.Pool
 }
 
 // NewRandomKey creates a fresh master key from crypto/rand.
@@ -112,10 +116,16 @@ func (k *Key) Master() [MasterKeySize]byte { return k.master }
 
 // BlobID returns the keyed BLAKE3-256 hash of plaintext, the ID of a blob.
 func (k *Key) BlobID(plaintext []byte) ID {
-	h, _ := blake3.NewKeyed(k.idKey[:]) // never fails for a 32-byte key
+	h, ok := k.idHashers.Get().(*blake3.Hasher)
+	if ok {
+		h.Reset()
+	} else {
+		h, _ = blake3.NewKeyed(k.idKey[:]) // never fails for a 32-byte key
+	}
 	_, _ = h.Write(plaintext)
 	var id ID
 	h.Sum(id[:0])
+	k.idHashers.Put(h)
 	return id
 }
 

@@ -28,6 +28,12 @@ const maxDeltaShare = 2
 // (1/goodDeltaShare of the plaintext) will not be beaten by much.
 const goodDeltaShare = 16
 
+// maxDeltaTries bounds the bases a chunk is encoded against: each try
+// decodes a base and runs the encoder over it, and the first candidate
+// (the chunk the new one replaced, found by its head) is nearly always
+// the best.
+const maxDeltaTries = 2
+
 // SaveDataBlob stores data (whose ID the caller computed) as a data blob,
 // unless it is already stored: as a delta against the best of the
 // candidate bases when that is less than half the plaintext, otherwise in
@@ -87,7 +93,15 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 	var tried []crypto.ID
 	limit := len(data) / maxDeltaShare
 	for _, cand := range candidates {
-		root, base, err := r.deltaRoot(ctx, cand, (*cur.base)[:0])
+		if len(tried) == maxDeltaTries {
+			break
+		}
+		root := r.deltaRoot(cand)
+		if root.IsNull() || root == id || containsID(tried, root) {
+			continue
+		}
+		tried = append(tried, root)
+		base, err := r.loadBlob(ctx, root, (*cur.base)[:0], true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, false, ctx.Err()
@@ -95,10 +109,6 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 			continue // an unreadable candidate is just not used; check reports it
 		}
 		*cur.base = base
-		if root.IsNull() || root == id || containsID(tried, root) {
-			continue
-		}
-		tried = append(tried, root)
 		d := enc.Encode((*cur.delta)[:0], base, data)
 		*cur.delta = d
 		if len(d) > limit || (!bestBase.IsNull() && len(d) >= len(*best.delta)) {
@@ -171,48 +181,19 @@ func deltaBaseOf(id crypto.ID, plain []byte) (base crypto.ID, isDelta bool, err 
 	return crypto.ID(plain[1 : 1+crypto.IDSize]), true, nil
 }
 
-// deltaRoot returns the full blob a delta against cand would use, with its
-// plaintext appended to dst: cand itself when it is a full blob, its base
-// when it is a delta. The root must be in the live index. It returns a null
-// ID (and no error) when cand cannot serve as a base.
-func (r *Repository) deltaRoot(ctx context.Context, cand crypto.ID, dst []byte) (crypto.ID, []byte, error) {
-	stored, err := r.loadStored(ctx, cand, true)
-	if err != nil {
-		return crypto.ID{}, dst, err
-	}
-	pbp := r.getBuf(len(stored))
-	defer r.putBuf(pbp)
-	plain, err := r.openPayload(cand, stored, (*pbp)[:0])
-	if err != nil {
-		return crypto.ID{}, dst, err
-	}
-	*pbp = plain
-	root, isDelta, err := deltaBaseOf(cand, plain)
-	switch {
-	case err != nil:
-		return crypto.ID{}, dst, err
-	case !isDelta:
-		root = cand
+// deltaRoot returns the full blob a delta against cand would use: cand
+// itself when it is a full blob, its base when it is a delta (both known
+// from the index, so nothing is read to decide). The root must be in the
+// live index; a null ID means cand cannot serve.
+func (r *Repository) deltaRoot(cand crypto.ID) crypto.ID {
+	root := cand
+	if base, ok := r.DeltaBase(cand); ok {
+		root = base
 	}
 	if !r.idx.Has(root) {
-		return crypto.ID{}, dst, nil
+		return crypto.ID{}
 	}
-	if isDelta {
-		out, err := r.loadBlob(ctx, root, dst, true)
-		if err != nil {
-			return crypto.ID{}, dst, err
-		}
-		return root, out, nil
-	}
-	// cand is the root: decode the payload already opened.
-	content, out, err := r.decodePayload(ctx, cand, plain, dst, true, nil)
-	if err != nil {
-		return crypto.ID{}, dst, err
-	}
-	if out == nil { // raw: content lives in the pooled buffer
-		out = append(dst, content...)
-	}
-	return root, out, nil
+	return root
 }
 
 // applyDelta rebuilds a delta payload (flag || base ID || delta) against
@@ -233,8 +214,13 @@ func (r *Repository) applyDelta(ctx context.Context, id crypto.ID, plain, dst []
 		}
 		*obp = ops
 	}
-	bbp := r.getBuf(64 << 10)
-	defer r.putBuf(bbp)
+	// Base buffers keep the capacity they grew to: bases are whole chunks,
+	// whose size the stored length does not tell.
+	bbp, _ := r.baseBufs.Get().(*[]byte)
+	if bbp == nil {
+		bbp = new([]byte)
+	}
+	defer r.baseBufs.Put(bbp)
 	var base []byte
 	if sb != nil && sb.id == baseID {
 		base, err = r.decodeBlob(ctx, baseID, sb.stored, (*bbp)[:0], true, nil)

@@ -86,6 +86,7 @@ type Repository struct {
 	bufs      chunk.BufferPool
 	deltaEncs sync.Pool // *delta.Encoder, reused across delta blobs
 	headDecs  sync.Pool // *zstd.Decoder (streaming) for BlobHead
+	baseBufs  sync.Pool // *[]byte: delta bases being decoded (applyDelta)
 	// bases maps each indexed delta blob to its base (only deltas, so it
 	// stays small next to the index); guarded by mu.
 	bases map[crypto.ID]crypto.ID
