@@ -92,6 +92,10 @@ type archiver struct {
 	pool   chunk.BufferPool
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// chunkers are reused across files, per chunking kind: each holds
+	// buffers of the largest chunk, which a file of many chunks would
+	// otherwise allocate anew.
+	chunkers map[string]*sync.Pool
 
 	blobJobs  chan blobJob
 	producers sync.WaitGroup // goroutines that may send on blobJobs
@@ -157,6 +161,7 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 	a := &archiver{
 		repo: r, opts: opts, names: fsmeta.NewNames(), ctx: ctx, cancel: cancel,
 		blobJobs:    make(chan blobJob, 2*opts.BlobWorkers),
+		chunkers:    map[string]*sync.Pool{repo.KindFiles: {}, repo.KindDatabase: {}},
 		fileSem:     make(chan struct{}, opts.FileWorkers),
 		streamSizes: map[string]uint64{},
 		rootSizes:   map[string]*atomic.Uint64{},
@@ -690,6 +695,17 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// chunker returns a chunker of kind (a key of a.chunkers) reading rd.
+func (a *archiver) chunker(kind string, rd io.Reader) *chunk.Chunker {
+	pol := a.repo.Config().Polynomial
+	if c, ok := a.chunkers[kind].Get().(*chunk.Chunker); ok {
+		c.Reset(rd, pol)
+		return c
+	}
+	p := a.repo.Config().ChunkParams(kind)
+	return chunk.New(rd, pol, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &a.pool)
+}
+
 // chunkStream cuts rd into chunks and hands them to the blob workers,
 // returning the content IDs in order and the bytes read. sizeHint (the
 // expected length) lets inputs smaller than one chunk skip the chunker.
@@ -698,6 +714,9 @@ func (c *countingReader) Read(b []byte) (int, error) {
 // of the previous version it lists. A database stream's chunks also get
 // their heads (tree.ChunkHead), for the next version's deltas.
 func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *deltaRef) ([]crypto.ID, []uint32, []uint64, uint64, error) {
+	if _, ok := a.chunkers[kind]; !ok {
+		kind = repo.KindFiles // what Config.ChunkParams falls back to
+	}
 	params := a.repo.Config().ChunkParams(kind)
 	cr := &countingReader{r: rd, p: a.opts.Progress}
 	var wg sync.WaitGroup
@@ -748,7 +767,8 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 			a.pool.Put(buf)
 			src = io.MultiReader(bytes.NewReader(prefix), cr)
 		}
-		c := chunk.New(src, a.repo.Config().Polynomial, chunk.Params{Min: params.Min, Max: params.Max, AvgBits: params.AvgBits}, &a.pool)
+		c := a.chunker(kind, src)
+		defer a.chunkers[kind].Put(c)
 		for {
 			buf, err := c.Next()
 			if errors.Is(err, io.EOF) {
