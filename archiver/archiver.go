@@ -695,15 +695,17 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// chunker returns a chunker of kind (a key of a.chunkers) reading rd.
-func (a *archiver) chunker(kind string, rd io.Reader) *chunk.Chunker {
+// chunker returns a chunker of kind (a key of a.chunkers) reading rd, of
+// about sizeHint bytes (a file's size; 0 for a stream).
+func (a *archiver) chunker(kind string, rd io.Reader, sizeHint uint64) *chunk.Chunker {
 	pol := a.repo.Config().Polynomial
-	if c, ok := a.chunkers[kind].Get().(*chunk.Chunker); ok {
-		c.Reset(rd, pol)
-		return c
+	c, ok := a.chunkers[kind].Get().(*chunk.Chunker)
+	if !ok {
+		p := a.repo.Config().ChunkParams(kind)
+		c = chunk.New(nil, pol, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &a.pool)
 	}
-	p := a.repo.Config().ChunkParams(kind)
-	return chunk.New(rd, pol, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &a.pool)
+	c.Reset(rd, pol, sizeHint)
+	return c
 }
 
 // chunkStream cuts rd into chunks and hands them to the blob workers,
@@ -767,7 +769,11 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 			a.pool.Put(buf)
 			src = io.MultiReader(bytes.NewReader(prefix), cr)
 		}
-		c := a.chunker(kind, src)
+		hint := sizeHint
+		if hint >= 1<<62 {
+			hint = 0 // a stream: unknown
+		}
+		c := a.chunker(kind, src, hint)
 		defer a.chunkers[kind].Put(c)
 		for {
 			buf, err := c.Next()
