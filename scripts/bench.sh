@@ -6,7 +6,11 @@
 #   scripts/bench.sh -datasets pg -json /tmp/pg.json
 #   scripts/bench.sh -keep                    # keep the temporary repositories
 #   scripts/bench.sh -datasets s3 -s3-delay 50ms   # S3 (MinIO) behind a latency proxy
+#   scripts/bench.sh -datasets pgnights -nights 16 # a longer series of database nights
+#   scripts/bench.sh -datasets realtree           # /usr/share and large files, local repos
 # The corpus is generated once under ${CAIRN_CACHE:-$HOME/.cache/cairn}/bench-corpus.
+# Repositories and restore targets go to /dev/shm when it has room (else
+# $TMPDIR; -work DIR chooses).
 # The s3 data set (in the default list) needs the MinIO server binary:
 # scripts/minio.sh builds it once (a few minutes) and is quick afterwards.
 set -euo pipefail
@@ -26,7 +30,7 @@ fi
 
 # The data sets of the run: cairnbench's default list unless -datasets is
 # given; run scripts/minio.sh (idempotent) when s3 is among them.
-datasets=pg,redis,files,s3
+datasets=pg,redis,files,s3,pgnights,realtree
 prev=
 for arg in "$@"; do
 	case "$prev" in -datasets | --datasets) datasets=$arg ;; esac

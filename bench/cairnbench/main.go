@@ -1,5 +1,5 @@
 // Command cairnbench compares cairn with restic on the same machine, in the
-// same run, on four data sets:
+// same run, on six data sets:
 //
 //   - pg: a pair of PostgreSQL dumps (pg_dump -Fc -Z0) of a pgbench database
 //     (day 1; day 2 after a fixed pgbench run and appended event rows), backed
@@ -21,10 +21,20 @@
 //     then restores with a warm and a cold local cache) and the pg dump
 //     pair through standard input. Each phase also counts the S3 requests
 //     by class (s3.go, bench/latencyproxy).
+//   - pgnights: a series of nightly dumps (-nights, default 8) of an
+//     authentik-like database (pgbench tables plus jsonb-heavy users, events
+//     and sessions tables), changed every day like an application changes
+//     it, backed up night after night through standard input by both
+//     tools, then the last and a middle night restored with dump
+//     (pgnights.go).
+//   - realtree: the s3 data set's tree (a copy of /usr/share and 300 random
+//     files) on local repositories: first, unchanged and day-2 backups and
+//     a restore (realtree.go).
 //
 // Both tools encrypt with their default compression (restic: repository
-// version 2, --compression auto) into repositories on local disk in a
-// temporary directory (the s3 data set: into buckets). Every phase runs
+// version 2, --compression auto) into repositories in a temporary work
+// directory (the s3 data set: into buckets), in /dev/shm when it has room
+// (workdir.go) so that the disk does not blur the figures. Every phase runs
 // cairn first, then restic, and measures wall time, peak RSS (the child's
 // rusage), the repository size after the phase and, where the input size is
 // known, throughput. It prints a table
@@ -41,11 +51,12 @@
 // Usage (from the repository root; scripts/bench.sh builds cairn and installs
 // restic first):
 //
-//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files,s3] [-s3-delay 30ms] [-json PATH] [-keep]
+//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files,s3,pgnights,realtree] [-nights 8] [-s3-delay 30ms] [-json PATH] [-keep] [-work DIR]
 //
-// -quick uses a small corpus (pgbench -s 5, 5,000 files) as a smoke test that
-// finishes in about a minute once the corpus is cached. The s3 data set
-// needs the MinIO binary of scripts/minio.sh (scripts/bench.sh runs it).
+// -quick uses a small corpus (pgbench -s 5, 5,000 files, 3 nights of a
+// 100 MB database) as a smoke test that finishes in a few minutes once the
+// corpus is cached. The s3 data set needs the MinIO binary of
+// scripts/minio.sh (scripts/bench.sh runs it).
 package main
 
 import (
@@ -84,6 +95,11 @@ type profile struct {
 	S3UsrShareFiles int `json:"s3_usr_share_files"`
 	S3LargeFiles    int `json:"s3_large_files"`
 	S3MinFiles      int `json:"s3_min_files"`
+	// pgnights: the database, then what every day changes (pgnights.go).
+	Nights nightsProfile `json:"pgnights"`
+	// WorkNeed is the free space the work directory should have: /dev/shm
+	// is used only when it has that much (workdir.go).
+	WorkNeed int64 `json:"work_dir_bytes_needed"`
 }
 
 var fullProfile = profile{
@@ -91,6 +107,11 @@ var fullProfile = profile{
 	RedisKeys:  300_000,
 	SmallFiles: 50_000, LargeFiles: 5, LargeFileBytes: 50 << 20, AppendBytes: 10 << 20,
 	S3LargeFiles: 300, S3MinFiles: 40_000,
+	Nights: nightsProfile{
+		Nights: 8, Scale: 24, Users: 230_000, Events: 220_000, EventsPerDay: 22_000, SessionsPerDay: 6_000,
+		Transactions: 4_000, UserUpdates: 3_000, NewUsers: 50, SessionUpdates: 3_000,
+	},
+	WorkNeed: 12 << 30,
 }
 
 var quickProfile = profile{
@@ -98,6 +119,11 @@ var quickProfile = profile{
 	RedisKeys:  30_000,
 	SmallFiles: 5_000, LargeFiles: 2, LargeFileBytes: 10 << 20, AppendBytes: 2 << 20,
 	S3UsrShareFiles: 5_000, S3LargeFiles: 20, S3MinFiles: 4_000,
+	Nights: nightsProfile{
+		Nights: 3, Scale: 3, Users: 20_000, Events: 20_000, EventsPerDay: 2_000, SessionsPerDay: 800,
+		Transactions: 500, UserUpdates: 300, NewUsers: 5, SessionUpdates: 300,
+	},
+	WorkNeed: 3 << 30,
 }
 
 type options struct {
@@ -112,6 +138,7 @@ type options struct {
 	randomFiller bool
 	skipIndex    bool
 	s3Delay      time.Duration
+	nights       int // 0: the profile's
 }
 
 func main() {
@@ -133,17 +160,18 @@ func run() error {
 	}
 	var o options
 	var datasets string
-	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files): a smoke test of about a minute")
-	flag.StringVar(&datasets, "datasets", "pg,redis,files,s3", "comma-separated data sets to run: pg, redis, files, s3")
+	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files, 3 small nights): a smoke test of a few minutes")
+	flag.StringVar(&datasets, "datasets", strings.Join(allDatasets, ","), "comma-separated data sets to run: "+strings.Join(allDatasets, ", "))
 	flag.StringVar(&o.jsonPath, "json", filepath.Join(root, "bench", "results", "latest.json"), "write the results as JSON to `path`")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (repositories, working copies)")
 	flag.StringVar(&o.cairn, "cairn", filepath.Join(root, "bin", "cairn"), "cairn `binary` (make build)")
 	flag.StringVar(&o.restic, "restic", filepath.Join(cacheDefault, "bin", "restic"), "restic `binary` (v0.18.1)")
 	flag.StringVar(&o.cache, "cache", filepath.Join(cacheDefault, "bench-corpus"), "corpus cache `directory`")
-	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default $TMPDIR)")
+	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default /dev/shm when it has room, else $TMPDIR)")
 	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
 	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
 	flag.DurationVar(&o.s3Delay, "s3-delay", 30*time.Millisecond, "s3: `delay` the latency proxy adds to every request (0: none)")
+	flag.IntVar(&o.nights, "nights", 0, fmt.Sprintf("pgnights: number of nights, at least 2 (default %d, %d with -quick)", fullProfile.Nights.Nights, quickProfile.Nights.Nights))
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -153,10 +181,10 @@ func run() error {
 		d = strings.TrimSpace(d)
 		switch d {
 		case "":
-		case "pg", "redis", "files", "s3":
+		case "pg", "redis", "files", "s3", nightsDataset, realtreeDataset:
 			o.datasets[d] = true
 		default:
-			return fmt.Errorf("-datasets: unknown data set %q (pg, redis, files, s3)", d)
+			return fmt.Errorf("-datasets: unknown data set %q (%s)", d, strings.Join(allDatasets, ", "))
 		}
 	}
 	if o.s3Delay < 0 {
@@ -167,6 +195,12 @@ func run() error {
 		prof = quickProfile
 	}
 	prof.PgRandomFiller = o.randomFiller
+	if o.nights != 0 {
+		if o.nights < 2 {
+			return fmt.Errorf("-nights %d: at least 2 (a middle night and the last one are restored)", o.nights)
+		}
+		prof.Nights.Nights = o.nights
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -177,7 +211,8 @@ func run() error {
 	}
 	defer b.close()
 
-	b.logf("cairnbench: profile %s, data sets %s, work dir %s", prof.Name, datasets, b.work)
+	b.logf("cairnbench: profile %s, data sets %s", prof.Name, datasets)
+	b.logf("work dir %s (%s)", b.work, b.workWhy)
 	b.logf("%s | %s | %d CPUs | load %s", b.res.CairnVersion, b.res.ResticVersion, runtime.NumCPU(), loadAvg())
 
 	var failed []string
@@ -187,7 +222,8 @@ func run() error {
 	for _, ds := range []struct {
 		name string
 		fn   func() error
-	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}, {"s3", b.runS3}} {
+	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}, {"s3", b.runS3},
+		{nightsDataset, b.runPGNights}, {realtreeDataset, b.runRealtree}} {
 		if !o.datasets[ds.name] {
 			continue
 		}
@@ -202,6 +238,9 @@ func run() error {
 			failed = append(failed, ds.name)
 		} else {
 			b.logf("== %s done in %s", ds.name, time.Since(t0).Round(time.Second))
+		}
+		if err := b.tidy(); err != nil {
+			b.logf("!! tidy the work dir after %s: %v", ds.name, err)
 		}
 	}
 	if !o.skipIndex && ctx.Err() == nil {
@@ -233,6 +272,9 @@ func run() error {
 	}
 	return nil
 }
+
+// allDatasets is the default -datasets list, in the order they run.
+var allDatasets = []string{"pg", "redis", "files", "s3", nightsDataset, realtreeDataset}
 
 // repoRoot is the directory of cairn's go.mod, searched upwards from the
 // working directory.

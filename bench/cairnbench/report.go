@@ -60,7 +60,8 @@ func indexMemory(ctx context.Context, root string) (*IndexMemory, error) {
 	return im, nil
 }
 
-// Target is one of the performance targets of issue 9, checked on one row.
+// Target is one of the performance targets of issues 9 and 14, checked on
+// one row.
 type Target struct {
 	Target string  `json:"target"`
 	Row    string  `json:"row"`
@@ -89,9 +90,20 @@ func (b *bench) finish() {
 		if r.Cairn == nil || r.Restic == nil || r.Dataset == startupDataset {
 			continue
 		}
-		if r.Dataset == s3Dataset {
+		switch r.Dataset {
+		case s3Dataset:
 			s3Targets(r, add) // its own targets, in time ratios
 			continue
+		case nightsDataset:
+			nightsRowTargets(r, add)
+			continue
+		case realtreeDataset:
+			realtreeTargets(r, add)
+			continue
+		}
+		if r.PgDumpAlone > 0 {
+			v := r.Cairn.Seconds / r.PgDumpAlone
+			add("cairn --pg live time <= 1.25x pg_dump alone to /dev/null", r, v, "<= 1.25", v <= 1.25)
 		}
 		isDump := r.Dataset == "pg" || r.Dataset == "redis"
 		switch {
@@ -122,6 +134,7 @@ func (b *bench) finish() {
 		}
 		add(name, r, r.RSSRatio, "<= 1.0", r.RSSRatio <= 1)
 	}
+	nightsSeriesTargets(b.res.Rows, add)
 	if im := b.res.IndexMemory; im != nil {
 		ts = append(ts, Target{Target: "index <= 40 B/blob", Row: "index: BenchmarkIndexMemory heap-B/blob", Value: im.HeapBytesPerBlob, Want: "<= 40", Met: im.HeapBytesPerBlob <= 40})
 	}
@@ -131,7 +144,7 @@ func (b *bench) finish() {
 // s3Targets checks the targets of the s3 rows: cairn's time as a fraction
 // of restic's, and the request count of the unchanged re-backup, which a
 // remote bucket's latency turns into time.
-func s3Targets(r *Row, add func(target string, r *Row, v float64, want string, met bool)) {
+func s3Targets(r *Row, add addFunc) {
 	if r.Speedup > 0 {
 		t := 1 / r.Speedup // cairn time / restic time
 		switch r.Phase {
@@ -147,6 +160,68 @@ func s3Targets(r *Row, add func(target string, r *Row, v float64, want string, m
 		v := float64(r.Cairn.Requests.Total()) / float64(r.Restic.Requests.Total())
 		add("s3: unchanged re-backup requests <= 2x restic's", r, v, "<= 2", v <= 2)
 	}
+}
+
+// addFunc records a target checked on a row.
+type addFunc func(target string, r *Row, v float64, want string, met bool)
+
+// Memory bounds of the pgnights and realtree rows (issue 14).
+const (
+	rssRatioMax = 1.5 // cairn's peak RSS / restic's
+	rssMaxMB    = 400 // cairn's peak RSS, 10^6 bytes
+)
+
+// rssTargets checks cairn's peak RSS against restic's and the bound.
+func rssTargets(ds string, r *Row, add addFunc) {
+	add(ds+": peak RSS <= 1.5x restic's", r, r.RSSRatio, "<= 1.5", r.RSSRatio <= rssRatioMax)
+	mb := float64(r.Cairn.MaxRSSKiB) * 1024 / 1e6
+	add(ds+": peak RSS <= 400 MB", r, mb, "<= 400", mb <= rssMaxMB)
+}
+
+// nightsRowTargets checks one pgnights row: every night's backup and
+// both restores 1.5x faster than restic, and the memory bounds.
+func nightsRowTargets(r *Row, add addFunc) {
+	switch {
+	case r.Backup:
+		add("pgnights: every night's backup >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+	default:
+		add("pgnights: restore >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+	}
+	rssTargets(nightsDataset, r, add)
+}
+
+// nightsSeriesTargets checks what the series as a whole must show: the
+// last night's backup no slower than night 2's (within 10%), and the
+// repository after the last night at most 0.35x restic's.
+func nightsSeriesTargets(rows []*Row, add addFunc) {
+	var night2, last *Row
+	for _, r := range rows {
+		if r.Dataset != nightsDataset || !r.Backup || r.Cairn == nil || r.Restic == nil {
+			continue
+		}
+		if r.Phase == nightBackupPhase(2) {
+			night2 = r
+		}
+		last = r // the nights run in order
+	}
+	if last == nil {
+		return
+	}
+	if night2 != nil && last != night2 && night2.Cairn.Seconds > 0 {
+		v := last.Cairn.Seconds / night2.Cairn.Seconds
+		add("pgnights: last night's backup time <= 1.1x night 2's (cairn)", last, v, "<= 1.1", v <= 1.1)
+	}
+	if last.Restic.RepoBytes > 0 {
+		v := float64(last.Cairn.RepoBytes) / float64(last.Restic.RepoBytes)
+		add("pgnights: repository after the last night <= 0.35x restic's", last, v, "<= 0.35", v <= 0.35)
+	}
+}
+
+// realtreeTargets checks one realtree row: every backup and the restore
+// 1.5x faster than restic, and the memory bounds.
+func realtreeTargets(r *Row, add addFunc) {
+	add("realtree: every backup and restore >= 1.5x restic", r, r.Speedup, ">= 1.5", r.Speedup >= 1.5)
+	rssTargets(realtreeDataset, r, add)
 }
 
 func round3(v float64) float64 {
@@ -252,7 +327,7 @@ func (b *bench) printTable(w io.Writer) {
 		fmt.Fprintf(w, "index memory: %.1f B/blob heap, %.1f B/blob estimated (BenchmarkIndexMemory, 1M blobs)\n", im.HeapBytesPerBlob, im.EstBytesPerBlob)
 	}
 	if len(b.res.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets (issue 9):")
+		fmt.Fprintln(w, "\ntargets (issues 9 and 14):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, t := range b.res.Targets {
 			met := "MET"

@@ -34,8 +34,9 @@ type Measure struct {
 	InputBytes int64   `json:"input_bytes,omitempty"`
 	MBps       float64 `json:"mb_per_s,omitempty"`
 	// From the backup's --json summary (restic's field names).
-	DataAdded       int64 `json:"data_added,omitempty"`
-	DataAddedPacked int64 `json:"data_added_packed,omitempty"`
+	DataAdded       int64  `json:"data_added,omitempty"`
+	DataAddedPacked int64  `json:"data_added_packed,omitempty"`
+	SnapshotID      string `json:"snapshot_id,omitempty"`
 	// Requests are the S3 requests of the phase by class, counted by the
 	// latency proxy (s3 data set only).
 	Requests *latencyproxy.Counts `json:"requests,omitempty"`
@@ -57,7 +58,10 @@ type Row struct {
 	Speedup     float64  `json:"speedup,omitempty"`      // restic time / cairn time
 	RSSRatio    float64  `json:"rss_ratio,omitempty"`    // cairn / restic peak RSS
 	GrowthRatio float64  `json:"growth_ratio,omitempty"` // cairn / restic bytes added (backups)
-	Note        string   `json:"note,omitempty"`
+	// PgDumpAlone is the time of pg_dump alone writing the same database
+	// to /dev/null (cairn --pg live rows): cairn's time is checked against it.
+	PgDumpAlone float64 `json:"pg_dump_alone_seconds,omitempty"`
+	Note        string  `json:"note,omitempty"`
 }
 
 // Results is the JSON document.
@@ -77,14 +81,16 @@ type Results struct {
 }
 
 type bench struct {
-	ctx   context.Context
-	root  string
-	o     options
-	prof  profile
-	work  string
-	env   []string
-	res   Results
-	logMu sync.Mutex
+	ctx  context.Context
+	root string
+	o    options
+	prof profile
+	work string
+	// workWhy says where the work directory is and why (tmpfs or disk).
+	workWhy string
+	env     []string
+	res     Results
+	logMu   sync.Mutex
 	// stdinKind is true when cairn backup has --no-delta (a comparison
 	// row: database chunking without deltas).
 	stdinKind bool
@@ -102,15 +108,14 @@ func newBench(ctx context.Context, root string, o options, prof profile) (*bench
 			return nil, fmt.Errorf("%s binary %s not found: %s", p.name, p.path, p.fix)
 		}
 	}
-	work, err := os.MkdirTemp(o.work, "cairnbench-")
+	parent, why := workParent(o.work, prof.WorkNeed)
+	work, err := os.MkdirTemp(parent, "cairnbench-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("work directory: %w", err)
 	}
-	b := &bench{ctx: ctx, root: root, o: o, prof: prof, work: work}
-	for _, d := range []string{"tmp", "restic-cache", "repos"} {
-		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
-			return nil, err
-		}
+	b := &bench{ctx: ctx, root: root, o: o, prof: prof, work: work, workWhy: why}
+	if err := b.makeWorkDirs(); err != nil {
+		return nil, err
 	}
 	// Run a private copy of cairn: a `make build` elsewhere during the run
 	// must not swap the binary between phases.
@@ -143,7 +148,7 @@ func newBench(ctx context.Context, root string, o options, prof profile) (*bench
 			"go": runtime.Version(), "load_at_start": loadAvg(), "mem_total": memTotal()},
 		Notes: []string{
 			"Every phase runs cairn first, then restic, on the same input; the page cache is not dropped (it needs privileges), so both tools read warm inputs.",
-			"Repositories are on local disk; both tools encrypt and use their default compression (restic: --compression auto, repository v2).",
+			"Repositories, restore targets and the tools' temporary files are in " + work + " (" + why + "); both tools encrypt and use their default compression (restic: --compression auto, repository v2).",
 			"Peak RSS is ru_maxrss of the tool's process (and its waited-for children, e.g. pg_dump for cairn --pg).",
 			"The machine may be shared: timings of other workloads running at the same time are noise; compare ratios of one run.",
 		},
@@ -365,7 +370,7 @@ func (b *bench) measure(label, phase string, in inv) (*Measure, error) {
 	if in.backup {
 		m.GrowthBytes = m.RepoBytes - before
 		if s := backupSummary(out); s != nil {
-			m.DataAdded, m.DataAddedPacked = s.DataAdded, s.DataAddedPacked
+			m.DataAdded, m.DataAddedPacked, m.SnapshotID = s.DataAdded, s.DataAddedPacked, s.SnapshotID
 			if m.InputBytes == 0 {
 				m.InputBytes = s.TotalBytesProcessed
 			}
@@ -415,6 +420,7 @@ type summary struct {
 	DataAdded           int64  `json:"data_added"`
 	DataAddedPacked     int64  `json:"data_added_packed"`
 	TotalBytesProcessed int64  `json:"total_bytes_processed"`
+	SnapshotID          string `json:"snapshot_id"`
 }
 
 // backupSummary finds the summary object in a backup's --json output (one

@@ -217,6 +217,28 @@ func copySpread(ctx context.Context, src, dst string, n int) error {
 	return nil
 }
 
+// copyS3Tree copies the cached tree to dst, where day 2 may change it,
+// and counts the copy.
+func (b *bench) copyS3Tree(ds, src, dst string, info *s3TreeInfo) (treeCount, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return treeCount{}, err
+	}
+	t := time.Now()
+	if out, err := exec.CommandContext(b.ctx, "cp", "-a", src, dst).CombinedOutput(); err != nil {
+		return treeCount{}, fmt.Errorf("copy the tree to %s: %v: %s", dst, err, strings.TrimSpace(string(out)))
+	}
+	count, err := countTree(dst)
+	if err != nil {
+		return treeCount{}, err
+	}
+	if err := b.checkS3Count(count.Files); err != nil {
+		return treeCount{}, err
+	}
+	b.logf("   %s: tree of %d files (%d of %s, %d random of 1-5 MiB), %d symlinks, %s, copied in %s", ds, count.Files, info.UsrShareFiles,
+		usrShare, info.LargeFiles, count.Symlinks, fmtBytes(count.Bytes), time.Since(t).Round(100*time.Millisecond))
+	return count, nil
+}
+
 // regularFiles lists the regular files under dir in lexical order.
 func regularFiles(dir string) ([]string, error) {
 	var files []string
@@ -370,22 +392,10 @@ func (b *bench) runS3() error {
 
 	// Work on a copy: day 2 changes it.
 	tree := filepath.Join(b.work, "s3", "tree")
-	if err := os.MkdirAll(filepath.Dir(tree), 0o755); err != nil {
-		return err
-	}
-	t := time.Now()
-	if out, err := exec.CommandContext(b.ctx, "cp", "-a", src, tree).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy the s3 tree: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	count1, err := countTree(tree)
+	count1, err := b.copyS3Tree(s3Dataset, src, tree, treeInfo)
 	if err != nil {
 		return err
 	}
-	if err := b.checkS3Count(count1.Files); err != nil {
-		return err
-	}
-	b.logf("   s3: tree of %d files (%d of %s, %d random of 1-5 MiB), %d symlinks, %s, copied in %s", count1.Files, treeInfo.UsrShareFiles,
-		usrShare, treeInfo.LargeFiles, count1.Symlinks, fmtBytes(count1.Bytes), time.Since(t).Round(100*time.Millisecond))
 	warm(tree, day1, day2)
 
 	e, err := b.startS3()
@@ -410,28 +420,11 @@ func (b *bench) runS3() error {
 // runS3Tree runs the tree's phases: three backups, a restore with the
 // cache the backups left, and one with empty caches.
 func (b *bench) runS3Tree(e *s3Env, c, r *repoT, tree string, count1 treeCount, info *s3Info) error {
-	backup := func(repo *repoT, size int64) inv {
-		return inv{repo: repo, args: []string{"--json", "backup", tree}, input: size, backup: true}
-	}
-	if _, err := b.pair(s3Dataset, s3TreeFirst, backup(c, count1.Bytes), backup(r, count1.Bytes)); err != nil {
-		return err
-	}
-	if _, err := b.pair(s3Dataset, s3TreeUnchanged, backup(c, count1.Bytes), backup(r, count1.Bytes)); err != nil {
-		return err
-	}
-	changed, err := b.day2S3Tree(tree)
-	if err != nil {
-		return err
-	}
-	count2, err := countTree(tree)
+	count2, changed, err := b.treeBackups(s3Dataset, [3]string{s3TreeFirst, s3TreeUnchanged, s3TreeDay2}, c, r, tree, count1)
 	if err != nil {
 		return err
 	}
 	info.Day2Rewritten, info.Day2Bytes = len(changed), count2.Bytes
-	b.logf("   s3: day 2: %d files rewritten (%s now)", len(changed), fmtBytes(count2.Bytes))
-	if _, err := b.pair(s3Dataset, s3TreeDay2, backup(c, count2.Bytes), backup(r, count2.Bytes)); err != nil {
-		return err
-	}
 	sample, err := restoreSampleOf(tree, changed)
 	if err != nil {
 		return err
@@ -455,6 +448,34 @@ func (b *bench) runS3Tree(e *s3Env, c, r *repoT, tree string, count1 treeCount, 
 	}
 	row.Note = "informative, not a target: both tools start with an empty local cache"
 	return nil
+}
+
+// treeBackups runs the three backups of a tree (phases: first,
+// unchanged, day 2) with day2S3Tree's changes before the third. It returns
+// the tree's count after day 2 and the files day 2 rewrote.
+func (b *bench) treeBackups(ds string, phases [3]string, c, r *repoT, tree string, count1 treeCount) (treeCount, []string, error) {
+	backup := func(repo *repoT, size int64) inv {
+		return inv{repo: repo, args: []string{"--json", "backup", tree}, input: size, backup: true}
+	}
+	if _, err := b.pair(ds, phases[0], backup(c, count1.Bytes), backup(r, count1.Bytes)); err != nil {
+		return treeCount{}, nil, err
+	}
+	if _, err := b.pair(ds, phases[1], backup(c, count1.Bytes), backup(r, count1.Bytes)); err != nil {
+		return treeCount{}, nil, err
+	}
+	changed, err := b.day2S3Tree(tree)
+	if err != nil {
+		return treeCount{}, nil, err
+	}
+	count2, err := countTree(tree)
+	if err != nil {
+		return treeCount{}, nil, err
+	}
+	b.logf("   %s: day 2: %d files rewritten (%s now)", ds, len(changed), fmtBytes(count2.Bytes))
+	if _, err := b.pair(ds, phases[2], backup(c, count2.Bytes), backup(r, count2.Bytes)); err != nil {
+		return treeCount{}, nil, err
+	}
+	return count2, changed, nil
 }
 
 // restoreSampleOf picks the files compared after a restore: those day 2
