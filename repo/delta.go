@@ -26,7 +26,18 @@ const maxDeltaShare = 2
 
 // goodDeltaShare ends the search among candidates early: a delta this small
 // (1/goodDeltaShare of the plaintext) will not be beaten by much.
-const goodDeltaShare = 16
+const goodDeltaShare = 8
+
+// rebaseShare bounds drift. The chunk a new one replaced is usually itself
+// a delta against an older root, so night after night the delta against
+// that root carries every change since: it grows, and so does the time to
+// encode it (twice as long after a week). When such a delta passes
+// 1/rebaseShare of the plaintext, the chunk is stored in full instead and
+// becomes the root of the next nights' deltas: one full chunk (about a
+// quarter of the plaintext, compressed) every few nights buys deltas that
+// stay small and fast. A chunk whose candidate is a full blob keeps any
+// delta up to 1/maxDeltaShare.
+const rebaseShare = 16
 
 // maxDeltaTries bounds the bases a chunk is encoded against: each try
 // decodes a base and runs the encoder over it, and the first candidate
@@ -90,6 +101,7 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 		}
 	}()
 	var bestBase, bestFrom crypto.ID
+	var bestDrifted bool
 	var tried []crypto.ID
 	limit := len(data) / maxDeltaShare
 	for _, cand := range candidates {
@@ -114,12 +126,12 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 		if len(d) > limit || (!bestBase.IsNull() && len(d) >= len(*best.delta)) {
 			continue
 		}
-		best, cur, bestBase, bestFrom = cur, best, root, cand
+		best, cur, bestBase, bestFrom, bestDrifted = cur, best, root, cand, root != cand
 		if len(d) <= len(data)/goodDeltaShare {
 			break
 		}
 	}
-	if bestBase.IsNull() {
+	if bestBase.IsNull() || bestDrifted && len(*best.delta) > len(data)/rebaseShare {
 		return res, false, nil
 	}
 	bestBuf := *best.delta
