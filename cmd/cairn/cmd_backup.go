@@ -144,6 +144,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		return fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
 	}
 
+	a.memoryBase = backupMemoryBase
 	r, err := a.openRepo(ctx, true)
 	if err != nil {
 		return err

@@ -79,7 +79,9 @@ type app struct {
 	noCache         bool
 	// tempCache makes a remote repository's cache last one command (check
 	// reads what the repository holds, not what this machine kept).
-	tempCache      bool
+	tempCache bool
+	// memoryBase is the soft memory limit the command chose (open.go).
+	memoryBase     int64
 	quiet          bool
 	stdin          io.Reader
 	stdout, stderr io.Writer
