@@ -826,7 +826,9 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 			ref = newDeltaRef(a.ctx, a.repo, prev)
 		}
 		start := time.Now()
-		content, sizes, heads, size, err := a.chunkStream(rd, kind, 1<<62, ref)
+		ra := newReadAhead(rd)
+		content, sizes, heads, size, err := a.chunkStream(ra, kind, 1<<62, ref)
+		ra.close()
 		ref.close()
 		if err != nil {
 			f.err = fmt.Errorf("read %s: %w", s.Path, err)
