@@ -363,7 +363,7 @@ func (c *checker) readData(ctx context.Context) error {
 		}
 		jobs = append(jobs, job{id, t, size})
 	}
-	sort.Slice(jobs, func(i, j int) bool { return jobs[i].id.String() < jobs[j].id.String() })
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].id.Compare(jobs[j].id) < 0 })
 	ch := make(chan job)
 	var wg sync.WaitGroup
 	for w := 0; w < c.opts.Workers; w++ {

@@ -4,6 +4,7 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -30,6 +31,9 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
 // Short returns the first eight hex digits, for display.
 func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// Compare orders IDs as their hex strings would be, without making them.
+func (id ID) Compare(o ID) int { return bytes.Compare(id[:], o[:]) }
 
 // IsNull reports whether the ID is all zero (unset).
 func (id ID) IsNull() bool { return id == ID{} }

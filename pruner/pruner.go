@@ -306,7 +306,7 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 
 	// Repack: copy the used blobs of mostly-unused packs into new packs,
 	// then treat the old packs as newly obsolete.
-	sort.Slice(toRepack, func(i, j int) bool { return toRepack[i].ID.String() < toRepack[j].ID.String() })
+	sort.Slice(toRepack, func(i, j int) bool { return toRepack[i].ID.Compare(toRepack[j].ID) < 0 })
 	for _, p := range toRepack {
 		h := backend.Handle{Type: repo.PackType(p.Type), Name: p.ID.String()}
 		data, err := be.Load(ctx, h, 0, 0)
@@ -374,8 +374,8 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 // splitIndex spreads packs over index files of bounded size; it always
 // returns at least one file.
 func splitIndex(live []index.PackEntry, obsolete []index.ObsoletePack) []*index.File {
-	sort.Slice(live, func(i, j int) bool { return live[i].ID.String() < live[j].ID.String() })
-	sort.Slice(obsolete, func(i, j int) bool { return obsolete[i].Pack.ID.String() < obsolete[j].Pack.ID.String() })
+	sort.Slice(live, func(i, j int) bool { return live[i].ID.Compare(live[j].ID) < 0 })
+	sort.Slice(obsolete, func(i, j int) bool { return obsolete[i].Pack.ID.Compare(obsolete[j].Pack.ID) < 0 })
 	files := []*index.File{{}}
 	n := 0
 	next := func(blobs int) *index.File {

@@ -164,7 +164,7 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 		if !out[i].Time.Equal(out[j].Time) {
 			return out[i].Time.Before(out[j].Time)
 		}
-		return out[i].ID.String() < out[j].ID.String()
+		return out[i].ID.Compare(out[j].ID) < 0
 	})
 	if len(bad) > 0 {
 		return out, fmt.Errorf("unreadable snapshots: %s", strings.Join(bad, "; "))

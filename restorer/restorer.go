@@ -1,6 +1,7 @@
 // Package restorer rebuilds files from a snapshot tree: directories first,
-// then file contents read pack by pack with merged range reads and written
-// out of order, then links and metadata, directories last.
+// then file contents, read pack by pack in streamed windows with several in
+// flight (repo.ReadBlobs) and written out of order, then links and
+// metadata, directories last. Dump streams one file in order the same way.
 package restorer
 
 import (
@@ -301,8 +302,8 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	// start to end; a delta's base is read just before it (repo/read.go).
 	sort.Slice(blobs, func(i, j int) bool {
 		a, b := blobs[i].loc, blobs[j].loc
-		if a.Pack != b.Pack {
-			return a.Pack.String() < b.Pack.String()
+		if c := a.Pack.Compare(b.Pack); c != 0 {
+			return c < 0
 		}
 		return a.Offset < b.Offset
 	})
