@@ -138,6 +138,18 @@ func (k *Key) Seal(dst, plaintext []byte) []byte {
 	return seal(k.aead, dst, plaintext)
 }
 
+// NonceSize is the length of the nonce that starts every sealed object.
+const NonceSize = chacha20poly1305.NonceSizeX
+
+// OpenInPlace is Open with the plaintext written over the ciphertext: it
+// returns a slice of sealed, which it modifies (also when it fails).
+func (k *Key) OpenInPlace(sealed []byte) ([]byte, error) {
+	if len(sealed) < Overhead {
+		return k.Open(nil, sealed)
+	}
+	return k.Open(sealed[NonceSize:NonceSize], sealed)
+}
+
 // Open authenticates and decrypts sealed (nonce || ciphertext || tag),
 // appending the plaintext to dst.
 func (k *Key) Open(dst, sealed []byte) ([]byte, error) {

@@ -362,6 +362,31 @@ func (r *Repository) decodeBlob(ctx context.Context, id crypto.ID, stored, dst [
 	return out, nil
 }
 
+// decodeBlobInPlace is decodeBlob (a full or delta blob, not as a base)
+// for stored bytes the caller will not read again: it decrypts over them,
+// and returns a raw blob's content where it lies, in stored; other content
+// is appended to dst. inPlace reports which.
+func (r *Repository) decodeBlobInPlace(ctx context.Context, id crypto.ID, stored, dst []byte, base *sealedBase) (content []byte, inPlace bool, err error) {
+	plain, err := r.key.OpenInPlace(stored)
+	if err != nil {
+		return nil, false, fmt.Errorf("blob %s: %w: %v", id.Short(), ErrBlobCorrupt, err)
+	}
+	if len(plain) < 1 {
+		return nil, false, fmt.Errorf("blob %s: %w: empty payload", id.Short(), ErrBlobCorrupt)
+	}
+	content, out, err := r.decodePayload(ctx, id, plain, dst, false, base)
+	if err != nil {
+		return nil, false, err
+	}
+	if got := r.key.BlobID(content); got != id {
+		return nil, false, fmt.Errorf("blob %s: %w: content hashes to %s", id.Short(), ErrBlobCorrupt, got.Short())
+	}
+	if out == nil {
+		return content, true, nil
+	}
+	return out, false, nil
+}
+
 // LoadBlob reads, decrypts and verifies a blob, appending it to dst.
 func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, dst []byte) ([]byte, error) {
 	return r.loadBlob(ctx, id, dst, false)

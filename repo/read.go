@@ -312,9 +312,9 @@ func (br *blobReader) decoder() {
 		br.nextUse++
 		br.mu.Unlock()
 
-		plain, err := br.decode(i, out[:0])
-		if plain != nil {
-			out = plain
+		plain, inPlace, err := br.decode(i, out[:0])
+		if plain != nil && !inPlace {
+			out = plain // keep what the append grew
 		}
 		if !br.deliver(i, plain, err) {
 			return
@@ -322,11 +322,13 @@ func (br *blobReader) decoder() {
 	}
 }
 
-// decode waits for use i's segments and rebuilds its plaintext into dst.
-func (br *blobReader) decode(i int, dst []byte) ([]byte, error) {
+// decode waits for use i's segments and rebuilds its plaintext into dst,
+// or, for a raw blob read for this use alone, decrypts it where it lies in
+// its window (inPlace): no copy of the content at all.
+func (br *blobReader) decode(i int, dst []byte) (plain []byte, inPlace bool, err error) {
 	u := &br.uses[i]
 	if u.err != nil {
-		return nil, u.err
+		return nil, false, u.err
 	}
 	defer func() {
 		br.release(u.target)
@@ -341,20 +343,32 @@ func (br *blobReader) decode(i int, dst []byte) ([]byte, error) {
 		select {
 		case <-s.ready:
 		case <-br.ctx.Done():
-			return nil, context.Cause(br.ctx)
+			return nil, false, context.Cause(br.ctx)
 		}
 		if s.err != nil {
 			if s == u.base {
-				return nil, fmt.Errorf("blob %s: base %s: %w", br.ids[i].Short(), s.id.Short(), s.err)
+				return nil, false, fmt.Errorf("blob %s: base %s: %w", br.ids[i].Short(), s.id.Short(), s.err)
 			}
-			return nil, s.err
+			return nil, false, s.err
 		}
 	}
 	var sb *sealedBase
 	if u.base != nil {
 		sb = &sealedBase{id: u.base.id, stored: u.base.data}
 	}
-	return br.r.decodeBlob(br.ctx, br.ids[i], u.target.data, dst, false, sb)
+	if br.sole(u.target) {
+		return br.r.decodeBlobInPlace(br.ctx, br.ids[i], u.target.data, dst, sb)
+	}
+	plain, err = br.r.decodeBlob(br.ctx, br.ids[i], u.target.data, dst, false, sb)
+	return plain, false, err
+}
+
+// sole reports whether s has no use left but the current one, so its
+// bytes may be decrypted over.
+func (br *blobReader) sole(s *segment) bool {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	return s.refs == 1
 }
 
 // deliver calls fn for use i (in turn when Ordered) and marks it finished;
