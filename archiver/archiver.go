@@ -142,6 +142,9 @@ type blobJob struct {
 	// bases; off is the chunk's offset in its stream.
 	ref *deltaRef
 	off int64
+	// id, when not null, is the chunk's ID, already computed (an old
+	// chunk the stream continues with).
+	id crypto.ID
 }
 
 // Run backs up the file system paths (absolute) and streams, returning the
@@ -279,7 +282,10 @@ func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
 	if j.ref == nil {
 		return a.repo.SaveBlob(a.ctx, index.DataBlob, data)
 	}
-	id := a.repo.Key().BlobID(data)
+	id := j.id
+	if id.IsNull() {
+		id = a.repo.Key().BlobID(data)
+	}
 	res, err := a.repo.SaveDataBlob(a.ctx, id, data, func() []crypto.ID { return j.ref.candidates(j.off, data) })
 	switch {
 	case err != nil:
@@ -726,14 +732,14 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 	var sizes []uint32
 	var heads []uint64
 	var off int64
-	submit := func(buf *[]byte) bool {
+	submit := func(buf *[]byte, known crypto.ID) bool {
 		id := new(crypto.ID)
 		ids = append(ids, id)
 		sizes = append(sizes, uint32(len(*buf)))
 		if kind == repo.KindDatabase {
 			heads = append(heads, tree.ChunkHead(*buf))
 		}
-		job := blobJob{buf: buf, dst: id, done: &wg, ref: ref, off: off}
+		job := blobJob{buf: buf, dst: id, done: &wg, ref: ref, off: off, id: known}
 		off += int64(len(*buf))
 		wg.Add(1)
 		select {
@@ -757,7 +763,7 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 					a.pool.Put(buf)
 					return nil
 				}
-				submit(buf)
+				submit(buf, crypto.ID{})
 				return nil
 			case err != nil:
 				a.pool.Put(buf)
@@ -775,15 +781,28 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 		}
 		c := a.chunker(kind, src, hint)
 		defer a.chunkers[kind].Put(c)
+		key := a.repo.Key()
 		for {
-			buf, err := c.Next()
-			if errors.Is(err, io.EOF) {
-				return nil
+			var buf *[]byte
+			var known crypto.ID
+			if ref != nil {
+				rest, err := c.Peek()
+				if err != nil {
+					return err
+				}
+				if n, id, ok := ref.knownChunk(c, rest, key); ok {
+					buf, known = c.Take(n), id
+				}
 			}
-			if err != nil {
-				return err
+			if buf == nil {
+				var err error
+				if buf, err = c.Next(); errors.Is(err, io.EOF) {
+					return nil
+				} else if err != nil {
+					return err
+				}
 			}
-			if !submit(buf) {
+			if !submit(buf, known) {
 				return context.Cause(a.ctx)
 			}
 		}

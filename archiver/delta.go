@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
@@ -31,6 +32,7 @@ import (
 // Blob workers call it concurrently, roughly in stream order.
 type deltaRef struct {
 	old    []crypto.ID
+	sizes  []uint32
 	starts []int64 // starts[i] is the offset of old[i] in the previous version
 	pos    map[crypto.ID]int
 
@@ -55,7 +57,7 @@ func newDeltaRef(ctx context.Context, r *repo.Repository, prev *tree.Node) *delt
 	if prev == nil || prev.Type != tree.File || len(prev.Content) == 0 || len(prev.ChunkSizes) != len(prev.Content) {
 		return nil
 	}
-	d := &deltaRef{old: prev.Content, starts: make([]int64, len(prev.Content)), pos: make(map[crypto.ID]int, len(prev.Content)),
+	d := &deltaRef{old: prev.Content, sizes: prev.ChunkSizes, starts: make([]int64, len(prev.Content)), pos: make(map[crypto.ID]int, len(prev.Content)),
 		heads: make(map[uint64]int, len(prev.Content)), stopped: make(chan struct{})}
 	var off int64
 	for i, id := range prev.Content {
@@ -137,6 +139,33 @@ func (d *deltaRef) candidates(off int64, head []byte) []crypto.ID {
 		}
 	}
 	return out
+}
+
+// knownChunk reports whether the stream, whose bytes not yet cut are rest,
+// continues with an old chunk unchanged: the old chunk with rest's head,
+// which ends at a cut point and hashes to its ID. The chunker can then take
+// it without searching for its cut point (the search would find the same
+// one: it restarts at every cut). The old stream's last chunk ended with
+// the stream, not at a cut point, so it never qualifies.
+func (d *deltaRef) knownChunk(c *chunk.Chunker, rest []byte, key *crypto.Key) (int, crypto.ID, bool) {
+	if d == nil || len(rest) < tree.HeadLen {
+		return 0, crypto.ID{}, false
+	}
+	d.mu.Lock()
+	j, ok := d.heads[tree.ChunkHead(rest)]
+	d.mu.Unlock()
+	if !ok || j == len(d.old)-1 {
+		return 0, crypto.ID{}, false
+	}
+	n := int(d.sizes[j])
+	if !c.CutsAt(n) {
+		return 0, crypto.ID{}, false // a changed chunk usually changed its length
+	}
+	id := key.BlobID(rest[:n])
+	if id != d.old[j] {
+		return 0, crypto.ID{}, false
+	}
+	return n, id, true
 }
 
 // place records that the new chunk at off replaced (or equals) old chunk

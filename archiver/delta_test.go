@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
 )
@@ -169,5 +171,64 @@ func TestChunkHeadsRecorded(t *testing.T) {
 	}
 	if n := root.Find("plain"); n == nil || len(n.ChunkHeads) != 0 {
 		t.Fatalf("a files stream got chunk heads: %+v", n)
+	}
+}
+
+// TestKnownChunks checks that chunks of the previous version found again
+// (taken without a cut-point search) leave the chunking exactly as a plain
+// search makes it, and that they are found.
+func TestKnownChunks(t *testing.T) {
+	ctx := context.Background()
+	day1, day2 := eventDump(60000, 0, 0), eventDump(60000, 40, 1500)
+	r := newRepo(t)
+	sn1, _ := backupStream(t, r, day1, nil, Options{})
+	sn2, _ := backupStream(t, r, day2, sn1, Options{})
+	root1, err := tree.Load(ctx, r, sn1.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root2, err := tree.Load(ctx, r, sn2.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same cuts as a plain search.
+	p := r.Config().ChunkParams(repo.KindDatabase)
+	var pool chunk.BufferPool
+	c := chunk.New(bytes.NewReader(day2), r.Config().Polynomial, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &pool)
+	var want []uint32
+	for {
+		bp, err := c.Next()
+		if err != nil {
+			break
+		}
+		want = append(want, uint32(len(*bp)))
+	}
+	if got := root2.Find("db.sql").ChunkSizes; !slices.Equal(got, want) {
+		t.Fatalf("day 2 cut into %d chunks, a plain search makes %d", len(got), len(want))
+	}
+	// Unchanged chunks are found: day 1 again, chunk by chunk.
+	ref := newDeltaRef(ctx, r, root1.Find("db.sql"))
+	defer ref.close()
+	c = chunk.New(bytes.NewReader(day1), r.Config().Polynomial, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &pool)
+	found := 0
+	for i := 0; ; i++ {
+		rest, err := c.Peek()
+		if err != nil || len(rest) == 0 {
+			break
+		}
+		if n, id, ok := ref.knownChunk(c, rest, r.Key()); ok {
+			if id != ref.old[i] {
+				t.Fatalf("chunk %d taken as %s, was %s", i, id.Short(), ref.old[i].Short())
+			}
+			pool.Put(c.Take(n))
+			found++
+			continue
+		}
+		if _, err := c.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found != len(ref.old)-1 { // all but the last, which ended with its stream
+		t.Fatalf("%d of %d unchanged chunks found", found, len(ref.old))
 	}
 }

@@ -155,6 +155,19 @@ func (c *Chunker) Next() (*[]byte, error) {
 	return c.Take(c.cut.cut(rest)), nil
 }
 
+// CutsAt reports whether the cut-point search could end a chunk that
+// starts at the current position after n bytes: the window before byte n
+// has a cut fingerprint, or n is the largest chunk. It is a quick filter
+// for Take: a chunk known from before that ends at such a point, with the
+// same content, is what the search would find.
+func (c *Chunker) CutsAt(n int) bool {
+	rest := c.buf[c.pos:c.end]
+	if n < c.cut.min || n > len(rest) || n > c.cut.max {
+		return false
+	}
+	return n == c.cut.max || c.cut.window(rest[n-windowSize:n])&c.cut.splitMask == 0
+}
+
 // Take cuts the next n bytes (at most what Peek returned) as a chunk
 // without searching for a cut point: for a chunk the caller recognises
 // as one the same stream had before. Since the search restarts at every

@@ -112,6 +112,17 @@ func (c *cutter) search(b []byte, from int) (int, bool) {
 	return 0, false
 }
 
+// window returns the fingerprint of a 64-byte window.
+func (c *cutter) window(w []byte) uint64 {
+	mod := &c.tab.mod
+	shift := c.polShift & 63
+	var digest uint64
+	for _, x := range w[:windowSize] {
+		digest = (digest<<8 | uint64(x)) ^ mod[byte(digest>>shift)]
+	}
+	return digest
+}
+
 // warm returns the hash of the 64 bytes before position p.
 func (c *cutter) warm(b []byte, p int) uint64 {
 	mod := &c.tab.mod

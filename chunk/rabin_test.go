@@ -202,3 +202,35 @@ func FuzzCutsMatchRestic(f *testing.F) {
 		}
 	})
 }
+
+// TestCutsAt checks the filter Take's callers use: it accepts every cut
+// the search makes.
+func TestCutsAt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	pol, _ := chunker.RandomPolynomial()
+	p := Params{Min: 16 << 10, Max: 256 << 10, AvgBits: 14}
+	var pool BufferPool
+	c := New(bytes.NewReader(data), pol, p, &pool)
+	rejected := 0
+	for {
+		rest, err := c.Peek()
+		if err != nil || len(rest) == 0 {
+			break
+		}
+		n := c.cut.cut(rest)
+		if n < len(rest) && !c.CutsAt(n) {
+			t.Fatalf("CutsAt(%d) is false for a cut the search made", n)
+		}
+		if c.CutsAt(n - 1) {
+			rejected++ // possible but about one in 2^14
+		}
+		pool.Put(c.Take(n))
+	}
+	if rejected > 2 {
+		t.Fatalf("CutsAt accepted %d positions next to a cut", rejected)
+	}
+}
