@@ -316,7 +316,11 @@ func (br *blobReader) decoder() {
 		if plain != nil && !inPlace {
 			out = plain // keep what the append grew
 		}
-		if !br.deliver(i, plain, err) {
+		ok := br.deliver(i, plain, err)
+		// Only now: plaintext decrypted in place lives in the window's
+		// buffer, which the release may hand to the next download.
+		br.releaseUse(i)
+		if !ok {
 			return
 		}
 	}
@@ -330,12 +334,6 @@ func (br *blobReader) decode(i int, dst []byte) (plain []byte, inPlace bool, err
 	if u.err != nil {
 		return nil, false, u.err
 	}
-	defer func() {
-		br.release(u.target)
-		if u.base != nil {
-			br.release(u.base)
-		}
-	}()
 	for _, s := range []*segment{u.base, u.target} {
 		if s == nil {
 			continue
@@ -361,6 +359,17 @@ func (br *blobReader) decode(i int, dst []byte) (plain []byte, inPlace bool, err
 	}
 	plain, err = br.r.decodeBlob(br.ctx, br.ids[i], u.target.data, dst, false, sb)
 	return plain, false, err
+}
+
+// releaseUse ends use i's hold on its segments.
+func (br *blobReader) releaseUse(i int) {
+	u := &br.uses[i]
+	if u.target != nil {
+		br.release(u.target)
+	}
+	if u.base != nil {
+		br.release(u.base)
+	}
 }
 
 // sole reports whether s has no use left but the current one, so its

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
@@ -38,8 +40,15 @@ func readFixture(t *testing.T) (*Repository, string, []crypto.ID, map[crypto.ID]
 		for j := range filler {
 			filler[j] = byte(rng.Uint32())
 		}
-		if _, err := r.SaveBlob(ctx, index.DataBlob, filler); err != nil {
+		fres, err := r.SaveBlob(ctx, index.DataBlob, filler)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			// Raw (incompressible) blobs are decrypted in place in
+			// their read window.
+			plain[fres.ID] = filler
+			ids = append(ids, fres.ID)
 		}
 	}
 	if err := r.Flush(ctx); err != nil {
@@ -91,6 +100,9 @@ func TestReadBlobs(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			// A slow consumer: the plaintext must stay valid for the
+			// whole call while other windows download.
+			time.Sleep(200 * time.Microsecond)
 			mu.Lock()
 			defer mu.Unlock()
 			order = append(order, i)
@@ -181,5 +193,48 @@ func TestReadBlobsErrors(t *testing.T) {
 	})
 	if err != nil || bad == 0 || good == 0 {
 		t.Fatalf("truncated pack: %v, %d bad, %d good", err, bad, good)
+	}
+}
+
+// TestReadBlobsSlowConsumer checks that a blob decrypted in place in its
+// read window stays intact while fn runs, even when the window's buffer is
+// the next download's as soon as fn returns.
+func TestReadBlobsSlowConsumer(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newTestRepo(t, Options{PackSize: 1 << 20})
+	rng := rand.New(rand.NewPCG(5, 6))
+	var ids []crypto.ID
+	plain := map[crypto.ID][]byte{}
+	for range 30 {
+		b := make([]byte, 300_000) // incompressible: stored raw
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		res, err := r.SaveBlob(ctx, index.DataBlob, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.ID)
+		plain[res.ID] = b
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A budget of about one window: the next starts as soon as one is freed.
+	for _, o := range []ReadOptions{{Downloads: 2, Budget: 1 << 20, Decoders: 1}, {Downloads: 3, Budget: 1 << 20, Ordered: true}} {
+		err := r.ReadBlobs(ctx, ids, o, func(i int, b []byte, err error) error {
+			if err != nil {
+				return err
+			}
+			head := bytes.Clone(b[:64])
+			time.Sleep(2 * time.Millisecond)
+			if !bytes.Equal(b, plain[ids[i]]) || !bytes.Equal(head, b[:64]) {
+				return fmt.Errorf("blob %d changed under fn", i)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
 	}
 }
