@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -78,6 +79,9 @@ type restorer struct {
 	links    []*entry // symlinks, hardlinks and special files, made after content
 	states   map[string]*fileState
 	stats    Stats
+	// trees holds the snapshot's trees, loaded in parallel before the
+	// plan walks them.
+	trees map[crypto.ID]*tree.Tree
 }
 
 func (rs *restorer) warn(p string, err error) {
@@ -104,6 +108,10 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	if opts.Chown {
 		rs.owners = fsmeta.NewOwners()
 	}
+	rs.trees = tree.Preload(ctx, r, rootID, runtime.GOMAXPROCS(0), func(dir string, n *tree.Node) bool {
+		include, descend := rs.selected(path.Join(dir, n.Name), true)
+		return include || descend
+	})
 	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
 		return Stats{}, err
 	}
@@ -136,9 +144,12 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	t, err := tree.Load(ctx, rs.r, id)
-	if err != nil {
-		return fmt.Errorf("tree of %s: %w", snapDir, err)
+	t := rs.trees[id]
+	if t == nil {
+		var err error
+		if t, err = tree.Load(ctx, rs.r, id); err != nil {
+			return fmt.Errorf("tree of %s: %w", snapDir, err)
+		}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]

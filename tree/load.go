@@ -3,6 +3,8 @@ package tree
 import (
 	"context"
 	"fmt"
+	"path"
+	"sync"
 
 	"github.com/cairn-backup/cairn/crypto"
 )
@@ -41,4 +43,63 @@ func Load(ctx context.Context, l BlobLoader, id crypto.ID) (*Tree, error) {
 		p.PrefetchBlobs(ctx, subtrees)
 	}
 	return t, nil
+}
+
+// Preload loads the trees below root (root included), workers at a time,
+// for a walk that will visit most of them and can then take them from the
+// returned map instead of loading each in turn. descend, when set, says
+// whether the subtree of directory node n in dir (a slash path) is wanted.
+// A tree that cannot be loaded is left out, and the walk meets the error
+// when it loads that tree itself.
+func Preload(ctx context.Context, l BlobLoader, root crypto.ID, workers int, descend func(dir string, n *Node) bool) map[crypto.ID]*Tree {
+	type job struct {
+		id  crypto.ID
+		dir string
+	}
+	var (
+		mu      sync.Mutex
+		out     = map[crypto.ID]*Tree{}
+		seen    = map[crypto.ID]bool{root: true}
+		queue   = []job{{root, "/"}}
+		pending = 0 // jobs taken but not finished
+		cond    = sync.NewCond(&mu)
+	)
+	worker := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			for len(queue) == 0 && pending > 0 && ctx.Err() == nil {
+				cond.Wait()
+			}
+			if len(queue) == 0 || ctx.Err() != nil {
+				cond.Broadcast()
+				return
+			}
+			j := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			pending++
+			mu.Unlock()
+			t, err := Load(ctx, l, j.id)
+			mu.Lock()
+			pending--
+			if err == nil {
+				out[j.id] = t
+				for i := range t.Nodes {
+					n := &t.Nodes[i]
+					if n.Type != Dir || seen[n.Subtree] || descend != nil && !descend(j.dir, n) {
+						continue
+					}
+					seen[n.Subtree] = true
+					queue = append(queue, job{n.Subtree, path.Join(j.dir, n.Name)})
+				}
+			}
+			cond.Broadcast()
+		}
+	}
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(worker)
+	}
+	wg.Wait()
+	return out
 }

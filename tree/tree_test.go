@@ -1,8 +1,10 @@
 package tree
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -69,5 +71,61 @@ func TestChunkHead(t *testing.T) {
 	// FNV-1a 64 of "": the offset basis. A stable function: heads are stored.
 	if got := ChunkHead(nil); got != 0xcbf29ce484222325 {
 		t.Fatalf("ChunkHead(nil) = %#x", got)
+	}
+}
+
+// mapLoader serves encoded trees from a map; missing IDs fail.
+type mapLoader map[crypto.ID][]byte
+
+func (m mapLoader) LoadBlob(_ context.Context, id crypto.ID, dst []byte) ([]byte, error) {
+	b, ok := m[id]
+	if !ok {
+		return nil, errors.New("no such blob")
+	}
+	return append(dst, b...), nil
+}
+
+// TestPreload builds a tree of 3 levels (one subtree shared by two
+// directories, one missing) and checks what Preload loads.
+func TestPreload(t *testing.T) {
+	m := mapLoader{}
+	put := func(tr *Tree) crypto.ID {
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crypto.Hash(b)
+		m[id] = b
+		return id
+	}
+	file := Node{Name: "f", Type: File}
+	leaf := put(&Tree{Nodes: []Node{file}})
+	missing := crypto.ID{7}
+	var mids []Node
+	for i := range 20 {
+		sub := put(&Tree{Nodes: []Node{{Name: "a", Type: Dir, Subtree: leaf}, {Name: "b", Type: Dir, Subtree: put(&Tree{Nodes: []Node{{Name: fmt.Sprint("g", i), Type: File}}})}}})
+		mids = append(mids, Node{Name: fmt.Sprintf("d%02d", i), Type: Dir, Subtree: sub})
+	}
+	mids = append(mids, Node{Name: "gone", Type: Dir, Subtree: missing})
+	root := put(&Tree{Nodes: mids})
+	got := Preload(context.Background(), m, root, 3, nil)
+	if len(got) != len(m) {
+		t.Fatalf("%d trees loaded, %d stored", len(got), len(m))
+	}
+	for id := range m {
+		if got[id] == nil {
+			t.Fatalf("tree %s not loaded", id.Short())
+		}
+	}
+	// descend limits the walk: only /d03 and below.
+	got = Preload(context.Background(), m, root, 2, func(dir string, n *Node) bool { return dir != "/" || n.Name == "d03" })
+	if len(got) != 4 { // root, d03, its a (the shared leaf) and b
+		t.Fatalf("%d trees loaded with a filter, want 4", len(got))
+	}
+	// A canceled context ends it.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := Preload(ctx, m, root, 2, nil); len(got) > 1 {
+		t.Fatalf("%d trees loaded after cancel", len(got))
 	}
 }
