@@ -297,24 +297,17 @@ func (a *archiver) saveBlob(j blobJob, data []byte) (repo.SaveResult, error) {
 	return res, err
 }
 
-// findNode returns the node at slash path p in snapshot sn, or nil.
+// findNode returns the node at slash path p in snapshot sn, or nil (the
+// backup then has no previous version of it).
 func (a *archiver) findNode(sn *repo.Snapshot, p string) *tree.Node {
 	if sn == nil {
 		return nil
 	}
-	t := a.loadTree(sn.Tree)
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	for i, name := range parts {
-		n := findIn(t, name)
-		if n == nil || i == len(parts)-1 {
-			return n
-		}
-		if n.Type != tree.Dir {
-			return nil
-		}
-		t = a.loadTree(n.Subtree)
+	n, err := tree.Find(a.ctx, a.repo, sn.Tree, p)
+	if err != nil {
+		return nil
 	}
-	return nil
+	return n
 }
 
 // loadTree loads a parent tree, returning nil when it cannot be read (the

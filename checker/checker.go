@@ -153,22 +153,18 @@ func (c *checker) loadIndex(ctx context.Context) error {
 }
 
 func (c *checker) listPacks(ctx context.Context) error {
-	be := c.r.Backend()
 	types := map[crypto.ID]backend.FileType{}
-	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
-		err := be.List(ctx, t, func(fi backend.FileInfo) error {
-			id, err := crypto.ParseID(fi.Name)
-			if err != nil {
-				c.add(Error, string(t)+"/"+fi.Name, "object name is not a pack ID")
-				return nil
-			}
-			c.stored[id] = fi.Size
-			types[id] = t
+	err := c.r.ListPacks(ctx, func(p repo.StoredPack) error {
+		if p.ID.IsNull() {
+			c.add(Error, string(p.Type)+"/"+p.Name, "object name is not a pack ID")
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("list packs: %w", err)
 		}
+		c.stored[p.ID] = p.Size
+		types[p.ID] = p.Type
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	c.res.Packs = len(c.stored)
 	for id, p := range c.indexed {

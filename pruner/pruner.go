@@ -65,31 +65,29 @@ var ErrUnsafe = errors.New("prune refused: the repository is damaged")
 // UsedBlobs walks every snapshot and returns the set of blobs they need.
 func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (map[crypto.ID]struct{}, error) {
 	used := make(map[crypto.ID]struct{})
-	var walk func(id crypto.ID) error
-	walk = func(id crypto.ID) error {
-		if _, ok := used[id]; ok {
+	// A subtree seen once (in this snapshot or an earlier one) is not
+	// walked again.
+	walk := func(root crypto.ID) error {
+		if _, ok := used[root]; ok {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		used[id] = struct{}{}
-		t, err := tree.Load(ctx, r, id)
-		if err != nil {
-			return fmt.Errorf("%w: %v (run 'cairn check', then 'cairn repair')", ErrUnsafe, err)
-		}
-		for i := range t.Nodes {
-			n := &t.Nodes[i]
+		used[root] = struct{}{}
+		err := tree.Walk(ctx, r, root, "/", func(_ string, n *tree.Node) error {
 			for _, b := range n.Content {
 				used[b] = struct{}{}
 			}
 			if n.Type == tree.Dir {
-				if err := walk(n.Subtree); err != nil {
-					return err
+				if _, ok := used[n.Subtree]; ok {
+					return tree.SkipDir
 				}
+				used[n.Subtree] = struct{}{}
 			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("%w: %v (run 'cairn check', then 'cairn repair')", ErrUnsafe, err)
 		}
-		return nil
+		return err
 	}
 	for _, sn := range sns {
 		if err := walk(sn.Tree); err != nil {
@@ -178,15 +176,13 @@ func Prune(ctx context.Context, r *repo.Repository, opts Options) (Stats, error)
 	st.UsedBlobs = len(used)
 
 	stored := map[crypto.ID]int64{}
-	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
-		if err := be.List(ctx, t, func(fi backend.FileInfo) error {
-			if id, err := crypto.ParseID(fi.Name); err == nil {
-				stored[id] = fi.Size
-			}
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("list packs: %w", err)
+	if err := r.ListPacks(ctx, func(p repo.StoredPack) error {
+		if !p.ID.IsNull() {
+			stored[p.ID] = p.Size
 		}
+		return nil
+	}); err != nil {
+		return st, err
 	}
 
 	// Where each used blob will be read from: the live index, or an

@@ -45,32 +45,31 @@ func Index(ctx context.Context, r *repo.Repository, log func(string, ...any)) (I
 	}
 	st.OldIndexFiles = len(old)
 	var packs []index.PackEntry
-	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
-		var ids []crypto.ID
-		if err := be.List(ctx, t, func(fi backend.FileInfo) error {
-			if id, err := crypto.ParseID(fi.Name); err == nil {
-				ids = append(ids, id)
-			}
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("list packs: %w", err)
+	var stored []repo.StoredPack
+	if err := r.ListPacks(ctx, func(p repo.StoredPack) error {
+		if !p.ID.IsNull() {
+			stored = append(stored, p)
 		}
-		for _, id := range ids {
-			if err := ctx.Err(); err != nil {
-				return st, err
-			}
-			bt, blobs, err := r.LoadPackHeader(ctx, t, id)
-			if err != nil {
-				log("pack %s: %v (its blobs are lost; run 'cairn repair snapshots')", id.Short(), err)
-				st.BadPacks = append(st.BadPacks, string(t)+"/"+id.String())
-				continue
-			}
-			packs = append(packs, index.PackEntry{ID: id, Type: bt, Blobs: blobs})
-			st.Packs++
-			st.Blobs += len(blobs)
-		}
+		return nil
+	}); err != nil {
+		return st, err
 	}
-	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
+	for _, sp := range stored {
+		t, id := sp.Type, sp.ID
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		bt, blobs, err := r.LoadPackHeader(ctx, t, id)
+		if err != nil {
+			log("pack %s: %v (its blobs are lost; run 'cairn repair snapshots')", id.Short(), err)
+			st.BadPacks = append(st.BadPacks, string(t)+"/"+id.String())
+			continue
+		}
+		packs = append(packs, index.PackEntry{ID: id, Type: bt, Blobs: blobs})
+		st.Packs++
+		st.Blobs += len(blobs)
+	}
+	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.Compare(packs[j].ID) < 0 })
 	// Bounded index files; the last one supersedes every old file, so the
 	// old ones stay in effect until all new files exist.
 	var files []*index.File
@@ -142,15 +141,13 @@ func Snapshots(ctx context.Context, r *repo.Repository, opts SnapshotOptions) (S
 	}
 	be := r.Backend()
 	stored := map[crypto.ID]bool{}
-	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
-		if err := be.List(ctx, t, func(fi backend.FileInfo) error {
-			if id, err := crypto.ParseID(fi.Name); err == nil {
-				stored[id] = true
-			}
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("list packs: %w", err)
+	if err := r.ListPacks(ctx, func(p repo.StoredPack) error {
+		if !p.ID.IsNull() {
+			stored[p.ID] = true
 		}
+		return nil
+	}); err != nil {
+		return st, err
 	}
 	sns, err := r.ListSnapshots(ctx)
 	if err != nil && len(sns) == 0 {

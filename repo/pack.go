@@ -199,3 +199,29 @@ func (r *Repository) LoadPackHeader(ctx context.Context, t backend.FileType, id 
 	}
 	return bt, blobs, nil
 }
+
+// StoredPack is a pack object as the backend lists it.
+type StoredPack struct {
+	Type backend.FileType // DataPack or TreePack
+	Name string
+	ID   crypto.ID // null when Name is not a pack ID
+	Size int64
+}
+
+// ListPacks calls fn for every data pack, then every tree pack, the
+// backend holds.
+func (r *Repository) ListPacks(ctx context.Context, fn func(StoredPack) error) error {
+	for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
+		err := r.be.List(ctx, t, func(fi backend.FileInfo) error {
+			p := StoredPack{Type: t, Name: fi.Name, Size: fi.Size}
+			if id, err := crypto.ParseID(fi.Name); err == nil {
+				p.ID = id
+			}
+			return fn(p)
+		})
+		if err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+	}
+	return nil
+}

@@ -2,8 +2,10 @@ package tree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"sync"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -102,4 +104,61 @@ func Preload(ctx context.Context, l BlobLoader, root crypto.ID, workers int, des
 	}
 	wg.Wait()
 	return out
+}
+
+// ErrNotFound is wrapped by Find when a path is not in the tree.
+var ErrNotFound = errors.New("not found in snapshot")
+
+// Find resolves a slash path below the tree root. "/" returns a directory
+// node standing for the root itself.
+func Find(ctx context.Context, l BlobLoader, root crypto.ID, p string) (*Node, error) {
+	p = path.Clean("/" + p)
+	node := &Node{Name: "/", Type: Dir, Subtree: root}
+	if p == "/" {
+		return node, nil
+	}
+	for _, name := range strings.Split(p[1:], "/") {
+		if node.Type != Dir {
+			return nil, fmt.Errorf("%s: %w (%s is not a directory)", p, ErrNotFound, node.Name)
+		}
+		t, err := Load(ctx, l, node.Subtree)
+		if err != nil {
+			return nil, err
+		}
+		if node = t.Find(name); node == nil {
+			return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
+		}
+	}
+	return node, nil
+}
+
+// SkipDir, returned by a Walk callback for a directory, skips its contents.
+var SkipDir = errors.New("skip this directory")
+
+// Walk calls fn for every node below the tree id, depth first in name
+// order, with its slash path (dir joined with the node's name).
+func Walk(ctx context.Context, l BlobLoader, id crypto.ID, dir string, fn func(p string, n *Node) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := Load(ctx, l, id)
+	if err != nil {
+		return err
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		p := path.Join(dir, n.Name)
+		switch err := fn(p, n); {
+		case errors.Is(err, SkipDir):
+			continue
+		case err != nil:
+			return err
+		}
+		if n.Type == Dir {
+			if err := Walk(ctx, l, n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

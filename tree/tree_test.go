@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -127,5 +128,43 @@ func TestPreload(t *testing.T) {
 	cancel()
 	if got := Preload(ctx, m, root, 2, nil); len(got) > 1 {
 		t.Fatalf("%d trees loaded after cancel", len(got))
+	}
+}
+
+func TestFindAndWalk(t *testing.T) {
+	m := mapLoader{}
+	put := func(tr *Tree) crypto.ID {
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crypto.Hash(b)
+		m[id] = b
+		return id
+	}
+	sub := put(&Tree{Nodes: []Node{{Name: "c", Type: File, Size: 3}, {Name: "d", Type: Dir, Subtree: put(&Tree{})}}})
+	root := put(&Tree{Nodes: []Node{{Name: "a", Type: File}, {Name: "b", Type: Dir, Subtree: sub}}})
+	ctx := context.Background()
+	if n, err := Find(ctx, m, root, "/b/c"); err != nil || n.Size != 3 {
+		t.Fatalf("find /b/c: %+v %v", n, err)
+	}
+	if n, err := Find(ctx, m, root, "/"); err != nil || n.Subtree != root {
+		t.Fatalf("find /: %+v %v", n, err)
+	}
+	for _, p := range []string{"/x", "/a/c", "/b/c/e"} {
+		if _, err := Find(ctx, m, root, p); !errors.Is(err, ErrNotFound) {
+			t.Errorf("find %s: %v, want ErrNotFound", p, err)
+		}
+	}
+	var seen []string
+	err := Walk(ctx, m, root, "/", func(p string, n *Node) error {
+		seen = append(seen, p)
+		if p == "/b/d" {
+			return SkipDir
+		}
+		return nil
+	})
+	if err != nil || strings.Join(seen, " ") != "/a /b /b/c /b/d" {
+		t.Fatalf("walk: %v %v", seen, err)
 	}
 }

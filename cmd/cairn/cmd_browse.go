@@ -19,7 +19,6 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/restorer"
 	"github.com/cairn-backup/cairn/tree"
 )
@@ -324,7 +323,7 @@ func (a *app) lsCommand() *cobra.Command {
 			if len(args) == 2 {
 				dir = path.Clean("/" + args[1])
 			}
-			node, err := findNode(ctx, r, sn.Tree, dir)
+			node, err := tree.Find(ctx, r, sn.Tree, dir)
 			if err != nil {
 				return err
 			}
@@ -349,7 +348,7 @@ func (a *app) lsCommand() *cobra.Command {
 			if node.Type != tree.Dir {
 				return print(dir, node)
 			}
-			return walkTree(ctx, r, node.Subtree, dir, print)
+			return tree.Walk(ctx, r, node.Subtree, dir, print)
 		},
 	}
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "long listing: mode, owner, size, time")
@@ -379,7 +378,7 @@ func (a *app) dumpCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			node, err := findNode(ctx, r, sn.Tree, args[1])
+			node, err := tree.Find(ctx, r, sn.Tree, args[1])
 			if err != nil {
 				return err
 			}
@@ -442,14 +441,14 @@ func (a *app) diffTrees(ctx context.Context, r *repo.Repository, id1, id2 crypto
 	var t1, t2 *tree.Tree
 	var err error
 	if !id1.IsNull() {
-		if t1, err = loadTree(ctx, r, id1); err != nil {
+		if t1, err = tree.Load(ctx, r, id1); err != nil {
 			return err
 		}
 	} else {
 		t1 = &tree.Tree{}
 	}
 	if !id2.IsNull() {
-		if t2, err = loadTree(ctx, r, id2); err != nil {
+		if t2, err = tree.Load(ctx, r, id2); err != nil {
 			return err
 		}
 	} else {
@@ -562,7 +561,7 @@ func (a *app) statsCommand() *cobra.Command {
 			}
 			var files, restoreSize uint64
 			for _, sn := range sns {
-				if err := walkTree(ctx, r, sn.Tree, "/", func(_ string, n *tree.Node) error {
+				if err := tree.Walk(ctx, r, sn.Tree, "/", func(_ string, n *tree.Node) error {
 					if n.Type == tree.File {
 						files++
 						restoreSize += n.Size
@@ -585,14 +584,12 @@ func (a *app) statsCommand() *cobra.Command {
 				return err
 			}
 			var packs, packBytes uint64
-			for _, t := range []backend.FileType{backend.DataPack, backend.TreePack} {
-				if err := r.Backend().List(ctx, t, func(fi backend.FileInfo) error {
-					packs++
-					packBytes += uint64(fi.Size)
-					return nil
-				}); err != nil {
-					return err
-				}
+			if err := r.ListPacks(ctx, func(p repo.StoredPack) error {
+				packs++
+				packBytes += uint64(p.Size)
+				return nil
+			}); err != nil {
+				return err
 			}
 			if a.jsonOutput {
 				return a.printJSON(map[string]any{

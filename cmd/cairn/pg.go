@@ -271,13 +271,13 @@ func (a *app) pgRestore(ctx context.Context, r *repo.Repository, sn *repo.Snapsh
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
 	}
-	node, err := findNode(ctx, r, sn.Tree, d.source.Name)
+	node, err := tree.Find(ctx, r, sn.Tree, d.source.Name)
 	if err != nil {
 		return err
 	}
 	var globals io.Reader
 	if f.globals {
-		gnode, err := findNode(ctx, r, sn.Tree, pgDir+pgstream.GlobalsFileName)
+		gnode, err := tree.Find(ctx, r, sn.Tree, pgDir+pgstream.GlobalsFileName)
 		if err != nil {
 			return fmt.Errorf("--pg-globals: snapshot %s holds no globals (was it taken with --pg-no-globals?)", sn.ID.Short())
 		}

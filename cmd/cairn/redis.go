@@ -395,7 +395,7 @@ func snapshotRDB(ctx context.Context, r *repo.Repository, sn *repo.Snapshot) (*r
 		}
 		name, found = s.Name, true
 	}
-	node, err := findNode(ctx, r, sn.Tree, name)
+	node, err := tree.Find(ctx, r, sn.Tree, name)
 	if err != nil {
 		if !found {
 			return nil, nil, fmt.Errorf("snapshot %s has no Redis data (no redis source, no %s)", sn.ID.Short(), redisPath)

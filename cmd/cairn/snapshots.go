@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"path"
 	"slices"
 	"sort"
 	"strings"
 
-	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/tree"
 )
 
 // findSnapshot resolves "latest", a full ID or a unique ID prefix.
@@ -64,58 +61,6 @@ func findStreamPrev(sns []*repo.Snapshot, host, path string) *repo.Snapshot {
 	for i := len(sns) - 1; i >= 0; i-- {
 		if sns[i].Hostname == host && slices.Contains(sns[i].Paths, path) {
 			return sns[i]
-		}
-	}
-	return nil
-}
-
-func loadTree(ctx context.Context, r *repo.Repository, id crypto.ID) (*tree.Tree, error) {
-	return tree.Load(ctx, r, id)
-}
-
-// findNode resolves a slash path in a snapshot. "/" returns a synthetic
-// directory node for the root.
-func findNode(ctx context.Context, r *repo.Repository, root crypto.ID, p string) (*tree.Node, error) {
-	p = path.Clean("/" + p)
-	node := &tree.Node{Name: "/", Type: tree.Dir, Subtree: root}
-	if p == "/" {
-		return node, nil
-	}
-	for _, comp := range strings.Split(p[1:], "/") {
-		if node.Type != tree.Dir {
-			return nil, fmt.Errorf("%s: not found in snapshot (%s is not a directory)", p, node.Name)
-		}
-		t, err := loadTree(ctx, r, node.Subtree)
-		if err != nil {
-			return nil, err
-		}
-		node = t.Find(comp)
-		if node == nil {
-			return nil, fmt.Errorf("%s: not found in snapshot", p)
-		}
-	}
-	return node, nil
-}
-
-// walkTree calls fn for every node below the tree id, depth first, with its path.
-func walkTree(ctx context.Context, r *repo.Repository, id crypto.ID, dir string, fn func(p string, n *tree.Node) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t, err := loadTree(ctx, r, id)
-	if err != nil {
-		return err
-	}
-	for i := range t.Nodes {
-		n := &t.Nodes[i]
-		p := path.Join(dir, n.Name)
-		if err := fn(p, n); err != nil {
-			return err
-		}
-		if n.Type == tree.Dir {
-			if err := walkTree(ctx, r, n.Subtree, p, fn); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
