@@ -36,9 +36,9 @@ type Stream struct {
 	// "/postgres/app.pgdump". Missing parent directories are created.
 	Path   string
 	Reader io.Reader
-	// Kind selects chunk parameters (repo.KindFiles, repo.KindDatabase;
-	// repo.KindAuto picks by content).
-	Kind string
+	// Chunking is the stream's chunking profile (repo.ChunkingFiles,
+	// repo.ChunkingDatabase; repo.ChunkingAuto picks by content).
+	Chunking string
 	// Mode of the stored file node (default 0600).
 	Mode uint32
 }
@@ -164,7 +164,7 @@ func Run(ctx context.Context, r *repo.Repository, paths []string, streams []Stre
 	a := &archiver{
 		repo: r, opts: opts, names: fsmeta.NewNames(), ctx: ctx, cancel: cancel,
 		blobJobs:    make(chan blobJob, 2*opts.BlobWorkers),
-		chunkers:    map[string]*sync.Pool{repo.KindFiles: {}, repo.KindDatabase: {}},
+		chunkers:    map[string]*sync.Pool{repo.ChunkingFiles: {}, repo.ChunkingDatabase: {}},
 		fileSem:     make(chan struct{}, opts.FileWorkers),
 		streamSizes: map[string]uint64{},
 		rootSizes:   map[string]*atomic.Uint64{},
@@ -675,7 +675,7 @@ func (a *archiver) readFile(fsPath string, node tree.Node) ([]crypto.ID, []uint3
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != node.Inode {
 		return nil, nil, 0, errors.New("file was replaced during the backup; skipped")
 	}
-	content, sizes, _, n, err := a.chunkStream(f, repo.KindFiles, node.Size, nil)
+	content, sizes, _, n, err := a.chunkStream(f, repo.ChunkingFiles, node.Size, nil)
 	return content, sizes, n, err
 }
 
@@ -700,8 +700,7 @@ func (a *archiver) chunker(kind string, rd io.Reader, sizeHint uint64) *chunk.Ch
 	pol := a.repo.Config().Polynomial
 	c, ok := a.chunkers[kind].Get().(*chunk.Chunker)
 	if !ok {
-		p := a.repo.Config().ChunkParams(kind)
-		c = chunk.New(nil, pol, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &a.pool)
+		c = chunk.New(nil, pol, a.repo.Config().ChunkParams(kind), &a.pool)
 	}
 	c.Reset(rd, pol, sizeHint)
 	return c
@@ -716,7 +715,7 @@ func (a *archiver) chunker(kind string, rd io.Reader, sizeHint uint64) *chunk.Ch
 // their heads (tree.ChunkHead), for the next version's deltas.
 func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *deltaRef) ([]crypto.ID, []uint32, []uint64, uint64, error) {
 	if _, ok := a.chunkers[kind]; !ok {
-		kind = repo.KindFiles // what Config.ChunkParams falls back to
+		kind = repo.ChunkingFiles // what Config.ChunkParams falls back to
 	}
 	params := a.repo.Config().ChunkParams(kind)
 	cr := &countingReader{r: rd, p: a.opts.Progress}
@@ -729,7 +728,7 @@ func (a *archiver) chunkStream(rd io.Reader, kind string, sizeHint uint64, ref *
 		id := new(crypto.ID)
 		ids = append(ids, id)
 		sizes = append(sizes, uint32(len(*buf)))
-		if kind == repo.KindDatabase {
+		if kind == repo.ChunkingDatabase {
 			heads = append(heads, tree.ChunkHead(*buf))
 		}
 		job := blobJob{buf: buf, dst: id, done: &wg, ref: ref, off: off, id: known}
@@ -823,15 +822,15 @@ func (a *archiver) saveStream(s *Stream, name string, prev *tree.Node) *future {
 	go func() {
 		defer a.producers.Done()
 		defer close(f.done)
-		kind, rd := s.Kind, s.Reader
+		kind, rd := s.Chunking, s.Reader
 		switch kind {
 		case "":
-			kind = repo.KindFiles
-		case repo.KindAuto:
+			kind = repo.ChunkingFiles
+		case repo.ChunkingAuto:
 			kind, rd = sniffKind(rd)
 		}
 		var ref *deltaRef
-		if kind == repo.KindDatabase && !a.opts.NoDelta {
+		if kind == repo.ChunkingDatabase && !a.opts.NoDelta {
 			if prev == nil {
 				prev = a.findNode(a.opts.StreamPrev[s.Path], s.Path)
 			}

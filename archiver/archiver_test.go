@@ -168,7 +168,7 @@ func TestStreams(t *testing.T) {
 		fmt.Fprintf(&buf, "INSERT INTO t VALUES (%d, '%x');\n", rng.Uint64(), rng.Uint64())
 	}
 	data := buf.Bytes()
-	res, err := Run(ctx, r, nil, []Stream{{Path: "/pg/db.sql", Reader: bytes.NewReader(data), Kind: repo.KindDatabase}}, Options{})
+	res, err := Run(ctx, r, nil, []Stream{{Path: "/pg/db.sql", Reader: bytes.NewReader(data), Chunking: repo.ChunkingDatabase}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

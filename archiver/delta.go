@@ -201,7 +201,7 @@ func sniffKind(rd io.Reader) (string, io.Reader) {
 	br := bufio.NewReaderSize(rd, 4096)
 	head, _ := br.Peek(64) // a read error comes back on the first real read
 	if isDumpStart(head) {
-		return repo.KindDatabase, br
+		return repo.ChunkingDatabase, br
 	}
-	return repo.KindFiles, br
+	return repo.ChunkingFiles, br
 }

@@ -17,12 +17,12 @@ import (
 
 func TestSniffKind(t *testing.T) {
 	for in, want := range map[string]string{
-		"PGDMP\x01\x0e\x00":                     repo.KindDatabase,
-		"--\n-- PostgreSQL database dump\n--\n": repo.KindDatabase,
-		"REDIS0011\xfa":                         repo.KindDatabase,
-		"":                                      repo.KindFiles,
-		"PGDM":                                  repo.KindFiles,
-		"hello world":                           repo.KindFiles,
+		"PGDMP\x01\x0e\x00":                     repo.ChunkingDatabase,
+		"--\n-- PostgreSQL database dump\n--\n": repo.ChunkingDatabase,
+		"REDIS0011\xfa":                         repo.ChunkingDatabase,
+		"":                                      repo.ChunkingFiles,
+		"PGDM":                                  repo.ChunkingFiles,
+		"hello world":                           repo.ChunkingFiles,
 	} {
 		kind, rd := sniffKind(strings.NewReader(in))
 		if kind != want {
@@ -62,7 +62,7 @@ func backupStream(t *testing.T, r *repo.Repository, data []byte, parent *repo.Sn
 	t.Helper()
 	ctx := context.Background()
 	opts.Parent = parent
-	res, err := Run(ctx, r, nil, []Stream{{Path: "/db.sql", Reader: bytes.NewReader(data), Kind: repo.KindAuto}}, opts)
+	res, err := Run(ctx, r, nil, []Stream{{Path: "/db.sql", Reader: bytes.NewReader(data), Chunking: repo.ChunkingAuto}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestChunkHeadsRecorded(t *testing.T) {
 		t.Fatalf("candidates %v, want chunk 2 (%s) first", cands, node.Content[2].Short())
 	}
 	// A file's node gets no heads.
-	res, err := Run(ctx, r, nil, []Stream{{Path: "/plain", Reader: bytes.NewReader(day1), Kind: repo.KindFiles}}, Options{})
+	res, err := Run(ctx, r, nil, []Stream{{Path: "/plain", Reader: bytes.NewReader(day1), Chunking: repo.ChunkingFiles}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +192,9 @@ func TestKnownChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same cuts as a plain search.
-	p := r.Config().ChunkParams(repo.KindDatabase)
+	p := r.Config().ChunkParams(repo.ChunkingDatabase)
 	var pool chunk.BufferPool
-	c := chunk.New(bytes.NewReader(day2), r.Config().Polynomial, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &pool)
+	c := chunk.New(bytes.NewReader(day2), r.Config().Polynomial, p, &pool)
 	var want []uint32
 	for {
 		bp, err := c.Next()
@@ -209,7 +209,7 @@ func TestKnownChunks(t *testing.T) {
 	// Unchanged chunks are found: day 1 again, chunk by chunk.
 	ref := newDeltaRef(ctx, r, root1.Find("db.sql"))
 	defer ref.close()
-	c = chunk.New(bytes.NewReader(day1), r.Config().Polynomial, chunk.Params{Min: p.Min, Max: p.Max, AvgBits: p.AvgBits}, &pool)
+	c = chunk.New(bytes.NewReader(day1), r.Config().Polynomial, p, &pool)
 	found := 0
 	for i := 0; ; i++ {
 		rest, err := c.Peek()

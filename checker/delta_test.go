@@ -51,7 +51,7 @@ func TestCheckFindsMissingDeltaBase(t *testing.T) {
 	var parent *repo.Snapshot
 	for _, skip := range []int{0, 50} {
 		r := open()
-		res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db", Reader: bytes.NewReader(dump(skip)), Kind: repo.KindAuto}}, archiver.Options{Parent: parent})
+		res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db", Reader: bytes.NewReader(dump(skip)), Chunking: repo.ChunkingAuto}}, archiver.Options{Parent: parent})
 		if err != nil {
 			t.Fatal(err)
 		}

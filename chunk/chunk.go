@@ -13,10 +13,12 @@ import (
 	"github.com/restic/chunker"
 )
 
-// Params bound chunk sizes; the average is 2^AvgBits bytes.
+// Params bound chunk sizes; the average is 2^AvgBits bytes. They are
+// stored in the repository's config (docs/format.md §6), hence the tags.
 type Params struct {
-	Min, Max uint
-	AvgBits  int
+	Min     uint `json:"min"`
+	AvgBits int  `json:"avg_bits"`
+	Max     uint `json:"max"`
 }
 
 // BufferPool hands out byte slices in power-of-two size classes, so chunks

@@ -50,7 +50,7 @@ func writeGoldenDelta(t *testing.T) {
 	}
 	var parent *repo.Snapshot
 	for day := 1; day <= 2; day++ {
-		res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db.pgdump", Reader: bytes.NewReader(goldenDump(day)), Kind: repo.KindAuto}}, archiver.Options{Parent: parent})
+		res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db.pgdump", Reader: bytes.NewReader(goldenDump(day)), Chunking: repo.ChunkingAuto}}, archiver.Options{Parent: parent})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -76,7 +76,7 @@ func writeGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(src, "golden")
-	res, err := archiver.Run(ctx, r, []string{root}, []archiver.Stream{{Path: "/stream/stdin.txt", Reader: bytes.NewReader([]byte("streamed\n")), Kind: repo.KindDatabase}}, archiver.Options{})
+	res, err := archiver.Run(ctx, r, []string{root}, []archiver.Stream{{Path: "/stream/stdin.txt", Reader: bytes.NewReader([]byte("streamed\n")), Chunking: repo.ChunkingDatabase}}, archiver.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestGoldenRepository(t *testing.T) {
 		t.Fatalf("open golden repository: %v", err)
 	}
 	cfg := r.Config()
-	if cfg.Version != 1 || cfg.PackSize != 1<<20 || cfg.Chunking[repo.KindFiles].AvgBits != 20 || cfg.Chunking[repo.KindDatabase].AvgBits != 14 {
+	if cfg.Version != 1 || cfg.PackSize != 1<<20 || cfg.Chunking[repo.ChunkingFiles].AvgBits != 20 || cfg.Chunking[repo.ChunkingDatabase].AvgBits != 14 {
 		t.Fatalf("config: %+v", cfg)
 	}
 	res, err := checker.Check(ctx, r, checker.Options{ReadData: true})

@@ -33,7 +33,7 @@ func (f *fixture) backupStream(data []byte, parent *repo.Snapshot) (*repo.Snapsh
 	ctx := context.Background()
 	r := f.open()
 	defer r.Close()
-	res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db.pgdump", Reader: bytes.NewReader(data), Kind: repo.KindAuto}}, archiver.Options{Parent: parent})
+	res, err := archiver.Run(ctx, r, nil, []archiver.Stream{{Path: "/db.pgdump", Reader: bytes.NewReader(data), Chunking: repo.ChunkingAuto}}, archiver.Options{Parent: parent})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/restic/chunker"
 
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
 )
 
@@ -20,49 +21,43 @@ const FormatVersion = 1
 // configMagic precedes the sealed config so its version is readable without a key.
 const configMagic = "CRNC"
 
-// ChunkParams bound content-defined chunk sizes for one kind of content.
-type ChunkParams struct {
-	Min     uint `json:"min"`
-	AvgBits int  `json:"avg_bits"`
-	Max     uint `json:"max"`
-}
-
-// Chunk parameter sets, keyed by kind in Config.Chunking.
+// Chunking profiles: the keys of Config.Chunking.
 const (
-	KindFiles    = "files"
-	KindDatabase = "database"
-	// KindAuto is not a parameter set: a stream of this kind is database
+	ChunkingFiles    = "files"
+	ChunkingDatabase = "database"
+	// ChunkingAuto is not a profile: a stream with it is database
 	// when it starts like a PostgreSQL dump or a Redis RDB file, else files.
-	KindAuto = "auto"
+	ChunkingAuto = "auto"
 )
 
 // Config is the repository's fixed configuration, written once by init.
 type Config struct {
-	Version     int                    `json:"version"`
-	ID          string                 `json:"id"`
-	Polynomial  chunker.Pol            `json:"chunker_polynomial"`
-	Chunking    map[string]ChunkParams `json:"chunking"`
-	PackSize    int                    `json:"pack_size"`
-	Compression string                 `json:"compression"`
+	Version     int                     `json:"version"`
+	ID          string                  `json:"id"`
+	Polynomial  chunker.Pol             `json:"chunker_polynomial"`
+	Chunking    map[string]chunk.Params `json:"chunking"`
+	PackSize    int                     `json:"pack_size"`
+	Compression string                  `json:"compression"`
 }
 
 // DefaultChunking returns the chunk parameters init writes: about 1 MiB for
 // files, 256 KiB for database dumps (which change in scattered rows and are
 // stored as deltas; see ../docs/format.md for the measurements behind the
 // choice).
-func DefaultChunking() map[string]ChunkParams {
-	return map[string]ChunkParams{
-		KindFiles:    {Min: 512 << 10, AvgBits: 20, Max: 8 << 20},
-		KindDatabase: {Min: 64 << 10, AvgBits: 18, Max: 4 << 20},
+func DefaultChunking() map[string]chunk.Params {
+	return map[string]chunk.Params{
+		ChunkingFiles:    {Min: 512 << 10, AvgBits: 20, Max: 8 << 20},
+		ChunkingDatabase: {Min: 64 << 10, AvgBits: 18, Max: 4 << 20},
 	}
 }
 
-// ChunkParams returns the parameters of a kind, falling back to files.
-func (c Config) ChunkParams(kind string) ChunkParams {
-	if p, ok := c.Chunking[kind]; ok {
+// ChunkParams returns the parameters of a chunking profile, falling back
+// to files.
+func (c Config) ChunkParams(profile string) chunk.Params {
+	if p, ok := c.Chunking[profile]; ok {
 		return p
 	}
-	return c.Chunking[KindFiles]
+	return c.Chunking[ChunkingFiles]
 }
 
 func (c *Config) validate() error {
@@ -77,8 +72,8 @@ func (c *Config) validate() error {
 	if c.PackSize < 1<<20 || c.PackSize > 128<<20 {
 		return fmt.Errorf("config: pack size %d out of range 1 MiB..128 MiB", c.PackSize)
 	}
-	if _, ok := c.Chunking[KindFiles]; !ok {
-		return fmt.Errorf("config: no chunk parameters for %q", KindFiles)
+	if _, ok := c.Chunking[ChunkingFiles]; !ok {
+		return fmt.Errorf("config: no chunk parameters for %q", ChunkingFiles)
 	}
 	if _, err := hex.DecodeString(c.ID); err != nil || len(c.ID) != 64 {
 		return fmt.Errorf("config: invalid repository id %q", c.ID)

@@ -45,7 +45,7 @@ type Options struct {
 	// KDF overrides the argon2id parameters of new key files (tests only).
 	KDF *crypto.KDFParams
 	// Chunking overrides chunk parameters at init (tests only).
-	Chunking map[string]ChunkParams
+	Chunking map[string]chunk.Params
 	// BaseWindow is how much of a pack a delta base read fetches beyond
 	// the blob, for the blobs after it (default 1 MiB; window.go).
 	BaseWindow int

@@ -37,7 +37,7 @@ type Summary struct {
 type Source struct {
 	Kind   string            `json:"kind"`            // "files", "stdin", "command", ...
 	Name   string            `json:"name"`            // path in the snapshot tree
-	Status string            `json:"status"`          // "ok", "partial", "skipped"
+	Status string            `json:"status"`          // SourceOK, SourcePartial, SourceSkipped
 	Error  string            `json:"error,omitempty"` // why not ok
 	Size   uint64            `json:"size"`            // plaintext bytes
 	Meta   map[string]string `json:"meta,omitempty"`  // source-specific facts
@@ -46,6 +46,13 @@ type Source struct {
 	// shape defined by the source.
 	Details json.RawMessage `json:"details,omitempty"`
 }
+
+// Source statuses.
+const (
+	SourceOK      = "ok"      // captured whole
+	SourcePartial = "partial" // captured, but some of it could not be read
+	SourceSkipped = "skipped" // an optional source that failed: not in the snapshot
+)
 
 // Snapshot is the commit point of a backup: it names a root tree.
 type Snapshot struct {

@@ -83,7 +83,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.BoolVar(&f.stdin, "stdin", false, "read the content of one file from standard input")
 	fl.StringVar(&f.stdinFilename, "stdin-filename", "stdin", "`name` of the file stored from --stdin or --stdin-from-command")
 	fl.BoolVar(&f.stdinFromCommand, "stdin-from-command", false, "store the standard output of the command given after --; no snapshot unless it exits 0")
-	fl.StringVar(&f.stdinKind, "stdin-kind", repo.KindAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 256 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
+	fl.StringVar(&f.stdinKind, "stdin-kind", repo.ChunkingAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 256 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "add `tags` (comma-separated, repeatable)")
 	fl.StringVar(&f.host, "host", "", "record `hostname` instead of this machine's")
 	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
@@ -106,7 +106,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 			return errors.New("--stdin-from-command needs a command after --")
 		}
 	}
-	if f.stdinKind != repo.KindFiles && f.stdinKind != repo.KindDatabase && f.stdinKind != repo.KindAuto {
+	if f.stdinKind != repo.ChunkingFiles && f.stdinKind != repo.ChunkingDatabase && f.stdinKind != repo.ChunkingAuto {
 		return fmt.Errorf("invalid --stdin-kind %q: want files, database or auto", f.stdinKind)
 	}
 	if f.stdin && f.stdinFromCommand {
@@ -159,8 +159,8 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	switch {
 	case f.stdin:
 		extra = append(extra, backupSource{
-			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Kind: f.stdinKind}},
-			sources: []repo.Source{{Kind: "stdin", Name: "/" + name, Status: "ok"}},
+			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Chunking: f.stdinKind}},
+			sources: []repo.Source{{Kind: "stdin", Name: "/" + name, Status: repo.SourceOK}},
 		})
 	case f.stdinFromCommand:
 		src, err := a.commandSource(ctx, command, "/"+name, f.stdinKind)
@@ -194,7 +194,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 			if s.optional && ctx.Err() == nil {
 				fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err)
 				skipped++
-				extra = append(extra, backupSource{optional: true, sources: []repo.Source{{Kind: s.kind, Name: "/" + s.kind, Status: "skipped", Error: err.Error()}}})
+				extra = append(extra, backupSource{optional: true, sources: []repo.Source{{Kind: s.kind, Name: "/" + s.kind, Status: repo.SourceSkipped, Error: err.Error()}}})
 				continue
 			}
 			return abort(fmt.Errorf("%w; no snapshot was written", err))
@@ -227,7 +227,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		sources = append(sources, e.sources...)
 	}
 	for _, p := range absPaths {
-		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
+		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: repo.SourceOK})
 	}
 	streamPrev := map[string]*repo.Snapshot{}
 	for _, st := range streams {
@@ -267,7 +267,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 			fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", ferr)
 			skipped++
 			for j := range extra[i].sources {
-				extra[i].sources[j].Status, extra[i].sources[j].Error = "skipped", ferr.Error()
+				extra[i].sources[j].Status, extra[i].sources[j].Error = repo.SourceSkipped, ferr.Error()
 			}
 			continue
 		}
@@ -287,7 +287,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		sources = append(sources, e.sources...)
 	}
 	for _, p := range absPaths {
-		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: "ok"})
+		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: repo.SourceOK})
 	}
 	if err := r.Flush(ctx); err != nil {
 		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
@@ -297,7 +297,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	var dropped []string
 	for _, e := range extra {
 		for _, src := range e.sources {
-			if src.Status == "skipped" {
+			if src.Status == repo.SourceSkipped {
 				for _, st := range e.streams {
 					dropped = append(dropped, st.Path)
 				}
@@ -316,7 +316,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		}
 	}
 	for i := range sources {
-		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != "skipped" {
+		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != repo.SourceSkipped {
 			sources[i].Size = sz
 		}
 		if sz, ok := res.PathSizes[sources[i].Name]; ok && sources[i].Kind == "files" {
@@ -326,7 +326,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 	if len(warned) > 0 {
 		for i := range sources {
 			if sources[i].Kind == "files" {
-				sources[i].Status = "partial"
+				sources[i].Status = repo.SourcePartial
 			}
 		}
 	}
@@ -368,8 +368,8 @@ func (a *app) commandSource(ctx context.Context, command []string, path, kind st
 		return backupSource{}, fmt.Errorf("start %s: %w", command[0], err)
 	}
 	return backupSource{
-		streams: []archiver.Stream{{Path: path, Reader: out, Kind: kind}},
-		sources: []repo.Source{{Kind: "command", Name: path, Status: "ok", Meta: map[string]string{"command": strings.Join(command, " ")}}},
+		streams: []archiver.Stream{{Path: path, Reader: out, Chunking: kind}},
+		sources: []repo.Source{{Kind: "command", Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": strings.Join(command, " ")}}},
 		finish: func(*archiver.Result) error {
 			if err := c.Wait(); err != nil {
 				msg := stderr.String()

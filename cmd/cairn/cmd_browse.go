@@ -238,7 +238,7 @@ func (a *app) snapshotsCommand() *cobra.Command {
 // a database, a cache, a stream, or a source that is not ok.
 func showSources(sn *repo.Snapshot) bool {
 	for _, src := range sn.Sources {
-		if src.Kind != "files" || src.Status != "ok" {
+		if src.Kind != "files" || src.Status != repo.SourceOK {
 			return true
 		}
 	}

@@ -96,8 +96,8 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 		}
 		p := pgDir + pgstream.GlobalsFileName
 		out = append(out, backupSource{
-			streams:  []archiver.Stream{{Path: p, Reader: g.Reader, Kind: repo.KindDatabase}},
-			sources:  []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: "ok", Meta: map[string]string{"connection": conns[0].String()}}},
+			streams:  []archiver.Stream{{Path: p, Reader: g.Reader, Chunking: repo.ChunkingDatabase}},
+			sources:  []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: repo.SourceOK, Meta: map[string]string{"connection": conns[0].String()}}},
 			finish:   func(*archiver.Result) error { return g.Finish() },
 			optional: f.optional,
 		})
@@ -109,10 +109,10 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 			return out, err
 		}
 		p := pgDir + pgstream.FileName(d.Database, f.format)
-		srcs := []repo.Source{{Kind: pgSourceKind, Name: p, Status: "ok"}}
+		srcs := []repo.Source{{Kind: pgSourceKind, Name: p, Status: repo.SourceOK}}
 		out = append(out, backupSource{
 			optional: f.optional,
-			streams:  []archiver.Stream{{Path: p, Reader: d.Reader, Kind: repo.KindDatabase}},
+			streams:  []archiver.Stream{{Path: p, Reader: d.Reader, Chunking: repo.ChunkingDatabase}},
 			sources:  srcs,
 			finish: func(*archiver.Result) error {
 				det, err := d.Finish()
@@ -203,7 +203,7 @@ type pgDump struct {
 func pgDumps(sn *repo.Snapshot) ([]pgDump, error) {
 	var out []pgDump
 	for _, s := range sn.Sources {
-		if s.Kind != pgSourceKind || s.Status != "ok" {
+		if s.Kind != pgSourceKind || s.Status != repo.SourceOK {
 			continue
 		}
 		d, err := pgDetails(s)

@@ -101,7 +101,7 @@ func planProfileRestore(p *profile.Profile, sn *repo.Snapshot, targetDir string)
 	for _, src := range sn.Sources {
 		st := planStep{src: src}
 		switch {
-		case src.Status == "skipped":
+		case src.Status == repo.SourceSkipped:
 			st.why = "skipped at backup: " + src.Error
 		case src.Kind == pgSourceKind:
 			db := src.Meta["database"]

@@ -213,7 +213,7 @@ func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backup
 		return nil, errors.New("--redis and --redis-rdb-file exclude each other")
 	}
 	det := &redisDetails{}
-	srcs := []repo.Source{{Kind: "redis", Name: redisPath, Status: "ok"}}
+	srcs := []repo.Source{{Kind: "redis", Name: redisPath, Status: repo.SourceOK}}
 	src := backupSource{sources: srcs, optional: f.optional}
 	var rs redisStream
 	var err error
@@ -234,7 +234,7 @@ func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backup
 	if f.optional {
 		r = &softReader{r: rs, ctx: ctx}
 	}
-	src.streams = []archiver.Stream{{Path: redisPath, Reader: r, Kind: repo.KindDatabase}}
+	src.streams = []archiver.Stream{{Path: redisPath, Reader: r, Chunking: repo.ChunkingDatabase}}
 	src.finish = func(*archiver.Result) error {
 		defer rs.Close()
 		info, err := rs.Result()
@@ -383,7 +383,7 @@ func snapshotRDB(ctx context.Context, r *repo.Repository, sn *repo.Snapshot) (*r
 		if s.Kind != "redis" {
 			continue
 		}
-		if s.Status == "skipped" {
+		if s.Status == repo.SourceSkipped {
 			return nil, nil, fmt.Errorf("snapshot %s has no Redis data: the optional Redis source was skipped at backup (%s)", sn.ID.Short(), s.Error)
 		}
 		d, err := redisDetailsOf(s)

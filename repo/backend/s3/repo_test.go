@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/checker"
+	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -211,7 +212,7 @@ func TestBackupWithFaults(t *testing.T) {
 	srv := s3test.Shared(t)
 	src := t.TempDir()
 	makeTree(t, src, 1, 12<<20, 600<<10)
-	chunking := map[string]repo.ChunkParams{repo.KindFiles: {Min: 64 << 10, Max: 1 << 20, AvgBits: 17}}
+	chunking := map[string]chunk.Params{repo.ChunkingFiles: {Min: 64 << 10, Max: 1 << 20, AvgBits: 17}}
 	base := seed(t)
 	runs := []struct {
 		rate     float64
