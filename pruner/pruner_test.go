@@ -3,6 +3,7 @@ package pruner
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -250,4 +251,39 @@ func TestPruneRepacksMostlyUnusedPacks(t *testing.T) {
 	}
 	f.check()
 	f.restoreAll(kept)
+}
+
+// TestPlanIsWhatExecuteDoes checks that a dry run reports exactly what the
+// real run then does, with and without a grace period, including
+// repacking.
+func TestPlanIsWhatExecuteDoes(t *testing.T) {
+	for _, grace := range []time.Duration{time.Hour, 0} {
+		f := newFixture(t)
+		r := f.open()
+		for i := range 6 {
+			f.write(fmt.Sprint("f", i), 300_000)
+		}
+		old := f.backup(r)
+		os.Remove(filepath.Join(f.src, "f1")) // leaves a pack partly unused: repacked
+		f.write("f5", 200_000)
+		f.backup(r)
+		r.Close()
+		f.forget(old)
+		now := time.Now()
+		r = f.open()
+		plan, err := PlanPrune(context.Background(), r, Options{Grace: grace, Now: now, MaxUnused: 0.01})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := plan.Execute(context.Background(), r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != plan.Stats || got.PacksRepacked == 0 || got.PacksMarked+got.PacksDeleted == 0 {
+			t.Fatalf("grace %v: executed %+v, planned %+v", grace, got, plan.Stats)
+		}
+		// The repository is sound afterwards.
+		f.check()
+	}
 }
