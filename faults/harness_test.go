@@ -1,7 +1,7 @@
 package faults
 
 import (
-	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -10,46 +10,25 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/internal/clitest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// cairnBin is the binary built by TestMain.
+var cairnBin string
 
-// cairnBin builds the binary once per test process.
-func cairnBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cairn-faults-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "cairn")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(gobin, "build", "-o", binPath, "github.com/cairn-backup/cairn/cmd/cairn").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { os.Exit(clitest.Main(m, &cairnBin)) }
 
 type result struct {
 	stdout, stderr string
 	code           int
 }
 
-// env is the environment of one repository.
+// env is the environment of one repository: the variables cairn gets
+// beyond the test process's own (without its CAIRN_ ones).
 type env struct {
 	t    testing.TB
 	repo string
@@ -57,30 +36,22 @@ type env struct {
 }
 
 func newEnv(t testing.TB, repo string) *env {
-	return &env{t: t, repo: repo, vars: append(os.Environ(), "CAIRN_PASSWORD=fault test", "CAIRN_REPOSITORY="+repo)}
+	return &env{t: t, repo: repo, vars: []string{"CAIRN_PASSWORD=fault test", "CAIRN_REPOSITORY=" + repo}}
 }
 
+func (e *env) runner() *clitest.Runner {
+	return &clitest.Runner{Bin: cairnBin, Env: e.vars, Timeout: 10 * time.Minute}
+}
+
+// cmd is a cairn command not started (for tests that kill it).
 func (e *env) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(cairnBin(e.t), args...)
-	c.Env = e.vars
-	return c
+	return e.runner().Command(context.Background(), args...)
 }
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	c := e.cmd(args...)
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			e.t.Fatalf("run cairn %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{out.String(), errb.String(), code}
+	r := e.runner().Run(e.t, nil, args...)
+	return result{r.Stdout, r.Stderr, r.Code}
 }
 
 func (e *env) must(args ...string) result {

@@ -25,11 +25,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/clitest"
 	"github.com/cairn-backup/cairn/pgstream/pgtest"
 )
 
@@ -37,10 +37,9 @@ func BenchmarkPgDayTwo(b *testing.B) {
 	restic := benchRestic(b)
 	srv := pgtest.StartWith(b, pgtest.Options{SharedBuffers: "256MB", Conf: []string{"max_wal_size = '4GB'", "checkpoint_timeout = '30min'"}})
 	tmp := b.TempDir()
-	cairn := filepath.Join(tmp, "cairn")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(goTool, "build", "-o", cairn, "../cmd/cairn").CombinedOutput(); err != nil {
-		b.Fatalf("build cairn: %v\n%s", err, out)
+	cairn, err := clitest.Build(tmp)
+	if err != nil {
+		b.Fatal(err)
 	}
 	env := append(srv.Env(), "CAIRN_PASSWORD=bench", "RESTIC_PASSWORD=bench", "CAIRN_PG_BIN="+srv.BinDir)
 	run := func(stdinFile string, name string, args ...string) (string, time.Duration) {

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -25,40 +24,18 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/internal/clitest"
 )
 
 // cairnBin is the binary built by TestMain.
 var cairnBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "cairn-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: temp dir:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// Every cairn run by the tests keeps its local cache (of S3
-	// repositories) in the temporary directory, not in the home directory.
-	if err := os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: setenv:", err)
-		return 1
-	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
-	}
-	cairnBin = filepath.Join(dir, "cairn")
-	build := exec.Command(goTool, "build", "-o", cairnBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: go build:", err)
-		return 1
-	}
-	return m.Run()
+	// One build for every test of the package (e2e, pg, redis, cache);
+	// every cairn they start keeps its local cache in the build's
+	// temporary directory.
+	os.Exit(clitest.Main(m, &cairnBin))
 }
 
 // result is one finished cairn invocation.
@@ -86,22 +63,12 @@ func newCLI(t *testing.T, repoDir string) *cli {
 	return &cli{t: t, repo: repoDir, password: "correct horse battery staple"}
 }
 
-// baseEnv is the test process's environment without any CAIRN_ variable.
-func baseEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAIRN_") {
-			out = append(out, kv)
-		}
-	}
-	return out
+func (c *cli) runner() *clitest.Runner {
+	return &clitest.Runner{Bin: cairnBin, Repo: c.repo, Env: append([]string{"CAIRN_PASSWORD=" + c.password}, c.env...)}
 }
 
 func (c *cli) command(ctx context.Context, stdin io.Reader, args ...string) *exec.Cmd {
-	full := append([]string{"-r", c.repo}, args...)
-	cmd := exec.CommandContext(ctx, cairnBin, full...)
-	cmd.Env = append(baseEnv(), "CAIRN_PASSWORD="+c.password)
-	cmd.Env = append(cmd.Env, c.env...)
+	cmd := c.runner().Command(ctx, args...)
 	if stdin != nil {
 		cmd.Stdin = stdin
 	}
@@ -111,25 +78,8 @@ func (c *cli) command(ctx context.Context, stdin io.Reader, args ...string) *exe
 // runIn runs cairn with stdin (may be nil) and returns its output and exit code.
 func (c *cli) runIn(stdin io.Reader, args ...string) result {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := c.command(ctx, stdin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	res := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.code = ee.ExitCode()
-	default:
-		c.t.Fatalf("cairn %q: %v", args, err)
-	}
-	if s := res.combined(); strings.Contains(s, "panic") || strings.Contains(s, "goroutine ") {
-		c.t.Errorf("cairn %q printed a panic or stack trace:\n%s", args, res)
-	}
-	return res
+	r := c.runner().Run(c.t, stdin, args...)
+	return result{stdout: r.Stdout, stderr: r.Stderr, code: r.Code}
 }
 
 func (c *cli) run(args ...string) result {

@@ -14,120 +14,48 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/clitest"
 	"github.com/cairn-backup/cairn/pgstream/pgtest"
 )
-
-var (
-	pgBinOnce sync.Once
-	pgBinPath string
-	pgBinErr  error
-)
-
-// pgTestBinary builds cairn once for the PostgreSQL tests, into a
-// directory named after this process; directories left by earlier test
-// processes that are gone are removed.
-func pgTestBinary(t *testing.T) string {
-	t.Helper()
-	pgBinOnce.Do(func() {
-		old, _ := filepath.Glob(filepath.Join(os.TempDir(), "cairn-pgtest-bin-*"))
-		for _, d := range old {
-			pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "cairn-pgtest-bin-"))
-			if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
-				os.RemoveAll(d)
-			}
-		}
-		dir := filepath.Join(os.TempDir(), fmt.Sprintf("cairn-pgtest-bin-%d", os.Getpid()))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			pgBinErr = err
-			return
-		}
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		pgBinPath = filepath.Join(dir, "cairn")
-		out, err := exec.Command(goTool, "build", "-o", pgBinPath, ".").CombinedOutput()
-		if err != nil {
-			pgBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if pgBinErr != nil {
-		t.Fatal(pgBinErr)
-	}
-	return pgBinPath
-}
-
-type pgResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r pgResult) String() string {
-	return fmt.Sprintf("exit %d\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.stdout, r.stderr)
-}
 
 // pgCLI runs cairn against one repository and one PostgreSQL server.
 type pgCLI struct {
 	t    *testing.T
-	bin  string
 	repo string
 	srv  *pgtest.Server
 	env  []string // extra KEY=VALUE entries
 }
 
 func newPgCLI(t *testing.T, srv *pgtest.Server) *pgCLI {
-	c := &pgCLI{t: t, bin: pgTestBinary(t), repo: filepath.Join(t.TempDir(), "repo"), srv: srv}
+	c := &pgCLI{t: t, repo: filepath.Join(t.TempDir(), "repo"), srv: srv}
 	c.ok(nil, "init")
 	return c
 }
 
-// command is cairn with a clean environment: no CAIRN_ or PG variables
+// runner is cairn with a clean environment: no CAIRN_ or PG variables
 // but the repository password and the server's client programs.
+func (c *pgCLI) runner() *clitest.Runner {
+	env := append([]string{"CAIRN_PASSWORD=pg test password", "CAIRN_PG_BIN=" + c.srv.BinDir}, c.env...)
+	return &clitest.Runner{Bin: cairnBin, Repo: c.repo, Env: env, Drop: []string{"PG"}}
+}
+
 func (c *pgCLI) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, c.bin, append([]string{"-r", c.repo}, args...)...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAIRN_") && !strings.HasPrefix(kv, "PG") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "CAIRN_PASSWORD=pg test password", "CAIRN_PG_BIN="+c.srv.BinDir)
-	cmd.Env = append(cmd.Env, c.env...)
-	return cmd
+	return c.runner().Command(ctx, args...)
 }
 
-func (c *pgCLI) run(stdin io.Reader, args ...string) pgResult {
+func (c *pgCLI) run(stdin io.Reader, args ...string) result {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := c.command(ctx, args...)
-	cmd.Stdin = stdin
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	res := pgResult{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.code = ee.ExitCode()
-	default:
-		c.t.Fatalf("cairn %q: %v", args, err)
-	}
-	if strings.Contains(res.stderr, "goroutine ") {
-		c.t.Errorf("cairn %q printed a stack trace:\n%s", args, res)
-	}
-	return res
+	r := c.runner().Run(c.t, stdin, args...)
+	return result{stdout: r.Stdout, stderr: r.Stderr, code: r.Code}
 }
 
-func (c *pgCLI) ok(stdin io.Reader, args ...string) pgResult {
+func (c *pgCLI) ok(stdin io.Reader, args ...string) result {
 	c.t.Helper()
 	res := c.run(stdin, args...)
 	if res.code != 0 {
@@ -138,7 +66,7 @@ func (c *pgCLI) ok(stdin io.Reader, args ...string) pgResult {
 
 // fails runs cairn, wants exit 1 with every message in its output, and
 // checks that no snapshot was added.
-func (c *pgCLI) fails(want []string, args ...string) pgResult {
+func (c *pgCLI) fails(want []string, args ...string) result {
 	c.t.Helper()
 	before := len(c.snapshots())
 	res := c.run(nil, args...)

@@ -8,110 +8,40 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/clitest"
 	"github.com/cairn-backup/cairn/rdb"
 	"github.com/cairn-backup/cairn/rdb/redistest"
 	"github.com/cairn-backup/cairn/repo"
 )
 
-var (
-	redisBinOnce sync.Once
-	redisBinPath string
-	redisBinErr  error
-)
-
-// redisCairn builds the cairn binary once per test process. It goes next
-// to the test binary when that sits in go test's scratch directory (which
-// go test removes), else into a new temporary directory.
-func redisCairn(t *testing.T) string {
-	t.Helper()
-	redisBinOnce.Do(func() {
-		dir := ""
-		if exe, err := os.Executable(); err == nil && strings.Contains(exe, "go-build") {
-			dir = filepath.Dir(exe)
-		} else if dir, redisBinErr = os.MkdirTemp("", "cairn-redis-test-"); redisBinErr != nil {
-			return
-		}
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		redisBinPath = filepath.Join(dir, "cairn-redis-test")
-		out, err := exec.Command(goTool, "build", "-o", redisBinPath, ".").CombinedOutput()
-		if err != nil {
-			redisBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if redisBinErr != nil {
-		t.Fatal(redisBinErr)
-	}
-	return redisBinPath
-}
-
 // redisCLI runs cairn against one repository.
 type redisCLI struct {
 	t    *testing.T
-	bin  string
 	repo string
 	env  []string
 }
 
-type redisRun struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r redisRun) String() string {
-	return fmt.Sprintf("exit %d\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
 func newRedisCLI(t *testing.T) *redisCLI {
-	c := &redisCLI{t: t, bin: redisCairn(t), repo: filepath.Join(t.TempDir(), "repo")}
+	c := &redisCLI{t: t, repo: filepath.Join(t.TempDir(), "repo")}
 	c.ok("init")
 	return c
 }
 
-func (c *redisCLI) run(args ...string) redisRun {
+func (c *redisCLI) run(args ...string) result {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, append([]string{"-r", c.repo}, args...)...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CAIRN_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "CAIRN_PASSWORD=redis test password")
-	cmd.Env = append(cmd.Env, c.env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	res := redisRun{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		res.code = ee.ExitCode()
-	case err != nil:
-		c.t.Fatalf("cairn %q: %v", args, err)
-	}
-	if s := res.stdout + res.stderr; strings.Contains(s, "panic:") || strings.Contains(s, "goroutine ") {
-		c.t.Errorf("cairn %q printed a panic:\n%s", args, res)
-	}
-	return res
+	r := (&clitest.Runner{Bin: cairnBin, Repo: c.repo, Env: append([]string{"CAIRN_PASSWORD=redis test password"}, c.env...), Timeout: 2 * time.Minute}).Run(c.t, nil, args...)
+	return result{stdout: r.Stdout, stderr: r.Stderr, code: r.Code}
 }
 
-func (c *redisCLI) ok(args ...string) redisRun {
+func (c *redisCLI) ok(args ...string) result {
 	c.t.Helper()
 	res := c.run(args...)
 	if res.code != 0 {
@@ -122,7 +52,7 @@ func (c *redisCLI) ok(args ...string) redisRun {
 
 // fails runs cairn, wants exit code code and stderr containing every want,
 // and (for exit 1) no new snapshot.
-func (c *redisCLI) fails(code int, want []string, args ...string) redisRun {
+func (c *redisCLI) fails(code int, want []string, args ...string) result {
 	c.t.Helper()
 	before := 0
 	if code == 1 {
