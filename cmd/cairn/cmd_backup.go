@@ -7,12 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/backup"
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/tailbuf"
 
 	"github.com/spf13/cobra"
@@ -39,17 +40,6 @@ type backupFlags struct {
 	// Flags of the database and cache sources, registered by their files.
 	pg    pgBackupFlags
 	redis redisBackupFlags
-}
-
-// backupSource is one non-file input of a backup: its streams, the source
-// records for the snapshot, and finish, which runs after the streams were
-// read and returns an error if the source failed (then no snapshot is
-// written unless the source is optional).
-type backupSource struct {
-	streams  []archiver.Stream
-	sources  []repo.Source
-	finish   func(res *archiver.Result) error
-	optional bool
 }
 
 func splitTags(in []string) []string {
@@ -98,51 +88,11 @@ func (a *app) backupCommand() *cobra.Command {
 
 func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error {
 	start := time.Now()
-	var command []string
-	paths := args
-	if f.stdinFromCommand {
-		command, paths = args, nil
-		if len(command) == 0 {
-			return errors.New("--stdin-from-command needs a command after --")
-		}
-	}
-	if f.stdinKind != repo.ChunkingFiles && f.stdinKind != repo.ChunkingDatabase && f.stdinKind != repo.ChunkingAuto {
-		return fmt.Errorf("invalid --stdin-kind %q: want files, database or auto", f.stdinKind)
-	}
-	if f.stdin && f.stdinFromCommand {
-		return errors.New("--stdin and --stdin-from-command exclude each other")
-	}
-	if len(paths) == 0 && !f.stdin && !f.stdinFromCommand && !f.pg.enabled() && !f.redis.enabled() {
-		return errors.New("nothing to back up: give paths, --stdin, --stdin-from-command, --pg or --redis")
-	}
-	snapTime := start
-	if f.timeStr != "" {
-		t, err := time.Parse(time.RFC3339, f.timeStr)
-		if err != nil {
-			return fmt.Errorf("invalid --time %q: want RFC3339 such as 2026-01-02T03:04:05Z", f.timeStr)
-		}
-		snapTime = t
-	}
-	host := f.host
-	if host == "" {
-		host, _ = os.Hostname()
-	}
-	excludes, err := pathmatch.ParseList(f.excludes)
+	p, command, err := backupPlan(f, args)
 	if err != nil {
 		return err
 	}
-	var absPaths []string
-	for _, p := range paths {
-		ap, err := filepath.Abs(p)
-		if err != nil {
-			return fmt.Errorf("path %s: %w", p, err)
-		}
-		absPaths = append(absPaths, ap)
-	}
 	name := strings.Trim(filepath.ToSlash(f.stdinFilename), "/")
-	if name == "" || strings.Contains(name, "..") {
-		return fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
-	}
 
 	a.memoryBase = backupMemoryBase
 	r, err := a.openRepo(ctx, true)
@@ -150,227 +100,140 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 		return err
 	}
 	defer r.Close()
-
-	sns, listErr := r.ListSnapshots(ctx)
-	if listErr != nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	var extra []backupSource
-	switch {
-	case f.stdin:
-		extra = append(extra, backupSource{
-			streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Chunking: f.stdinKind}},
-			sources: []repo.Source{{Kind: "stdin", Name: "/" + name, Status: repo.SourceOK}},
-		})
-	case f.stdinFromCommand:
-		src, err := a.commandSource(ctx, command, "/"+name, f.stdinKind)
-		if err != nil {
-			return err
+	if f.parent != "" {
+		if p.Parent, err = findSnapshot(ctx, r, f.parent, ""); err != nil {
+			return fmt.Errorf("--parent: %w", err)
 		}
-		extra = append(extra, src)
 	}
-	// abort stops the sources already started (it waits for their
-	// commands) and returns err.
-	abort := func(err error) error {
-		for _, e := range extra {
-			if e.finish != nil {
-				_ = e.finish(nil)
-			}
-		}
+	if p.Captures, err = a.startSources(ctx, &f, command, name); err != nil {
 		return err
 	}
-	skipped := 0
-	adds := []struct {
-		add      func(context.Context, *backupFlags) ([]backupSource, error)
+	progress := &archiver.Progress{}
+	stopProgress := a.startProgress(ctx, progress, p.Paths, p.Excludes)
+	p.Progress = progress
+	p.Unreadable = func(path string, err error) {
+		stopProgress(false)
+		fmt.Fprintf(a.stderr, "warning: %s: %v\n", path, unwrapPath(err))
+	}
+	p.SourceSkipped = func(err error) { fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err) }
+	res, err := backup.Run(ctx, r, p)
+	stopProgress(true)
+	if err != nil {
+		return err
+	}
+	a.printBackupSummary(res.ID, res.Archive, res.Parent, time.Since(start))
+	if res.Unreadable > 0 || res.Skipped > 0 {
+		return fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, res.Unreadable, res.Skipped)
+	}
+	return nil
+}
+
+// backupPlan checks the flags and turns them into a plan (without its
+// sources); command is the command of --stdin-from-command.
+func backupPlan(f backupFlags, args []string) (p backup.Plan, command []string, err error) {
+	paths := args
+	if f.stdinFromCommand {
+		command, paths = args, nil
+		if len(command) == 0 {
+			return p, nil, errors.New("--stdin-from-command needs a command after --")
+		}
+	}
+	switch {
+	case f.stdinKind != repo.ChunkingFiles && f.stdinKind != repo.ChunkingDatabase && f.stdinKind != repo.ChunkingAuto:
+		return p, nil, fmt.Errorf("invalid --stdin-kind %q: want files, database or auto", f.stdinKind)
+	case f.stdin && f.stdinFromCommand:
+		return p, nil, errors.New("--stdin and --stdin-from-command exclude each other")
+	case len(paths) == 0 && !f.stdin && !f.stdinFromCommand && !f.pg.enabled() && !f.redis.enabled():
+		return p, nil, errors.New("nothing to back up: give paths, --stdin, --stdin-from-command, --pg or --redis")
+	}
+	if f.timeStr != "" {
+		if p.Time, err = time.Parse(time.RFC3339, f.timeStr); err != nil {
+			return p, nil, fmt.Errorf("invalid --time %q: want RFC3339 such as 2026-01-02T03:04:05Z", f.timeStr)
+		}
+	}
+	p.Host = f.host
+	if p.Host == "" {
+		p.Host, _ = os.Hostname()
+	}
+	if p.Excludes, err = pathmatch.ParseList(f.excludes); err != nil {
+		return p, nil, err
+	}
+	for _, path := range paths {
+		ap, err := filepath.Abs(path)
+		if err != nil {
+			return p, nil, fmt.Errorf("path %s: %w", path, err)
+		}
+		p.Paths = append(p.Paths, ap)
+	}
+	if name := strings.Trim(filepath.ToSlash(f.stdinFilename), "/"); name == "" || strings.Contains(name, "..") {
+		return p, nil, fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
+	}
+	p.Tags, p.NoDelta, p.ProgramVersion = splitTags(f.tags), f.noDelta, "cairn "+version
+	return p, command, nil
+}
+
+// startSources starts the sources the flags ask for: standard input or a
+// command, then the databases and caches. A required source that cannot
+// start stops the ones already started.
+func (a *app) startSources(ctx context.Context, f *backupFlags, command []string, name string) ([]source.Capture, error) {
+	var captures []source.Capture
+	switch {
+	case f.stdin:
+		captures = append(captures, source.Capture{
+			Streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Chunking: f.stdinKind}},
+			Records: []repo.Source{{Kind: source.KindStdin, Name: "/" + name, Status: repo.SourceOK}},
+		})
+	case f.stdinFromCommand:
+		c, err := a.commandSource(ctx, command, "/"+name, f.stdinKind)
+		if err != nil {
+			return nil, err
+		}
+		captures = append(captures, c)
+	}
+	for _, s := range []struct {
+		start    func(context.Context, *backupFlags) ([]source.Capture, error)
 		kind     string
 		optional bool
 	}{
 		{a.pgBackupSources, "postgres", f.pg.optional},
 		{a.redisBackupSources, "redis", f.redis.optional},
-	}
-	for _, s := range adds {
-		srcs, err := s.add(ctx, &f)
-		if err != nil {
-			if s.optional && ctx.Err() == nil {
-				fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err)
-				skipped++
-				extra = append(extra, backupSource{optional: true, sources: []repo.Source{{Kind: s.kind, Name: "/" + s.kind, Status: repo.SourceSkipped, Error: err.Error()}}})
-				continue
-			}
-			return abort(fmt.Errorf("%w; no snapshot was written", err))
-		}
-		extra = append(extra, srcs...)
-	}
-	// The snapshot's paths are the backed-up paths and the streams' names,
-	// so snapshots of the same sources group together.
-	snapPaths := append([]string(nil), absPaths...)
-	for _, e := range extra {
-		for _, st := range e.streams {
-			snapPaths = append(snapPaths, st.Path)
-		}
-	}
-	var parent *repo.Snapshot
-	if f.parent != "" {
-		parent, err = findSnapshot(ctx, r, f.parent, "")
-		if err != nil {
-			return abort(fmt.Errorf("--parent: %w", err))
-		}
-	} else if len(snapPaths) > 0 {
-		// Streams too: a database stream's changed chunks become deltas
-		// against its version in the parent.
-		parent = findParent(sns, host, snapPaths)
-	}
-	var streams []archiver.Stream
-	var sources []repo.Source
-	for _, e := range extra {
-		streams = append(streams, e.streams...)
-		sources = append(sources, e.sources...)
-	}
-	for _, p := range absPaths {
-		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: repo.SourceOK})
-	}
-	streamPrev := map[string]*repo.Snapshot{}
-	for _, st := range streams {
-		streamPrev[st.Path] = findStreamPrev(sns, host, st.Path)
-	}
-
-	var warnMu sync.Mutex
-	var warned []string
-	progress := &archiver.Progress{}
-	stopProgress := a.startProgress(ctx, progress, absPaths, excludes)
-	res, err := archiver.Run(ctx, r, absPaths, streams, archiver.Options{
-		Excludes:   excludes,
-		Parent:     parent,
-		Progress:   progress,
-		NoDelta:    f.noDelta,
-		StreamPrev: streamPrev,
-		Warn: func(p string, err error) {
-			warnMu.Lock()
-			warned = append(warned, p)
-			warnMu.Unlock()
-			stopProgress(false)
-			fmt.Fprintf(a.stderr, "warning: %s: %v\n", p, unwrapPath(err))
-		},
-	})
-	stopProgress(true)
-	// Every source is finished (commands waited for) whatever happened.
-	var sourceErrs []error
-	for i, e := range extra {
-		if e.finish == nil {
+	} {
+		cs, err := s.start(ctx, f)
+		if err == nil {
+			captures = append(captures, cs...)
 			continue
 		}
-		ferr := e.finish(res)
-		if ferr == nil {
+		if s.optional && ctx.Err() == nil {
+			fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err)
+			captures = append(captures, source.Skipped(s.kind, err))
 			continue
 		}
-		if e.optional && err == nil {
-			fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", ferr)
-			skipped++
-			for j := range extra[i].sources {
-				extra[i].sources[j].Status, extra[i].sources[j].Error = repo.SourceSkipped, ferr.Error()
-			}
-			continue
-		}
-		sourceErrs = append(sourceErrs, ferr)
-	}
-	if len(sourceErrs) > 0 {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			sourceErrs = append(sourceErrs, err)
-		}
-		return fmt.Errorf("%w; no snapshot was written", errors.Join(sourceErrs...))
-	}
-	if err != nil {
-		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
-	}
-	sources = sources[:0]
-	for _, e := range extra {
-		sources = append(sources, e.sources...)
-	}
-	for _, p := range absPaths {
-		sources = append(sources, repo.Source{Kind: "files", Name: p, Status: repo.SourceOK})
-	}
-	if err := r.Flush(ctx); err != nil {
-		return fmt.Errorf("backup failed: %w; no snapshot was written", err)
-	}
-	// A skipped optional source must not leave a half-read stream in the
-	// tree that looks complete.
-	var dropped []string
-	for _, e := range extra {
-		for _, src := range e.sources {
-			if src.Status == repo.SourceSkipped {
-				for _, st := range e.streams {
-					dropped = append(dropped, st.Path)
-				}
-				break
+		for _, c := range captures {
+			if c.Finish != nil {
+				_ = c.Finish(nil)
 			}
 		}
+		return nil, fmt.Errorf("%w; %w", err, backup.ErrNoSnapshot)
 	}
-	if len(dropped) > 0 {
-		root, derr := archiver.DropPaths(ctx, r, res.Tree, dropped)
-		if derr != nil {
-			return fmt.Errorf("backup failed: %w; no snapshot was written", derr)
-		}
-		res.Tree = root
-		if err := r.Flush(ctx); err != nil {
-			return fmt.Errorf("backup failed: %w; no snapshot was written", err)
-		}
-	}
-	for i := range sources {
-		if sz, ok := res.StreamSizes[sources[i].Name]; ok && sources[i].Status != repo.SourceSkipped {
-			sources[i].Size = sz
-		}
-		if sz, ok := res.PathSizes[sources[i].Name]; ok && sources[i].Kind == "files" {
-			sources[i].Size = sz
-		}
-	}
-	if len(warned) > 0 {
-		for i := range sources {
-			if sources[i].Kind == "files" {
-				sources[i].Status = repo.SourcePartial
-			}
-		}
-	}
-	u, _ := user.Current()
-	end := time.Now()
-	res.Summary.BackupStart, res.Summary.BackupEnd = start, end
-	sn := &repo.Snapshot{
-		Time: snapTime, Tree: res.Tree, Paths: snapPaths, Hostname: host,
-		Tags: splitTags(f.tags), ProgramVersion: "cairn " + version, Summary: &res.Summary, Sources: sources,
-	}
-	if u != nil {
-		sn.Username = u.Username
-	}
-	if parent != nil {
-		pid := parent.ID
-		sn.Parent = &pid
-	}
-	id, err := r.SaveSnapshot(ctx, sn)
-	if err != nil {
-		return err
-	}
-	a.printBackupSummary(id, res, parent, end.Sub(start))
-	if len(warned) > 0 || skipped > 0 {
-		return fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, len(warned), skipped)
-	}
-	return nil
+	return captures, nil
 }
 
 // commandSource runs a command and stores its standard output at path.
-func (a *app) commandSource(ctx context.Context, command []string, path, kind string) (backupSource, error) {
+func (a *app) commandSource(ctx context.Context, command []string, path, kind string) (source.Capture, error) {
 	c := exec.CommandContext(ctx, command[0], command[1:]...)
 	stderr := tailbuf.New(64 << 10)
 	c.Stderr = io.MultiWriter(stderr, a.stderr)
 	out, err := c.StdoutPipe()
 	if err != nil {
-		return backupSource{}, err
+		return source.Capture{}, err
 	}
 	if err := c.Start(); err != nil {
-		return backupSource{}, fmt.Errorf("start %s: %w", command[0], err)
+		return source.Capture{}, fmt.Errorf("start %s: %w", command[0], err)
 	}
-	return backupSource{
-		streams: []archiver.Stream{{Path: path, Reader: out, Chunking: kind}},
-		sources: []repo.Source{{Kind: "command", Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": strings.Join(command, " ")}}},
-		finish: func(*archiver.Result) error {
+	return source.Capture{
+		Streams: []archiver.Stream{{Path: path, Reader: out, Chunking: kind}},
+		Records: []repo.Source{{Kind: "command", Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": strings.Join(command, " ")}}},
+		Finish: func(*archiver.Result) error {
 			if err := c.Wait(); err != nil {
 				msg := stderr.String()
 				if msg != "" {

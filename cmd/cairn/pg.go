@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/pgstream"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
@@ -29,7 +30,7 @@ const (
 
 // pgBackupFlags are the PostgreSQL source's backup flags.
 type pgBackupFlags struct {
-	// optional: a failing database is recorded as skipped (profiles).
+	// Optional: a failing database is recorded as skipped (profiles).
 	optional  bool
 	urls      []string
 	format    string
@@ -52,7 +53,7 @@ func registerPgBackupFlags(fl *pflag.FlagSet, f *pgBackupFlags) {
 // --globals-only once) and returns their streams. Each finish fails, so
 // that no snapshot is written, unless its program exited 0 after writing a
 // complete dump.
-func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backupSource, err error) {
+func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []source.Capture, err error) {
 	f := &bf.pg
 	if !f.enabled() {
 		return nil, nil
@@ -84,7 +85,7 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 	defer func() {
 		if err != nil {
 			for _, s := range out {
-				_ = s.finish(nil)
+				_ = s.Finish(nil)
 			}
 			out = nil
 		}
@@ -95,11 +96,11 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 			return out, err
 		}
 		p := pgDir + pgstream.GlobalsFileName
-		out = append(out, backupSource{
-			streams:  []archiver.Stream{{Path: p, Reader: g.Reader, Chunking: repo.ChunkingDatabase}},
-			sources:  []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: repo.SourceOK, Meta: map[string]string{"connection": conns[0].String()}}},
-			finish:   func(*archiver.Result) error { return g.Finish() },
-			optional: f.optional,
+		out = append(out, source.Capture{
+			Streams:  []archiver.Stream{{Path: p, Reader: g.Reader, Chunking: repo.ChunkingDatabase}},
+			Records:  []repo.Source{{Kind: pgGlobalsKind, Name: p, Status: repo.SourceOK, Meta: map[string]string{"connection": conns[0].String()}}},
+			Finish:   func(*archiver.Result) error { return g.Finish() },
+			Optional: f.optional,
 		})
 		seen[p] = "the globals"
 	}
@@ -110,11 +111,11 @@ func (a *app) pgBackupSources(ctx context.Context, bf *backupFlags) (out []backu
 		}
 		p := pgDir + pgstream.FileName(d.Database, f.format)
 		srcs := []repo.Source{{Kind: pgSourceKind, Name: p, Status: repo.SourceOK}}
-		out = append(out, backupSource{
-			optional: f.optional,
-			streams:  []archiver.Stream{{Path: p, Reader: d.Reader, Chunking: repo.ChunkingDatabase}},
-			sources:  srcs,
-			finish: func(*archiver.Result) error {
+		out = append(out, source.Capture{
+			Optional: f.optional,
+			Streams:  []archiver.Stream{{Path: p, Reader: d.Reader, Chunking: repo.ChunkingDatabase}},
+			Records:  srcs,
+			Finish: func(*archiver.Result) error {
 				det, err := d.Finish()
 				if err != nil {
 					return err

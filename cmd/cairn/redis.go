@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/rdb"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
@@ -204,7 +205,7 @@ func redisDetailsOf(s repo.Source) (*redisDetails, error) {
 // server that refuses at once fails here (or, with --redis-optional, in
 // finish); the RDB itself streams while the archiver reads it, and finish
 // returns the validation verdict.
-func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backupSource, error) {
+func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]source.Capture, error) {
 	f := &bf.redis
 	if !f.enabled() {
 		return nil, nil
@@ -214,7 +215,7 @@ func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backup
 	}
 	det := &redisDetails{}
 	srcs := []repo.Source{{Kind: "redis", Name: redisPath, Status: repo.SourceOK}}
-	src := backupSource{sources: srcs, optional: f.optional}
+	src := source.Capture{Records: srcs, Optional: f.optional}
 	var rs redisStream
 	var err error
 	if f.rdbFile != "" {
@@ -227,15 +228,15 @@ func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backup
 		if !f.optional {
 			return nil, err
 		}
-		src.finish = func(*archiver.Result) error { return err }
-		return []backupSource{src}, nil
+		src.Finish = func(*archiver.Result) error { return err }
+		return []source.Capture{src}, nil
 	}
 	var r io.Reader = rs
 	if f.optional {
 		r = &softReader{r: rs, ctx: ctx}
 	}
-	src.streams = []archiver.Stream{{Path: redisPath, Reader: r, Chunking: repo.ChunkingDatabase}}
-	src.finish = func(*archiver.Result) error {
+	src.Streams = []archiver.Stream{{Path: redisPath, Reader: r, Chunking: repo.ChunkingDatabase}}
+	src.Finish = func(*archiver.Result) error {
 		defer rs.Close()
 		info, err := rs.Result()
 		switch {
@@ -260,7 +261,7 @@ func (a *app) redisBackupSources(ctx context.Context, bf *backupFlags) ([]backup
 		setRedisDetails(&srcs[0], det)
 		return nil
 	}
-	return []backupSource{src}, nil
+	return []source.Capture{src}, nil
 }
 
 func openRDBFile(path string, det *redisDetails) (redisStream, error) {

@@ -3,67 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sort"
-	"strings"
 
 	"github.com/cairn-backup/cairn/repo"
 )
 
-// findSnapshot resolves "latest", a full ID or a unique ID prefix.
+// findSnapshot resolves "latest", a full ID or a unique ID prefix
+// (repo.SelectSnapshot).
 func findSnapshot(ctx context.Context, r *repo.Repository, ref string, host string) (*repo.Snapshot, error) {
 	sns, err := r.ListSnapshots(ctx)
 	if err != nil && len(sns) == 0 {
 		return nil, err
 	}
-	if ref == "latest" {
-		for i := len(sns) - 1; i >= 0; i-- {
-			if host == "" || sns[i].Hostname == host {
-				return sns[i], nil
-			}
-		}
-		return nil, fmt.Errorf("no snapshot found")
-	}
-	var match []*repo.Snapshot
-	for _, sn := range sns {
-		if strings.HasPrefix(sn.ID.String(), strings.ToLower(ref)) {
-			match = append(match, sn)
-		}
-	}
-	switch {
-	case ref == "" || len(match) == 0:
-		return nil, fmt.Errorf("no snapshot matches %q", ref)
-	case len(match) > 1:
-		return nil, fmt.Errorf("snapshot prefix %q is ambiguous (%d snapshots)", ref, len(match))
-	}
-	return match[0], nil
-}
-
-// findParent returns the newest snapshot of the same host and paths.
-func findParent(sns []*repo.Snapshot, host string, paths []string) *repo.Snapshot {
-	want := slices.Clone(paths)
-	sort.Strings(want)
-	for i := len(sns) - 1; i >= 0; i-- {
-		sn := sns[i]
-		got := slices.Clone(sn.Paths)
-		sort.Strings(got)
-		if sn.Hostname == host && slices.Equal(got, want) {
-			return sn
-		}
-	}
-	return nil
-}
-
-// findStreamPrev returns the newest snapshot of host that holds path: a
-// stream's previous version (for deltas) may be in a snapshot of other
-// paths than its parent.
-func findStreamPrev(sns []*repo.Snapshot, host, path string) *repo.Snapshot {
-	for i := len(sns) - 1; i >= 0; i-- {
-		if sns[i].Hostname == host && slices.Contains(sns[i].Paths, path) {
-			return sns[i]
-		}
-	}
-	return nil
+	return repo.SelectSnapshot(sns, ref, host)
 }
 
 func formatBytes(n uint64) string {
