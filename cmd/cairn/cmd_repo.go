@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/checker"
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -17,6 +18,16 @@ func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// out is where sources report (internal/source).
+func (a *app) out() source.Out {
+	return source.Out{Stdout: a.stdout, Stderr: a.stderr, JSON: a.jsonOutput, Quiet: a.quiet}
+}
+
+// sourceRestore is what a source needs to restore its part of sn.
+func (a *app) sourceRestore(r *repo.Repository, sn *repo.Snapshot) source.Restore {
+	return source.Restore{Repo: r, Snapshot: sn, Out: a.out(), Downloads: a.downloadsFor(r)}
 }
 
 func (a *app) printf(format string, args ...any) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-backup/cairn/internal/source/postgres"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/profile"
 	"github.com/cairn-backup/cairn/repo"
@@ -103,7 +104,7 @@ func planProfileRestore(p *profile.Profile, sn *repo.Snapshot, targetDir string)
 		switch {
 		case src.Status == repo.SourceSkipped:
 			st.why = "skipped at backup: " + src.Error
-		case src.Kind == pgSourceKind:
+		case src.Kind == postgres.Kind:
 			db := src.Meta["database"]
 			st.dest = p.Restore.PostgresTargetFor(db)
 			if st.dest == "" {
@@ -117,7 +118,7 @@ func planProfileRestore(p *profile.Profile, sn *repo.Snapshot, targetDir string)
 			if p.Restore.PostgresCreate {
 				st.why = "created"
 			}
-		case src.Kind == pgGlobalsKind:
+		case src.Kind == postgres.GlobalsKind:
 			if p.Restore.PostgresGlobals {
 				st.dest = "roles of the target server"
 			} else {
@@ -221,7 +222,7 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 	// database, and files are the cheapest to redo.
 	globalsDone := false
 	for _, st := range steps {
-		if st.dest == "" || st.src.Kind != pgSourceKind {
+		if st.dest == "" || st.src.Kind != postgres.Kind {
 			continue
 		}
 		f := pgRestoreFlags{target: st.dest, database: st.src.Meta["database"], create: p.Restore.PostgresCreate,
@@ -242,7 +243,7 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 	}
 	var includes []string
 	for _, st := range steps {
-		if st.dest != "" && st.src.Kind != pgSourceKind && st.src.Kind != pgGlobalsKind && st.src.Kind != "redis" {
+		if st.dest != "" && st.src.Kind != postgres.Kind && st.src.Kind != postgres.GlobalsKind && st.src.Kind != "redis" {
 			includes = append(includes, st.src.Name)
 		}
 	}

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -17,15 +17,4 @@ func findSnapshot(ctx context.Context, r *repo.Repository, ref string, host stri
 	return repo.SelectSnapshot(sns, ref, host)
 }
 
-func formatBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.3f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func formatBytes(n uint64) string { return source.FormatBytes(n) }

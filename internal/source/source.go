@@ -6,8 +6,15 @@
 package source
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/restorer"
+	"github.com/cairn-backup/cairn/tree"
 )
 
 // Capture is one source's part of a running backup.
@@ -39,3 +46,67 @@ const (
 	KindFiles = "files"
 	KindStdin = "stdin"
 )
+
+// Out is where a source reports to the user: lines of text on Stdout
+// (none when Quiet), warnings on Stderr, or, with JSON, one JSON object per
+// report.
+type Out struct {
+	Stdout, Stderr io.Writer
+	JSON, Quiet    bool
+}
+
+// Printf writes a line of text, unless the output is JSON or quiet.
+func (o Out) Printf(format string, args ...any) {
+	if !o.JSON && !o.Quiet {
+		fmt.Fprintf(o.Stdout, format, args...)
+	}
+}
+
+// Warnf writes a warning to Stderr.
+func (o Out) Warnf(format string, args ...any) {
+	fmt.Fprintf(o.Stderr, "warning: "+format+"\n", args...)
+}
+
+// PrintJSON writes v as JSON, as every command of cairn does.
+func (o Out) PrintJSON(v any) error {
+	enc := json.NewEncoder(o.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Restore is what a source needs to restore its part of a snapshot.
+type Restore struct {
+	Repo     *repo.Repository
+	Snapshot *repo.Snapshot
+	Out      Out
+	// Downloads is the number of pack reads in flight (repo.ReadOptions).
+	Downloads int
+}
+
+// Dump writes the stored file at path in the snapshot to w.
+func (rs Restore) Dump(ctx context.Context, path string, w io.Writer) error {
+	n, err := tree.Find(ctx, rs.Repo, rs.Snapshot.Tree, path)
+	if err != nil {
+		return err
+	}
+	return restorer.Dump(ctx, rs.Repo, n, w, rs.Downloads)
+}
+
+// DumpNode writes a stored file to w.
+func (rs Restore) DumpNode(ctx context.Context, n *tree.Node, w io.Writer) error {
+	return restorer.Dump(ctx, rs.Repo, n, w, rs.Downloads)
+}
+
+// FormatBytes formats a byte count with binary units, as cairn prints them.
+func FormatBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.3f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
