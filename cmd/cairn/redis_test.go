@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/clitest"
+	"github.com/cairn-backup/cairn/internal/source/redis"
 	"github.com/cairn-backup/cairn/rdb"
 	"github.com/cairn-backup/cairn/rdb/redistest"
 	"github.com/cairn-backup/cairn/repo"
@@ -120,9 +121,9 @@ func keyspaceOf(t *testing.T, s *redistest.Server) map[int]rdb.DBKeys {
 }
 
 // details decodes a source's recorded details.
-func details(t *testing.T, s repo.Source) *redisDetails {
+func details(t *testing.T, s repo.Source) *redis.Details {
 	t.Helper()
-	d, err := redisDetailsOf(s)
+	d, err := redis.DetailsOf(s)
 	if err != nil || d == nil {
 		t.Fatalf("source %s: details %v (%v)", s.Name, d, err)
 	}
@@ -161,7 +162,7 @@ func TestRedisRoundTrip(t *testing.T) {
 			if !maps.Equal(d.Keyspace, keyspace) || !maps.Equal(d.RDBKeyspace, keyspace) || keyspace[5].Keys != 1 {
 				t.Errorf("keyspace %v, RDB keyspace %v, want %v", d.Keyspace, d.RDBKeyspace, keyspace)
 			}
-			if s.Meta["keyspace"] != formatKeyspace(keyspace) || s.Meta["server"] != src.Addr || s.Meta["rdb_version"] != fmt.Sprint(d.RDBVersion) {
+			if s.Meta["keyspace"] != redis.FormatKeyspace(keyspace) || s.Meta["server"] != src.Addr || s.Meta["rdb_version"] != fmt.Sprint(d.RDBVersion) {
 				t.Errorf("meta %v", s.Meta)
 			}
 			// The stored bytes are a valid RDB.
@@ -385,53 +386,4 @@ func TestRedisRDBFile(t *testing.T) {
 	files := t.TempDir()
 	cli.ok("backup", files)
 	cli.fails(1, []string{"has no Redis data"}, "restore", "latest", "--redis-rdb-dir", t.TempDir())
-}
-
-func TestRedisKeyspaceFormat(t *testing.T) {
-	ks := map[int]rdb.DBKeys{0: {Keys: 3, Expires: 1}, 12: {Keys: 1}}
-	if s := formatKeyspace(ks); s != "db0:keys=3,expires=1 db12:keys=1,expires=0" {
-		t.Errorf("formatKeyspace: %q", s)
-	}
-	// Details survive the JSON round trip; INFO counts are the fallback.
-	var src repo.Source
-	setRedisDetails(&src, &redisDetails{Method: "replication", Keyspace: ks, RDBVersion: 10})
-	d, err := redisDetailsOf(src)
-	if err != nil || !maps.Equal(d.expectedKeys(), ks) || src.Meta["keyspace"] != formatKeyspace(ks) {
-		t.Errorf("details %+v %v, meta %v", d, err, src.Meta)
-	}
-}
-
-// A database whose key count differs from the backup's fails the restore.
-func TestRedisReportDifference(t *testing.T) {
-	var out, errb bytes.Buffer
-	a := &app{stdout: &out, stderr: &errb}
-	res := &rdb.LoadResult{Keys: map[int]rdb.DBKeys{0: {Keys: 3, Expires: 1}, 2: {Keys: 1}}, RDB: &rdb.Info{Size: 100}}
-	want := map[int]rdb.DBKeys{0: {Keys: 3, Expires: 1}, 1: {Keys: 4}}
-	err := a.reportRedisRestore("127.0.0.1:1", res, want, time.Second)
-	if err == nil || !strings.Contains(err.Error(), "2 database(s) differ") {
-		t.Errorf("error %v", err)
-	}
-	for _, w := range []string{"db0", "db1", "db2", "DIFFERS"} {
-		if !strings.Contains(out.String(), w) {
-			t.Errorf("table lacks %q:\n%s", w, out.String())
-		}
-	}
-	if err := a.reportRedisRestore("127.0.0.1:1", res, res.Keys, time.Second); err != nil {
-		t.Errorf("equal counts: %v", err)
-	}
-}
-
-func TestRedisConnFlags(t *testing.T) {
-	f := redisConnFlags{caFile: "/nonexistent", timeout: time.Second}
-	if _, err := f.options("redis://h:1"); err == nil || !strings.Contains(err.Error(), "rediss://") {
-		t.Errorf("CA file with redis://: %v", err)
-	}
-	if _, err := f.options("rediss://h:1"); err == nil || !strings.Contains(err.Error(), "--redis-ca-file") {
-		t.Errorf("missing CA file: %v", err)
-	}
-	f = redisConnFlags{insecure: true, timeout: time.Second}
-	o, err := f.options("rediss://u:p@h:1")
-	if err != nil || !o.TLS.InsecureSkipVerify || o.User != "u" || o.Password != "p" || o.Timeout != time.Second {
-		t.Errorf("options %+v %v", o, err)
-	}
 }
