@@ -4,23 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/cairn-backup/cairn/internal/backup"
-	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/tailbuf"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/backup"
+	"github.com/cairn-backup/cairn/internal/source"
+	"github.com/cairn-backup/cairn/internal/source/command"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
 )
@@ -88,7 +85,7 @@ func (a *app) backupCommand() *cobra.Command {
 
 func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error {
 	start := time.Now()
-	p, command, err := backupPlan(f, args)
+	p, argv, err := backupPlan(f, args)
 	if err != nil {
 		return err
 	}
@@ -105,7 +102,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 			return fmt.Errorf("--parent: %w", err)
 		}
 	}
-	if p.Captures, err = a.startSources(ctx, &f, command, name); err != nil {
+	if p.Captures, err = a.startSources(ctx, &f, argv, name); err != nil {
 		return err
 	}
 	progress := &archiver.Progress{}
@@ -129,12 +126,12 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error
 }
 
 // backupPlan checks the flags and turns them into a plan (without its
-// sources); command is the command of --stdin-from-command.
-func backupPlan(f backupFlags, args []string) (p backup.Plan, command []string, err error) {
+// sources); argv is the command of --stdin-from-command.
+func backupPlan(f backupFlags, args []string) (p backup.Plan, argv []string, err error) {
 	paths := args
 	if f.stdinFromCommand {
-		command, paths = args, nil
-		if len(command) == 0 {
+		argv, paths = args, nil
+		if len(argv) == 0 {
 			return p, nil, errors.New("--stdin-from-command needs a command after --")
 		}
 	}
@@ -169,22 +166,19 @@ func backupPlan(f backupFlags, args []string) (p backup.Plan, command []string, 
 		return p, nil, fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
 	}
 	p.Tags, p.NoDelta, p.ProgramVersion = splitTags(f.tags), f.noDelta, "cairn "+version
-	return p, command, nil
+	return p, argv, nil
 }
 
 // startSources starts the sources the flags ask for: standard input or a
 // command, then the databases and caches. A required source that cannot
 // start stops the ones already started.
-func (a *app) startSources(ctx context.Context, f *backupFlags, command []string, name string) ([]source.Capture, error) {
+func (a *app) startSources(ctx context.Context, f *backupFlags, argv []string, name string) ([]source.Capture, error) {
 	var captures []source.Capture
 	switch {
 	case f.stdin:
-		captures = append(captures, source.Capture{
-			Streams: []archiver.Stream{{Path: "/" + name, Reader: a.stdin, Chunking: f.stdinKind}},
-			Records: []repo.Source{{Kind: source.KindStdin, Name: "/" + name, Status: repo.SourceOK}},
-		})
+		captures = append(captures, source.Stdin("/"+name, a.stdin, f.stdinKind))
 	case f.stdinFromCommand:
-		c, err := a.commandSource(ctx, command, "/"+name, f.stdinKind)
+		c, err := command.Start(ctx, argv, "/"+name, f.stdinKind, a.stderr)
 		if err != nil {
 			return nil, err
 		}
@@ -216,42 +210,6 @@ func (a *app) startSources(ctx context.Context, f *backupFlags, command []string
 		return nil, fmt.Errorf("%w; %w", err, backup.ErrNoSnapshot)
 	}
 	return captures, nil
-}
-
-// commandSource runs a command and stores its standard output at path.
-func (a *app) commandSource(ctx context.Context, command []string, path, kind string) (source.Capture, error) {
-	c := exec.CommandContext(ctx, command[0], command[1:]...)
-	stderr := tailbuf.New(64 << 10)
-	c.Stderr = io.MultiWriter(stderr, a.stderr)
-	out, err := c.StdoutPipe()
-	if err != nil {
-		return source.Capture{}, err
-	}
-	if err := c.Start(); err != nil {
-		return source.Capture{}, fmt.Errorf("start %s: %w", command[0], err)
-	}
-	return source.Capture{
-		Streams: []archiver.Stream{{Path: path, Reader: out, Chunking: kind}},
-		Records: []repo.Source{{Kind: "command", Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": strings.Join(command, " ")}}},
-		Finish: func(*archiver.Result) error {
-			if err := c.Wait(); err != nil {
-				msg := stderr.String()
-				if msg != "" {
-					msg = ": " + lastLines(msg, 5)
-				}
-				return fmt.Errorf("command %q failed (%v)%s", strings.Join(command, " "), err, msg)
-			}
-			return nil
-		},
-	}, nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }
 
 func unwrapPath(err error) error {

@@ -47,6 +47,14 @@ const (
 	KindStdin = "stdin"
 )
 
+// Stdin is the Capture that stores r (standard input) at path.
+func Stdin(path string, r io.Reader, chunking string) Capture {
+	return Capture{
+		Streams: []archiver.Stream{{Path: path, Reader: r, Chunking: chunking}},
+		Records: []repo.Source{{Kind: KindStdin, Name: path, Status: repo.SourceOK}},
+	}
+}
+
 // Out is where a source reports to the user: lines of text on Stdout
 // (none when Quiet), warnings on Stderr, or, with JSON, one JSON object per
 // report.
