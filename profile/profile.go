@@ -117,7 +117,7 @@ func (p *Profile) Validate() error {
 	}
 	for _, u := range p.Postgres.Databases {
 		if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
-			errs = append(errs, fmt.Errorf("postgres.databases: %q is not a postgres:// URL", redactURL(u)))
+			errs = append(errs, fmt.Errorf("postgres.databases: %q is not a postgres:// URL", RedactURL(u)))
 		}
 	}
 	switch p.Postgres.Format {
@@ -126,7 +126,7 @@ func (p *Profile) Validate() error {
 		errs = append(errs, fmt.Errorf("postgres.format %q: want custom or plain", p.Postgres.Format))
 	}
 	if p.Redis.URL != "" && !strings.HasPrefix(p.Redis.URL, "redis://") && !strings.HasPrefix(p.Redis.URL, "rediss://") {
-		errs = append(errs, fmt.Errorf("redis.url %q is not a redis:// URL", redactURL(p.Redis.URL)))
+		errs = append(errs, fmt.Errorf("redis.url %q is not a redis:// URL", RedactURL(p.Redis.URL)))
 	}
 	for _, fp := range p.Files.Paths {
 		if !filepath.IsAbs(fp) {
@@ -150,7 +150,9 @@ func (r *Restore) PostgresTargetFor(db string) string {
 	return r.PostgresTarget["*"]
 }
 
-func redactURL(u string) string {
+// RedactURL hides the password of a connection URL (user:xxxxx@), for
+// messages and plans; it works on URLs too malformed to parse.
+func RedactURL(u string) string {
 	at := strings.Index(u, "@")
 	scheme := strings.Index(u, "://")
 	if at < 0 || scheme < 0 || at < scheme {

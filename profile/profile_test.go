@@ -44,7 +44,7 @@ func TestProfileErrors(t *testing.T) {
 	if err != nil || p.Name != "ok" || p.Tag() != "profile:ok" {
 		t.Fatalf("minimal profile: %+v %v", p, err)
 	}
-	if got := redactURL("postgres://u:secret@h/db"); strings.Contains(got, "secret") {
+	if got := RedactURL("postgres://u:secret@h/db"); strings.Contains(got, "secret") {
 		t.Fatalf("password not redacted: %s", got)
 	}
 }

@@ -2,7 +2,9 @@
 // paths and the sources' streams into the repository (archiver), ends the
 // sources, chooses the parent, and writes the snapshot, the commit point,
 // only when every required source succeeded. What to back up, and how it
-// is shown, is the caller's (the command line, a profile).
+// is shown, is the caller's (the command line, a profile). RestorePlan is
+// the way back for a whole deployment: each source of a snapshot to the
+// target its profile names.
 package backup
 
 import (
