@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,9 +35,8 @@ type backupFlags struct {
 	parent           string
 	config           string
 	noDelta          bool
-	// Flags of the database and cache sources, registered by their files.
-	pg    pgBackupFlags
-	redis redisBackupFlags
+	// sources are the databases and caches; each registers its flags.
+	sources []source.Source
 }
 
 func splitTags(in []string) []string {
@@ -52,7 +52,7 @@ func splitTags(in []string) []string {
 }
 
 func (a *app) backupCommand() *cobra.Command {
-	var f backupFlags
+	f := backupFlags{sources: newSources()}
 	cmd := &cobra.Command{
 		Use:   "backup [flags] PATH... | --stdin | --stdin-from-command -- CMD ARGS...",
 		Short: "Create a snapshot of files, directories or a stream",
@@ -78,8 +78,9 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
 	fl.StringVar(&f.config, "config", "", "back up every source of the deployment profile `file` (TOML) into one snapshot")
 	fl.BoolVar(&f.noDelta, "no-delta", false, "store changed chunks of database streams in full, not as deltas against the parent snapshot")
-	registerPgBackupFlags(fl, &f.pg)
-	registerRedisBackupFlags(fl, &f.redis)
+	for _, s := range f.sources {
+		s.BackupFlags(fl)
+	}
 	return cmd
 }
 
@@ -140,8 +141,13 @@ func backupPlan(f backupFlags, args []string) (p backup.Plan, argv []string, err
 		return p, nil, fmt.Errorf("invalid --stdin-kind %q: want files, database or auto", f.stdinKind)
 	case f.stdin && f.stdinFromCommand:
 		return p, nil, errors.New("--stdin and --stdin-from-command exclude each other")
-	case len(paths) == 0 && !f.stdin && !f.stdinFromCommand && !f.pg.enabled() && !f.redis.enabled():
-		return p, nil, errors.New("nothing to back up: give paths, --stdin, --stdin-from-command, --pg or --redis")
+	case len(paths) == 0 && !f.stdin && !f.stdinFromCommand && !slices.ContainsFunc(f.sources, source.Source.BackupEnabled):
+		hints := []string{"paths", "--stdin", "--stdin-from-command"}
+		for _, s := range f.sources {
+			b, _ := s.Hints()
+			hints = append(hints, b)
+		}
+		return p, nil, fmt.Errorf("nothing to back up: give %s or %s", strings.Join(hints[:len(hints)-1], ", "), hints[len(hints)-1])
 	}
 	if f.timeStr != "" {
 		if p.Time, err = time.Parse(time.RFC3339, f.timeStr); err != nil {
@@ -184,22 +190,18 @@ func (a *app) startSources(ctx context.Context, f *backupFlags, argv []string, n
 		}
 		captures = append(captures, c)
 	}
-	for _, s := range []struct {
-		start    func(context.Context, *backupFlags) ([]source.Capture, error)
-		kind     string
-		optional bool
-	}{
-		{a.pgBackupSources, "postgres", f.pg.optional},
-		{a.redisBackupSources, "redis", f.redis.optional},
-	} {
-		cs, err := s.start(ctx, f)
+	for _, s := range f.sources {
+		if !s.BackupEnabled() {
+			continue
+		}
+		cs, err := s.Start(ctx, a.out())
 		if err == nil {
 			captures = append(captures, cs...)
 			continue
 		}
-		if s.optional && ctx.Err() == nil {
+		if s.Optional() && ctx.Err() == nil {
 			fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err)
-			captures = append(captures, source.Skipped(s.kind, err))
+			captures = append(captures, source.Skipped(s.Name(), err))
 			continue
 		}
 		for _, c := range captures {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
@@ -35,8 +37,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	var target, host, at, config string
 	var dryRun, inPlace bool
 	var includes, excludes, tags []string
-	var pgFlags pgRestoreFlags
-	var redisFlags redisRestoreFlags
+	sources := newSources()
 	cmd := &cobra.Command{
 		Use:   "restore (SNAPSHOT | --at TIME) (--target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR)",
 		Short: "Restore a snapshot (ID, unique prefix, 'latest' or --at TIME) into a directory, a database or Redis",
@@ -53,8 +54,13 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if target == "" && !pgFlags.enabled() && !redisFlags.enabled() {
-				return errors.New("give a destination: --target DIR for files, --pg-target URL for PostgreSQL, --redis-target or --redis-rdb-dir for Redis")
+			if target == "" && !slices.ContainsFunc(sources, source.Source.RestoreEnabled) {
+				hints := []string{"--target DIR for files"}
+				for _, s := range sources {
+					_, r := s.Hints()
+					hints = append(hints, r)
+				}
+				return errors.New("give a destination: " + strings.Join(hints, ", "))
 			}
 			inc, err := pathmatch.ParseList(includes)
 			if err != nil {
@@ -73,11 +79,10 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.pgRestore(ctx, r, sn, &pgFlags); err != nil {
-				return err
-			}
-			if err := a.redisRestore(ctx, r, sn, &redisFlags); err != nil {
-				return err
+			for _, s := range sources {
+				if err := s.Restore(ctx, a.sourceRestore(r, sn)); err != nil {
+					return err
+				}
 			}
 			if target == "" {
 				return nil
@@ -123,8 +128,9 @@ func (a *app) restoreCommand() *cobra.Command {
 	fl.StringVar(&config, "config", "", "restore every source of the deployment profile `file` to the targets it names (SNAPSHOT defaults to the newest of the profile)")
 	fl.BoolVarP(&dryRun, "dry-run", "n", false, "with --config: print the plan and stop")
 	fl.BoolVar(&inPlace, "in-place", false, "with --config: allow the plan to replace live data (the backed-up database, Redis or paths)")
-	registerPgRestoreFlags(fl, &pgFlags)
-	registerRedisRestoreFlags(fl, &redisFlags)
+	for _, s := range sources {
+		s.RestoreFlags(fl)
+	}
 	return cmd
 }
 

@@ -45,21 +45,9 @@ func (a *app) applyBackupProfile(cmd *cobra.Command, f *backupFlags, args []stri
 	if f.host == "" {
 		f.host = p.Host
 	}
-	f.pg.urls = append(f.pg.urls, p.Postgres.Databases...)
-	if p.Postgres.Format != "" && !cmd.Flags().Changed("pg-format") {
-		f.pg.format = p.Postgres.Format
+	for _, s := range f.sources {
+		s.FromProfile(p, cmd.Flags().Changed)
 	}
-	if p.Postgres.Globals != nil && !*p.Postgres.Globals {
-		f.pg.noGlobals = true
-	}
-	if p.Postgres.Bin != "" && f.pg.bin == "" {
-		f.pg.bin = p.Postgres.Bin
-	}
-	f.pg.optional = f.pg.optional || p.Postgres.Optional
-	if f.redis.url == "" && f.redis.rdbFile == "" {
-		f.redis.url, f.redis.rdbFile = p.Redis.URL, p.Redis.RDBFile
-	}
-	f.redis.optional = f.redis.optional || p.Redis.Optional
 	return args, nil
 }
 

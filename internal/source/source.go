@@ -11,11 +11,51 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/spf13/pflag"
+
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/profile"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
 	"github.com/cairn-backup/cairn/tree"
 )
+
+// Source is one kind of input besides file paths, standard input and a
+// command (a database, a cache). It owns its flags, so that a new source
+// is its own package and one line in the command line's list of sources:
+// the backup and restore commands add its flags, start it when its backup
+// flags ask for it, and restore it when its restore flags name a target.
+// One value serves one run of a command.
+type Source interface {
+	// Name is the word for the source in messages and in the record of
+	// a skipped source ("postgres").
+	Name() string
+	// Hints name the flags that enable the source, for the messages that
+	// ask for something to back up or a place to restore to.
+	Hints() (backup, restore string)
+
+	// BackupFlags adds the backup flags to fl.
+	BackupFlags(fl *pflag.FlagSet)
+	// FromProfile adds the profile's section to the backup flags; a flag
+	// given on the command line (changed) wins over the profile.
+	FromProfile(p *profile.Profile, changed func(flag string) bool)
+	// BackupEnabled reports whether the backup flags ask for the source.
+	BackupEnabled() bool
+	// Optional sources that fail to start are recorded as skipped
+	// instead of failing the backup.
+	Optional() bool
+	// Start begins the backup: the streams to store and what to record.
+	Start(ctx context.Context, o Out) ([]Capture, error)
+
+	// RestoreFlags adds the restore flags to fl.
+	RestoreFlags(fl *pflag.FlagSet)
+	// RestoreEnabled reports whether the restore flags name a target.
+	RestoreEnabled() bool
+	// Restore restores the source's part of a snapshot to that target
+	// and verifies it; without a target it only rejects restore flags
+	// that need one. It runs for every source, enabled or not.
+	Restore(ctx context.Context, rs Restore) error
+}
 
 // Capture is one source's part of a running backup.
 type Capture struct {
