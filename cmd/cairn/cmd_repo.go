@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -157,7 +158,7 @@ func (a *app) keyCommand() *cobra.Command {
 		sub := *a
 		sub.passwordFile, sub.passwordCommand = newPasswordFile, ""
 		if newPasswordFile == "" {
-			if pw, ok := lookupEnv("CAIRN_NEW_PASSWORD"); ok {
+			if pw, ok := os.LookupEnv("CAIRN_NEW_PASSWORD"); ok {
 				return pw, nil
 			}
 			return promptPassword("enter the new password: ", true)

@@ -152,14 +152,7 @@ func (a *app) rootCommand() *cobra.Command {
 			pprof.StopCPUProfile()
 		}
 	}
-	root.AddCommand(
-		a.initCommand(),
-		a.checkCommand(),
-		a.keyCommand(),
-	)
-	for _, c := range a.moreCommands() {
-		root.AddCommand(c)
-	}
+	root.AddCommand(a.commands()...)
 	return root
 }
 

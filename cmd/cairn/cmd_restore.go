@@ -1,0 +1,118 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/source"
+	"github.com/cairn-backup/cairn/pathmatch"
+	"github.com/cairn-backup/cairn/restorer"
+)
+
+func (a *app) restoreCommand() *cobra.Command {
+	var target, host, at, config string
+	var dryRun, inPlace bool
+	var includes, excludes, tags []string
+	sources := newSources()
+	cmd := &cobra.Command{
+		Use:   "restore (SNAPSHOT | --at TIME) (--target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR)",
+		Short: "Restore a snapshot (ID, unique prefix, 'latest' or --at TIME) into a directory, a database or Redis",
+		Args:  cobra.RangeArgs(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if config != "" {
+				return a.runProfileRestore(ctx, config, args, at, host, target, dryRun, inPlace)
+			}
+			if dryRun || inPlace {
+				return errors.New("--dry-run and --in-place go with --config")
+			}
+			atTime, err := snapshotOrAt(args, at)
+			if err != nil {
+				return err
+			}
+			if target == "" && !slices.ContainsFunc(sources, source.Source.RestoreEnabled) {
+				hints := []string{"--target DIR for files"}
+				for _, s := range sources {
+					_, r := s.Hints()
+					hints = append(hints, r)
+				}
+				return errors.New("give a destination: " + strings.Join(hints, ", "))
+			}
+			inc, err := pathmatch.ParseList(includes)
+			if err != nil {
+				return err
+			}
+			exc, err := pathmatch.ParseList(excludes)
+			if err != nil {
+				return err
+			}
+			r, err := a.openRepo(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			sn, err := a.restoreSnapshot(ctx, r, args, atTime, host, tags)
+			if err != nil {
+				return err
+			}
+			for _, s := range sources {
+				if err := s.Restore(ctx, a.sourceRestore(r, sn)); err != nil {
+					return err
+				}
+			}
+			if target == "" {
+				return nil
+			}
+			start := time.Now()
+			var written atomic.Int64
+			a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
+			st, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{
+				Target: target, Includes: inc, Excludes: exc, Chown: os.Geteuid() == 0,
+				BytesWritten: &written, Downloads: a.downloadsFor(r),
+				Warn: func(p string, err error) {
+					fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err))
+				},
+			})
+			if err != nil {
+				return fmt.Errorf("restore failed: %w", err)
+			}
+			d := time.Since(start)
+			if a.jsonOutput {
+				if err := a.printJSON(map[string]any{
+					"message_type": "summary", "snapshot_id": sn.ID.String(), "files_restored": st.Files,
+					"dirs_restored": st.Dirs, "links_restored": st.Links, "bytes_restored": st.Bytes,
+					"errors": st.Warnings, "total_duration": d.Seconds(),
+				}); err != nil {
+					return err
+				}
+			} else {
+				a.printf("restored %d files, %d directories, %d links, %s in %s\n", st.Files, st.Dirs, st.Links, formatBytes(st.Bytes), d.Round(time.Millisecond))
+			}
+			if st.Warnings > 0 {
+				return fmt.Errorf("restore finished with %d error(s)", st.Warnings)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&target, "target", "t", "", "restore into `directory`")
+	fl.StringArrayVarP(&includes, "include", "i", nil, "restore only paths matching `pattern` (repeatable)")
+	fl.StringArrayVarP(&excludes, "exclude", "e", nil, "do not restore paths matching `pattern` (repeatable)")
+	fl.StringVar(&host, "host", "", "with 'latest' or --at: only snapshots of this `host`")
+	fl.StringVar(&at, "at", "", "restore the newest snapshot taken at or before `time` (RFC 3339, or local 2026-01-06 03:00[:00] or 2026-01-06 for 00:00)")
+	fl.StringArrayVar(&tags, "tag", nil, "with 'latest' or --at: only snapshots with all of these `tags`")
+	fl.StringVar(&config, "config", "", "restore every source of the deployment profile `file` to the targets it names (SNAPSHOT defaults to the newest of the profile)")
+	fl.BoolVarP(&dryRun, "dry-run", "n", false, "with --config: print the plan and stop")
+	fl.BoolVar(&inPlace, "in-place", false, "with --config: allow the plan to replace live data (the backed-up database, Redis or paths)")
+	for _, s := range sources {
+		s.RestoreFlags(fl)
+	}
+	return cmd
+}

@@ -1,7 +1,0 @@
-package main
-
-import (
-	"os"
-)
-
-func lookupEnv(k string) (string, bool) { return os.LookupEnv(k) }
