@@ -225,15 +225,7 @@ func unwrapPath(err error) error {
 func (a *app) printBackupSummary(id crypto.ID, res *archiver.Result, parent *repo.Snapshot, d time.Duration) {
 	s := res.Summary
 	if a.jsonOutput {
-		_ = a.printJSON(map[string]any{
-			"message_type": "summary", "snapshot_id": id.String(),
-			"files_new": s.FilesNew, "files_changed": s.FilesChanged, "files_unmodified": s.FilesUnmodified,
-			"dirs_new": s.DirsNew, "dirs_changed": s.DirsChanged, "dirs_unmodified": s.DirsUnmodified,
-			"data_blobs": s.DataBlobs, "delta_blobs": s.DeltaBlobs, "tree_blobs": s.TreeBlobs,
-			"data_added": s.DataAdded, "data_added_packed": s.DataAddedPacked,
-			"total_files_processed": s.TotalFilesProcessed, "total_bytes_processed": s.TotalBytesProcessed,
-			"total_duration": d.Seconds(), "files_read": res.FilesRead,
-		})
+		_ = a.printJSON(newBackupJSON(id, res, d.Seconds()))
 		return
 	}
 	if parent != nil {

@@ -37,8 +37,8 @@ func (a *app) diffCommand() *cobra.Command {
 				return err
 			}
 			if a.jsonOutput {
-				return a.printJSON(map[string]any{"message_type": "statistics", "source_snapshot": s1.ID.String(), "target_snapshot": s2.ID.String(),
-					"added": st.added, "removed": st.removed, "changed": st.changed, "added_bytes": st.addedBytes, "removed_bytes": st.removedBytes})
+				return a.printJSON(diffJSON{MessageType: "statistics", SourceSnapshot: s1.ID.String(), TargetSnapshot: s2.ID.String(),
+					Added: st.added, Removed: st.removed, Changed: st.changed, AddedBytes: st.addedBytes, RemovedBytes: st.removedBytes})
 			}
 			fmt.Fprintf(a.stdout, "\nFiles: %d added, %d removed, %d changed; data %s added, %s removed\n", st.added, st.removed, st.changed, formatBytes(st.addedBytes), formatBytes(st.removedBytes))
 			return nil

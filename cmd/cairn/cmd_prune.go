@@ -82,14 +82,7 @@ func (a *app) runPrune(ctx context.Context, r *repo.Repository, f pruneFlags) er
 		return err
 	}
 	if a.jsonOutput {
-		return a.printJSON(map[string]any{
-			"message_type": "prune_summary", "dry_run": f.dryRun, "snapshots": st.Snapshots, "used_blobs": st.UsedBlobs,
-			"packs_kept": st.PacksKept, "packs_repacked": st.PacksRepacked, "packs_marked_unused": st.PacksMarked,
-			"packs_pending_deletion": st.PacksPending, "packs_deleted": st.PacksDeleted, "packs_resurrected": st.PacksResurrected,
-			"stray_packs": st.StrayPacks, "blobs_repacked": st.BlobsRepacked, "bytes_repacked": st.BytesRepacked,
-			"bytes_freed": st.BytesFreed, "bytes_pending_deletion": st.BytesPending,
-			"index_files_replaced": st.IndexFilesIn, "index_files_written": st.IndexFilesOut,
-		})
+		return a.printJSON(newPruneJSON(st, f.dryRun))
 	}
 	verb := "freed"
 	if f.dryRun {

@@ -29,8 +29,7 @@ func (a *app) repairCommand() *cobra.Command {
 				return err
 			}
 			if a.jsonOutput {
-				return a.printJSON(map[string]any{"message_type": "repair_index", "packs": st.Packs, "blobs": st.Blobs,
-					"bad_packs": st.BadPacks, "old_index_files": st.OldIndexFiles, "new_index_files": st.NewIndexFiles})
+				return a.printJSON(newRepairIndexJSON(st))
 			}
 			a.printf("indexed %d blobs in %d packs; replaced %d index files with %d\n", st.Blobs, st.Packs, st.OldIndexFiles, st.NewIndexFiles)
 			if len(st.BadPacks) > 0 {
@@ -54,8 +53,7 @@ func (a *app) repairCommand() *cobra.Command {
 				return err
 			}
 			if a.jsonOutput {
-				return a.printJSON(map[string]any{"message_type": "repair_snapshots", "dry_run": dryRun, "checked": st.Checked,
-					"repaired": st.Repaired, "damaged_files": st.DamagedFiles, "damaged_dirs": st.DamagedDirs, "removed": st.Removed})
+				return a.printJSON(newRepairSnapshotsJSON(st, dryRun))
 			}
 			verb := "repaired"
 			if dryRun {

@@ -65,7 +65,7 @@ func (a *app) initCommand() *cobra.Command {
 			defer r.Close()
 			cfg := r.Config()
 			if a.jsonOutput {
-				return a.printJSON(map[string]any{"message_type": "initialized", "id": cfg.ID, "repository": be.Location()})
+				return a.printJSON(initJSON{MessageType: "initialized", ID: cfg.ID, Repository: be.Location()})
 			}
 			a.printf("created cairn repository %s at %s\n", cfg.ID[:10], be.Location())
 			a.printf("keep the password safe: without it the data cannot be recovered\n")
@@ -105,23 +105,18 @@ func (a *app) checkCommand() *cobra.Command {
 			}
 			nerr := res.Errors()
 			if a.jsonOutput {
-				type finding struct {
-					Severity string `json:"severity"`
-					Object   string `json:"object,omitempty"`
-					Message  string `json:"message"`
-				}
-				fs := []finding{}
+				fs := []checkFindingJSON{}
 				for _, f := range res.Findings {
 					sev := "error"
 					if f.Severity == checker.Note {
 						sev = "note"
 					}
-					fs = append(fs, finding{sev, f.Object, f.Message})
+					fs = append(fs, checkFindingJSON{sev, f.Object, f.Message})
 				}
-				if err := a.printJSON(map[string]any{
-					"message_type": "check_summary", "errors": nerr, "findings": fs,
-					"snapshots": res.Snapshots, "index_files": res.IndexFiles, "packs": res.Packs,
-					"packs_read": res.PacksRead, "blobs_checked": res.BlobsChecked,
+				if err := a.printJSON(checkJSON{
+					MessageType: "check_summary", Errors: nerr, Findings: fs,
+					Snapshots: res.Snapshots, IndexFiles: res.IndexFiles, Packs: res.Packs,
+					PacksRead: res.PacksRead, BlobsChecked: res.BlobsChecked,
 				}); err != nil {
 					return err
 				}

@@ -85,11 +85,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			}
 			d := time.Since(start)
 			if a.jsonOutput {
-				if err := a.printJSON(map[string]any{
-					"message_type": "summary", "snapshot_id": sn.ID.String(), "files_restored": st.Files,
-					"dirs_restored": st.Dirs, "links_restored": st.Links, "bytes_restored": st.Bytes,
-					"errors": st.Warnings, "total_duration": d.Seconds(),
-				}); err != nil {
+				if err := a.printJSON(newRestoreJSON(sn.ID, st, d.Seconds())); err != nil {
 					return err
 				}
 			} else {

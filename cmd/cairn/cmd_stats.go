@@ -69,10 +69,10 @@ func (a *app) statsCommand() *cobra.Command {
 				return err
 			}
 			if a.jsonOutput {
-				return a.printJSON(map[string]any{
-					"snapshots_count": len(sns), "total_file_count": files, "total_size": restoreSize,
-					"total_blob_count": blobs, "data_blob_count": dataBlobs, "tree_blob_count": blobs - dataBlobs,
-					"total_stored_blob_size": storedBlobBytes, "pack_count": packs, "total_pack_size": packBytes,
+				return a.printJSON(statsJSON{
+					SnapshotsCount: len(sns), TotalFileCount: files, TotalSize: restoreSize,
+					TotalBlobCount: blobs, DataBlobCount: dataBlobs, TreeBlobCount: blobs - dataBlobs,
+					TotalStoredBlobSize: storedBlobBytes, PackCount: packs, TotalPackSize: packBytes,
 				})
 			}
 			fmt.Fprintf(a.stdout, "Snapshots:            %d\n", len(sns))

@@ -28,7 +28,8 @@ func run(t *testing.T, script string) (out, stderr string, err error) {
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
-	return string(b), errb.String(), c.Finish(nil)
+	err = c.Finish(nil) // waits for the command, and so for its stderr
+	return string(b), errb.String(), err
 }
 
 func TestCommandOutput(t *testing.T) {

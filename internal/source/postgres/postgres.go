@@ -295,11 +295,11 @@ func Restore(ctx context.Context, rs source.Restore, f RestoreOptions) error {
 		if checks == nil {
 			checks = []pgstream.TableCheck{}
 		}
-		if jerr := a.PrintJSON(map[string]any{
-			"message_type": "pg_restore", "snapshot_id": sn.ID.String(), "source": d.Source.Name,
-			"database": res.Database, "created": res.Created, "existing_roles": res.ExistingRoles,
-			"bytes_restored": res.Bytes, "restore_duration": res.RestoreTime.Seconds(),
-			"tables": checks, "extra_tables": res.Extra, "verified": err == nil,
+		if jerr := a.PrintJSON(restoreJSON{
+			MessageType: "pg_restore", SnapshotID: sn.ID.String(), Source: d.Source.Name,
+			Database: res.Database, Created: res.Created, ExistingRoles: res.ExistingRoles,
+			BytesRestored: res.Bytes, RestoreDuration: res.RestoreTime.Seconds(),
+			Tables: checks, ExtraTables: res.Extra, Verified: err == nil,
 		}); jerr != nil && err == nil {
 			err = jerr
 		}
@@ -317,4 +317,19 @@ func Restore(ctx context.Context, rs source.Restore, f RestoreOptions) error {
 	}
 	a.Printf("verified: %d tables, %d rows, as at backup\n", len(res.Checks), d.Details.Rows())
 	return nil
+}
+
+// restoreJSON is the --json message of a PostgreSQL restore.
+type restoreJSON struct {
+	MessageType     string                `json:"message_type"` // "pg_restore"
+	SnapshotID      string                `json:"snapshot_id"`
+	Source          string                `json:"source"` // the dump's path in the snapshot
+	Database        string                `json:"database"`
+	Created         bool                  `json:"created"`
+	ExistingRoles   []string              `json:"existing_roles"`
+	BytesRestored   int64                 `json:"bytes_restored"`
+	RestoreDuration float64               `json:"restore_duration"` // seconds
+	Tables          []pgstream.TableCheck `json:"tables"`
+	ExtraTables     []string              `json:"extra_tables"`
+	Verified        bool                  `json:"verified"`
 }

@@ -458,8 +458,8 @@ func writeRDBDir(ctx context.Context, rs source.Restore, node *tree.Node, dir st
 		}
 	}
 	if a.JSON {
-		return a.PrintJSON(map[string]any{"message_type": "redis_rdb_written", "path": dst, "size": info.Size, "replaced": replaced,
-			"rdb_version": info.Version, "keyspace": info.Keys, "aof_present": aof})
+		return a.PrintJSON(rdbWrittenJSON{MessageType: "redis_rdb_written", Path: dst, Size: info.Size, Replaced: replaced,
+			RDBVersion: info.Version, Keyspace: info.Keys, AOFPresent: aof})
 	}
 	a.Printf("wrote %s (%s, RDB version %d", dst, source.FormatBytes(uint64(info.Size)), info.Version)
 	if info.Keys != nil {
@@ -524,19 +524,11 @@ func report(a source.Out, addr string, res *rdb.LoadResult, want map[int]rdb.DBK
 	for db := range res.Keys {
 		dbs[db] = true
 	}
-	type row struct {
-		DB              int   `json:"db"`
-		KeysBackup      int64 `json:"keys_backup"`
-		KeysRestored    int64 `json:"keys_restored"`
-		ExpiresBackup   int64 `json:"expires_backup"`
-		ExpiresRestored int64 `json:"expires_restored"`
-		OK              bool  `json:"ok"`
-	}
-	var rows []row
+	var rows []dbKeysJSON
 	bad := 0
 	for _, db := range slices.Sorted(maps.Keys(dbs)) {
 		w, g := want[db], res.Keys[db]
-		rw := row{DB: db, KeysBackup: w.Keys, KeysRestored: g.Keys, ExpiresBackup: w.Expires, ExpiresRestored: g.Expires, OK: w == g}
+		rw := dbKeysJSON{DB: db, KeysBackup: w.Keys, KeysRestored: g.Keys, ExpiresBackup: w.Expires, ExpiresRestored: g.Expires, OK: w == g}
 		if !rw.OK {
 			bad++
 		}
@@ -546,8 +538,8 @@ func report(a source.Out, addr string, res *rdb.LoadResult, want map[int]rdb.DBK
 		bad = 0 // nothing to compare with
 	}
 	if a.JSON {
-		if err := a.PrintJSON(map[string]any{"message_type": "redis_restore", "target": addr, "served_from": res.Advertised,
-			"bytes": res.RDB.Size, "databases": rows, "verified": want != nil, "ok": bad == 0, "total_duration": d.Seconds()}); err != nil {
+		if err := a.PrintJSON(restoreJSON{MessageType: "redis_restore", Target: addr, ServedFrom: res.Advertised,
+			Bytes: res.RDB.Size, Databases: rows, Verified: want != nil, OK: bad == 0, TotalDuration: d.Seconds()}); err != nil {
 			return err
 		}
 	} else {
@@ -568,4 +560,36 @@ func report(a source.Out, addr string, res *rdb.LoadResult, want map[int]rdb.DBK
 		return fmt.Errorf("redis restore into %s: %d database(s) differ from the key counts recorded at backup", addr, bad)
 	}
 	return nil
+}
+
+// The --json messages of a Redis restore.
+
+type rdbWrittenJSON struct {
+	MessageType string             `json:"message_type"` // "redis_rdb_written"
+	Path        string             `json:"path"`
+	Size        int64              `json:"size"`
+	Replaced    bool               `json:"replaced"` // a dump.rdb was there
+	RDBVersion  int                `json:"rdb_version"`
+	Keyspace    map[int]rdb.DBKeys `json:"keyspace"`
+	AOFPresent  []string           `json:"aof_present"` // AOF files Redis would load instead
+}
+
+type dbKeysJSON struct {
+	DB              int   `json:"db"`
+	KeysBackup      int64 `json:"keys_backup"`
+	KeysRestored    int64 `json:"keys_restored"`
+	ExpiresBackup   int64 `json:"expires_backup"`
+	ExpiresRestored int64 `json:"expires_restored"`
+	OK              bool  `json:"ok"`
+}
+
+type restoreJSON struct {
+	MessageType   string       `json:"message_type"` // "redis_restore"
+	Target        string       `json:"target"`
+	ServedFrom    string       `json:"served_from"`
+	Bytes         int64        `json:"bytes"`
+	Databases     []dbKeysJSON `json:"databases"`
+	Verified      bool         `json:"verified"` // the backup had key counts to compare
+	OK            bool         `json:"ok"`
+	TotalDuration float64      `json:"total_duration"` // seconds
 }

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/pruner"
+	"github.com/cairn-backup/cairn/repair"
+	"github.com/cairn-backup/cairn/restorer"
+)
+
+// The --json messages of the commands. Field names follow restic's where
+// restic has the same message; message_type says which message it is.
+
+type initJSON struct {
+	MessageType string `json:"message_type"` // "initialized"
+	ID          string `json:"id"`
+	Repository  string `json:"repository"`
+}
+
+type checkFindingJSON struct {
+	Severity string `json:"severity"` // "error" or "note"
+	Object   string `json:"object,omitempty"`
+	Message  string `json:"message"`
+}
+
+type checkJSON struct {
+	MessageType  string             `json:"message_type"` // "check_summary"
+	Errors       int                `json:"errors"`
+	Findings     []checkFindingJSON `json:"findings"`
+	Snapshots    int                `json:"snapshots"`
+	IndexFiles   int                `json:"index_files"`
+	Packs        int                `json:"packs"`
+	PacksRead    int                `json:"packs_read"`
+	BlobsChecked int                `json:"blobs_checked"`
+}
+
+type backupJSON struct {
+	MessageType         string  `json:"message_type"` // "summary"
+	SnapshotID          string  `json:"snapshot_id"`
+	FilesNew            uint64  `json:"files_new"`
+	FilesChanged        uint64  `json:"files_changed"`
+	FilesUnmodified     uint64  `json:"files_unmodified"`
+	DirsNew             uint64  `json:"dirs_new"`
+	DirsChanged         uint64  `json:"dirs_changed"`
+	DirsUnmodified      uint64  `json:"dirs_unmodified"`
+	DataBlobs           uint64  `json:"data_blobs"`
+	DeltaBlobs          uint64  `json:"delta_blobs"`
+	TreeBlobs           uint64  `json:"tree_blobs"`
+	DataAdded           uint64  `json:"data_added"`
+	DataAddedPacked     uint64  `json:"data_added_packed"`
+	TotalFilesProcessed uint64  `json:"total_files_processed"`
+	TotalBytesProcessed uint64  `json:"total_bytes_processed"`
+	TotalDuration       float64 `json:"total_duration"` // seconds
+	FilesRead           int64   `json:"files_read"`     // read in full, not taken from the parent
+}
+
+func newBackupJSON(id crypto.ID, res *archiver.Result, seconds float64) backupJSON {
+	s := res.Summary
+	return backupJSON{
+		MessageType: "summary", SnapshotID: id.String(),
+		FilesNew: s.FilesNew, FilesChanged: s.FilesChanged, FilesUnmodified: s.FilesUnmodified,
+		DirsNew: s.DirsNew, DirsChanged: s.DirsChanged, DirsUnmodified: s.DirsUnmodified,
+		DataBlobs: s.DataBlobs, DeltaBlobs: s.DeltaBlobs, TreeBlobs: s.TreeBlobs,
+		DataAdded: s.DataAdded, DataAddedPacked: s.DataAddedPacked,
+		TotalFilesProcessed: s.TotalFilesProcessed, TotalBytesProcessed: s.TotalBytesProcessed,
+		TotalDuration: seconds, FilesRead: res.FilesRead,
+	}
+}
+
+type restoreJSON struct {
+	MessageType   string  `json:"message_type"` // "summary"
+	SnapshotID    string  `json:"snapshot_id"`
+	FilesRestored int     `json:"files_restored"`
+	DirsRestored  int     `json:"dirs_restored"`
+	LinksRestored int     `json:"links_restored"`
+	BytesRestored uint64  `json:"bytes_restored"`
+	Errors        int     `json:"errors"`
+	TotalDuration float64 `json:"total_duration"` // seconds
+}
+
+func newRestoreJSON(id crypto.ID, st restorer.Stats, seconds float64) restoreJSON {
+	return restoreJSON{MessageType: "summary", SnapshotID: id.String(), FilesRestored: st.Files, DirsRestored: st.Dirs,
+		LinksRestored: st.Links, BytesRestored: st.Bytes, Errors: st.Warnings, TotalDuration: seconds}
+}
+
+type repairIndexJSON struct {
+	MessageType   string   `json:"message_type"` // "repair_index"
+	Packs         int      `json:"packs"`
+	Blobs         int      `json:"blobs"`
+	BadPacks      []string `json:"bad_packs"`
+	OldIndexFiles int      `json:"old_index_files"`
+	NewIndexFiles int      `json:"new_index_files"`
+}
+
+func newRepairIndexJSON(st repair.IndexStats) repairIndexJSON {
+	return repairIndexJSON{MessageType: "repair_index", Packs: st.Packs, Blobs: st.Blobs, BadPacks: st.BadPacks,
+		OldIndexFiles: st.OldIndexFiles, NewIndexFiles: st.NewIndexFiles}
+}
+
+type repairSnapshotsJSON struct {
+	MessageType  string   `json:"message_type"` // "repair_snapshots"
+	DryRun       bool     `json:"dry_run"`
+	Checked      int      `json:"checked"`
+	Repaired     int      `json:"repaired"`
+	DamagedFiles []string `json:"damaged_files"`
+	DamagedDirs  []string `json:"damaged_dirs"`
+	Removed      int      `json:"removed"`
+}
+
+func newRepairSnapshotsJSON(st repair.SnapshotStats, dryRun bool) repairSnapshotsJSON {
+	return repairSnapshotsJSON{MessageType: "repair_snapshots", DryRun: dryRun, Checked: st.Checked, Repaired: st.Repaired,
+		DamagedFiles: st.DamagedFiles, DamagedDirs: st.DamagedDirs, Removed: st.Removed}
+}
+
+type statsJSON struct {
+	SnapshotsCount      int    `json:"snapshots_count"`
+	TotalFileCount      uint64 `json:"total_file_count"`
+	TotalSize           uint64 `json:"total_size"` // restore size of all snapshots
+	TotalBlobCount      uint64 `json:"total_blob_count"`
+	DataBlobCount       uint64 `json:"data_blob_count"`
+	TreeBlobCount       uint64 `json:"tree_blob_count"`
+	TotalStoredBlobSize uint64 `json:"total_stored_blob_size"`
+	PackCount           uint64 `json:"pack_count"`
+	TotalPackSize       uint64 `json:"total_pack_size"`
+}
+
+type diffJSON struct {
+	MessageType    string `json:"message_type"` // "statistics"
+	SourceSnapshot string `json:"source_snapshot"`
+	TargetSnapshot string `json:"target_snapshot"`
+	Added          int    `json:"added"`
+	Removed        int    `json:"removed"`
+	Changed        int    `json:"changed"`
+	AddedBytes     uint64 `json:"added_bytes"`
+	RemovedBytes   uint64 `json:"removed_bytes"`
+}
+
+type pruneJSON struct {
+	MessageType          string `json:"message_type"` // "prune_summary"
+	DryRun               bool   `json:"dry_run"`
+	Snapshots            int    `json:"snapshots"`
+	UsedBlobs            int    `json:"used_blobs"`
+	PacksKept            int    `json:"packs_kept"`
+	PacksRepacked        int    `json:"packs_repacked"`
+	PacksMarkedUnused    int    `json:"packs_marked_unused"`
+	PacksPendingDeletion int    `json:"packs_pending_deletion"`
+	PacksDeleted         int    `json:"packs_deleted"`
+	PacksResurrected     int    `json:"packs_resurrected"`
+	StrayPacks           int    `json:"stray_packs"`
+	BlobsRepacked        int    `json:"blobs_repacked"`
+	BytesRepacked        int64  `json:"bytes_repacked"`
+	BytesFreed           int64  `json:"bytes_freed"`
+	BytesPendingDeletion int64  `json:"bytes_pending_deletion"`
+	IndexFilesReplaced   int    `json:"index_files_replaced"`
+	IndexFilesWritten    int    `json:"index_files_written"`
+}
+
+func newPruneJSON(st pruner.Stats, dryRun bool) pruneJSON {
+	return pruneJSON{MessageType: "prune_summary", DryRun: dryRun, Snapshots: st.Snapshots, UsedBlobs: st.UsedBlobs,
+		PacksKept: st.PacksKept, PacksRepacked: st.PacksRepacked, PacksMarkedUnused: st.PacksMarked,
+		PacksPendingDeletion: st.PacksPending, PacksDeleted: st.PacksDeleted, PacksResurrected: st.PacksResurrected,
+		StrayPacks: st.StrayPacks, BlobsRepacked: st.BlobsRepacked, BytesRepacked: st.BytesRepacked,
+		BytesFreed: st.BytesFreed, BytesPendingDeletion: st.BytesPending,
+		IndexFilesReplaced: st.IndexFilesIn, IndexFilesWritten: st.IndexFilesOut}
+}
