@@ -154,9 +154,15 @@ func (b *Backend) fetchWhole(ctx context.Context, h backend.Handle) ([]byte, err
 	}
 	b.mu.Unlock()
 	if leader {
-		f.data, f.err = b.be.Load(ctx, h, 0, 0)
-		if f.err == nil && crypto.Hash(f.data).String() == h.Name {
-			b.c.store(h, f.data)
+		// A download that finished between the caller's cache miss and
+		// this registration has stored the object already.
+		if data, ok := b.c.read(h, 0, 0); ok {
+			f.data = data
+		} else {
+			f.data, f.err = b.be.Load(ctx, h, 0, 0)
+			if f.err == nil && crypto.Hash(f.data).String() == h.Name {
+				b.c.store(h, f.data)
+			}
 		}
 		b.mu.Lock()
 		delete(b.fetches, h)
