@@ -23,8 +23,8 @@ import (
 
 	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
-	"github.com/cairn-backup/cairn/fsmeta"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/internal/fsmeta"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"

@@ -10,8 +10,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cairn-backup/cairn/crypto"
-	"github.com/cairn-backup/cairn/delta"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/internal/delta"
 )
 
 // Delta blobs (docs/format.md §7.1) store a changed chunk of a dump as

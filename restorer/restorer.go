@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/crypto"
-	"github.com/cairn-backup/cairn/fsmeta"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/internal/fsmeta"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"

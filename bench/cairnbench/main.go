@@ -153,53 +153,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cacheDefault := os.Getenv("CAIRN_CACHE")
-	if cacheDefault == "" {
-		home, _ := os.UserHomeDir()
-		cacheDefault = filepath.Join(home, ".cache", "cairn")
-	}
-	var o options
-	var datasets string
-	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files, 3 small nights): a smoke test of a few minutes")
-	flag.StringVar(&datasets, "datasets", strings.Join(allDatasets, ","), "comma-separated data sets to run: "+strings.Join(allDatasets, ", "))
-	flag.StringVar(&o.jsonPath, "json", filepath.Join(root, "bench", "results", "latest.json"), "write the results as JSON to `path`")
-	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (repositories, working copies)")
-	flag.StringVar(&o.cairn, "cairn", filepath.Join(root, "bin", "cairn"), "cairn `binary` (make build)")
-	flag.StringVar(&o.restic, "restic", filepath.Join(cacheDefault, "bin", "restic"), "restic `binary` (v0.18.1)")
-	flag.StringVar(&o.cache, "cache", filepath.Join(cacheDefault, "bench-corpus"), "corpus cache `directory`")
-	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default /dev/shm when it has room, else $TMPDIR)")
-	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
-	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
-	flag.DurationVar(&o.s3Delay, "s3-delay", 30*time.Millisecond, "s3: `delay` the latency proxy adds to every request (0: none)")
-	flag.IntVar(&o.nights, "nights", 0, fmt.Sprintf("pgnights: number of nights, at least 2 (default %d, %d with -quick)", fullProfile.Nights.Nights, quickProfile.Nights.Nights))
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
-	}
-	o.datasets = map[string]bool{}
-	for _, d := range strings.Split(datasets, ",") {
-		d = strings.TrimSpace(d)
-		switch d {
-		case "":
-		case "pg", "redis", "files", "s3", nightsDataset, realtreeDataset:
-			o.datasets[d] = true
-		default:
-			return fmt.Errorf("-datasets: unknown data set %q (%s)", d, strings.Join(allDatasets, ", "))
-		}
-	}
-	if o.s3Delay < 0 {
-		return fmt.Errorf("-s3-delay %s: must not be negative", o.s3Delay)
-	}
-	prof := fullProfile
-	if o.quick {
-		prof = quickProfile
-	}
-	prof.PgRandomFiller = o.randomFiller
-	if o.nights != 0 {
-		if o.nights < 2 {
-			return fmt.Errorf("-nights %d: at least 2 (a middle night and the last one are restored)", o.nights)
-		}
-		prof.Nights.Nights = o.nights
+	o, prof, datasets, err := parseOptions(root)
+	if err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -215,6 +171,88 @@ func run() error {
 	b.logf("work dir %s (%s)", b.work, b.workWhy)
 	b.logf("%s | %s | %d CPUs | load %s", b.res.CairnVersion, b.res.ResticVersion, runtime.NumCPU(), loadAvg())
 
+	failed := b.runDatasets(root)
+	b.finish()
+	fmt.Println()
+	b.printTable(os.Stdout)
+	if o.jsonPath != "" {
+		if err := b.writeJSON(o.jsonPath); err != nil {
+			return err
+		}
+		b.logf("results written to %s", o.jsonPath)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("data sets failed: %s", strings.Join(failed, ", "))
+	}
+	if len(b.res.Errors) > 0 {
+		return errors.New(strings.Join(b.res.Errors, "; "))
+	}
+	return nil
+}
+
+// parseOptions reads the command line: the options, the corpus profile
+// they select and the data sets as given.
+func parseOptions(root string) (options, profile, string, error) {
+	var o options
+	var datasets string
+	fail := func(err error) (options, profile, string, error) { return o, profile{}, "", err }
+	cacheDefault := os.Getenv("CAIRN_CACHE")
+	if cacheDefault == "" {
+		home, _ := os.UserHomeDir()
+		cacheDefault = filepath.Join(home, ".cache", "cairn")
+	}
+	flag.BoolVar(&o.quick, "quick", false, "small corpus (pgbench -s 5, 5k files, 3 small nights): a smoke test of a few minutes")
+	flag.StringVar(&datasets, "datasets", strings.Join(allDatasets, ","), "comma-separated data sets to run: "+strings.Join(allDatasets, ", "))
+	flag.StringVar(&o.jsonPath, "json", filepath.Join(root, "bench", "results", "latest.json"), "write the results as JSON to `path`")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (repositories, working copies)")
+	flag.StringVar(&o.cairn, "cairn", filepath.Join(root, "bin", "cairn"), "cairn `binary` (make build)")
+	flag.StringVar(&o.restic, "restic", filepath.Join(cacheDefault, "bin", "restic"), "restic `binary` (v0.18.1)")
+	flag.StringVar(&o.cache, "cache", filepath.Join(cacheDefault, "bench-corpus"), "corpus cache `directory`")
+	flag.StringVar(&o.work, "work", "", "parent `directory` of the temporary work directory (default /dev/shm when it has room, else $TMPDIR)")
+	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
+	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
+	flag.DurationVar(&o.s3Delay, "s3-delay", 30*time.Millisecond, "s3: `delay` the latency proxy adds to every request (0: none)")
+	flag.IntVar(&o.nights, "nights", 0, fmt.Sprintf("pgnights: number of nights, at least 2 (default %d, %d with -quick)", fullProfile.Nights.Nights, quickProfile.Nights.Nights))
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fail(fmt.Errorf("unexpected arguments %q", flag.Args()))
+	}
+	o.datasets = map[string]bool{}
+	for _, d := range strings.Split(datasets, ",") {
+		d = strings.TrimSpace(d)
+		switch d {
+		case "":
+		case "pg", "redis", "files", "s3", nightsDataset, realtreeDataset:
+			o.datasets[d] = true
+		default:
+			return fail(fmt.Errorf("-datasets: unknown data set %q (%s)", d, strings.Join(allDatasets, ", ")))
+		}
+	}
+	if o.s3Delay < 0 {
+		return fail(fmt.Errorf("-s3-delay %s: must not be negative", o.s3Delay))
+	}
+	prof := fullProfile
+	if o.quick {
+		prof = quickProfile
+	}
+	prof.PgRandomFiller = o.randomFiller
+	if o.nights != 0 {
+		if o.nights < 2 {
+			return fail(fmt.Errorf("-nights %d: at least 2 (a middle night and the last one are restored)", o.nights))
+		}
+		prof.Nights.Nights = o.nights
+	}
+
+	return o, prof, datasets, nil
+}
+
+// runDatasets runs the chosen data sets and the index memory benchmark,
+// recording errors in the results; it returns the data sets that failed.
+func (b *bench) runDatasets(root string) []string {
+	o, ctx := b.o, b.ctx
 	var failed []string
 	if err := b.runStartup(); err != nil {
 		b.res.Errors = append(b.res.Errors, fmt.Sprintf("startup: %v", err))
@@ -252,25 +290,7 @@ func run() error {
 		}
 		b.res.IndexMemory = im
 	}
-	b.finish()
-	fmt.Println()
-	b.printTable(os.Stdout)
-	if o.jsonPath != "" {
-		if err := b.writeJSON(o.jsonPath); err != nil {
-			return err
-		}
-		b.logf("results written to %s", o.jsonPath)
-	}
-	if ctx.Err() != nil {
-		return errors.New("interrupted")
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("data sets failed: %s", strings.Join(failed, ", "))
-	}
-	if len(b.res.Errors) > 0 {
-		return errors.New(strings.Join(b.res.Errors, "; "))
-	}
-	return nil
+	return failed
 }
 
 // allDatasets is the default -datasets list, in the order they run.

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
 // pgInfo describes the PostgreSQL corpus (stored next to the dumps).

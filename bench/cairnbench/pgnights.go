@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
 // The pgnights data set: a nightly pg_dump of an authentik-like database

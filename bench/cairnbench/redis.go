@@ -159,86 +159,16 @@ var userAgents = []string{
 // 0.5%, and saves day 2.
 func (b *bench) genRedis(dir string) error {
 	t0 := time.Now()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return errors.New("redis-server not found: run scripts/install-deps.sh")
-	}
-	port, err := freePort()
+	c, stop, err := b.startRedisServer(dir)
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(b.ctx, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--dbfilename", "dump.rdb", "--logfile", filepath.Join(dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		os.Remove(filepath.Join(dir, "redis.log"))
-	}()
-	c, err := dialRedis(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.c.Close()
+	defer stop()
 
 	n := b.prof.RedisKeys
 	info := redisInfo{Keys: n}
 	rng, cc := newRand(7)
-	now := time.Now().Unix()
-	b64 := func(lo, hi int) string {
-		return base64.StdEncoding.EncodeToString(randomBytes(cc, logUniform(rng, lo, hi)))
-	}
-	ttl := func() string { return strconv.Itoa(7*86400 + rng.IntN(86400)) }
-	setSession := func(key string, ts int64) {
-		c.send("HSET", key, "user_id", strconv.Itoa(rng.IntN(50_000)), "created", strconv.FormatInt(ts-rng.Int64N(86400), 10),
-			"last_seen", strconv.FormatInt(ts, 10), "ip", fmt.Sprintf("10.%d.%d.%d", rng.IntN(256), rng.IntN(256), rng.IntN(256)),
-			"ua", userAgents[rng.IntN(len(userAgents))], "flow", "default-authentication-flow",
-			"data", b64(120, 900))
-	}
-	setCache := func(key string, keepTTL bool) {
-		var v string
-		if rng.IntN(2) == 0 {
-			v = string(textBytes(rng, logUniform(rng, 200, 2400)))
-		} else {
-			v = b64(150, 1000)
-		}
-		if keepTTL {
-			c.send("SET", key, v, "KEEPTTL")
-		} else {
-			c.send("SET", key, v, "EX", ttl())
-		}
-	}
-	newKey := func(prefix string) string {
-		var k [16]byte
-		_, _ = cc.Read(k[:])
-		return prefix + hex.EncodeToString(k[:])
-	}
-	batch := func(i int) error {
-		if i%500 == 499 {
-			return c.flush()
-		}
-		return nil
-	}
-	b.logf("   redis: writing %d keys ...", n)
-	keys := make([]string, n)
-	for i := range n {
-		if rng.IntN(10) < 6 {
-			keys[i] = newKey("authentik:session:")
-			setSession(keys[i], now)
-			c.send("EXPIRE", keys[i], ttl())
-		} else {
-			keys[i] = newKey("authentik:cache:")
-			setCache(keys[i], false)
-		}
-		if err := batch(i); err != nil {
-			return err
-		}
-	}
-	if err := c.flush(); err != nil {
-		return err
-	}
+	g := &redisGen{c: c, rng: rng, cc: cc, now: time.Now().Unix()}
 	save := func(file string) (int64, error) {
 		if _, err := c.do("SAVE"); err != nil {
 			return 0, err
@@ -248,6 +178,11 @@ func (b *bench) genRedis(dir string) error {
 			return 0, err
 		}
 		return fileSize(p), nil
+	}
+	b.logf("   redis: writing %d keys ...", n)
+	keys, err := g.day1(n)
+	if err != nil {
+		return err
 	}
 	if s, err := c.do("INFO", "server"); err == nil {
 		info.RedisVersion = infoField(s, "redis_version")
@@ -259,34 +194,8 @@ func (b *bench) genRedis(dir string) error {
 		return err
 	}
 	b.logf("   redis: day 1 saved (%s); changing keys ...", fmtBytes(info.RDBBytesDay1))
-	perm := rand.New(rand.NewPCG(9, 9)).Perm(n)
 	info.Changed, info.Added, info.Deleted = n*2/100, n/100, n/200
-	for j, i := range perm[:info.Changed] {
-		k := keys[i]
-		if strings.HasPrefix(k, "authentik:session:") {
-			c.send("HSET", k, "last_seen", strconv.FormatInt(now+3600, 10), "data", b64(120, 900))
-		} else {
-			setCache(k, true)
-		}
-		if err := batch(j); err != nil {
-			return err
-		}
-	}
-	for j, i := range perm[info.Changed : info.Changed+info.Deleted] {
-		c.send("DEL", keys[i])
-		if err := batch(j); err != nil {
-			return err
-		}
-	}
-	for j := range info.Added {
-		k := newKey("authentik:session:")
-		setSession(k, now+3600)
-		c.send("EXPIRE", k, ttl())
-		if err := batch(j); err != nil {
-			return err
-		}
-	}
-	if err := c.flush(); err != nil {
+	if err := g.day2(keys, info.Changed, info.Added, info.Deleted); err != nil {
 		return err
 	}
 	if info.RDBBytesDay2, err = save("day2.rdb"); err != nil {
@@ -295,6 +204,139 @@ func (b *bench) genRedis(dir string) error {
 	_, _ = c.do("SHUTDOWN", "NOSAVE")
 	info.GenerateSeconds = time.Since(t0).Seconds()
 	return writeJSONFile(filepath.Join(dir, "info.json"), info)
+}
+
+// startRedisServer starts a redis-server without persistence that saves
+// into dir, and connects to it; stop ends it.
+func (b *bench) startRedisServer(dir string) (c *respConn, stop func(), err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, nil, errors.New("redis-server not found: run scripts/install-deps.sh")
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.CommandContext(b.ctx, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--dbfilename", "dump.rdb", "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	kill := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		os.Remove(filepath.Join(dir, "redis.log"))
+	}
+	c, err = dialRedis(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
+	if err != nil {
+		kill()
+		return nil, nil, err
+	}
+	return c, func() { c.c.Close(); kill() }, nil
+}
+
+// redisGen writes authentik-like keys: sessions (hashes) and cache
+// entries (strings), all with TTLs, pipelined in batches.
+type redisGen struct {
+	c   *respConn
+	rng *rand.Rand
+	cc  *rand.ChaCha8
+	now int64
+}
+
+const (
+	sessionPrefix = "authentik:session:"
+	cachePrefix   = "authentik:cache:"
+)
+
+func (g *redisGen) b64(lo, hi int) string {
+	return base64.StdEncoding.EncodeToString(randomBytes(g.cc, logUniform(g.rng, lo, hi)))
+}
+
+func (g *redisGen) ttl() string { return strconv.Itoa(7*86400 + g.rng.IntN(86400)) }
+
+func (g *redisGen) newKey(prefix string) string {
+	var k [16]byte
+	_, _ = g.cc.Read(k[:])
+	return prefix + hex.EncodeToString(k[:])
+}
+
+func (g *redisGen) setSession(key string, ts int64) {
+	rng := g.rng
+	g.c.send("HSET", key, "user_id", strconv.Itoa(rng.IntN(50_000)), "created", strconv.FormatInt(ts-rng.Int64N(86400), 10),
+		"last_seen", strconv.FormatInt(ts, 10), "ip", fmt.Sprintf("10.%d.%d.%d", rng.IntN(256), rng.IntN(256), rng.IntN(256)),
+		"ua", userAgents[rng.IntN(len(userAgents))], "flow", "default-authentication-flow",
+		"data", g.b64(120, 900))
+	g.c.send("EXPIRE", key, g.ttl())
+}
+
+func (g *redisGen) setCache(key string, keepTTL bool) {
+	var v string
+	if g.rng.IntN(2) == 0 {
+		v = string(textBytes(g.rng, logUniform(g.rng, 200, 2400)))
+	} else {
+		v = g.b64(150, 1000)
+	}
+	if keepTTL {
+		g.c.send("SET", key, v, "KEEPTTL")
+	} else {
+		g.c.send("SET", key, v, "EX", g.ttl())
+	}
+}
+
+// batch flushes the pipeline every 500 commands.
+func (g *redisGen) batch(i int) error {
+	if i%500 == 499 {
+		return g.c.flush()
+	}
+	return nil
+}
+
+// day1 writes n keys, 60% sessions, and returns their names.
+func (g *redisGen) day1(n int) ([]string, error) {
+	keys := make([]string, n)
+	for i := range n {
+		if g.rng.IntN(10) < 6 {
+			keys[i] = g.newKey(sessionPrefix)
+			g.setSession(keys[i], g.now)
+		} else {
+			keys[i] = g.newKey(cachePrefix)
+			g.setCache(keys[i], false)
+		}
+		if err := g.batch(i); err != nil {
+			return nil, err
+		}
+	}
+	return keys, g.c.flush()
+}
+
+// day2 changes, deletes and adds keys, an hour after day 1.
+func (g *redisGen) day2(keys []string, changed, added, deleted int) error {
+	perm := rand.New(rand.NewPCG(9, 9)).Perm(len(keys))
+	for j, i := range perm[:changed] {
+		k := keys[i]
+		if strings.HasPrefix(k, sessionPrefix) {
+			g.c.send("HSET", k, "last_seen", strconv.FormatInt(g.now+3600, 10), "data", g.b64(120, 900))
+		} else {
+			g.setCache(k, true)
+		}
+		if err := g.batch(j); err != nil {
+			return err
+		}
+	}
+	for j, i := range perm[changed : changed+deleted] {
+		g.c.send("DEL", keys[i])
+		if err := g.batch(j); err != nil {
+			return err
+		}
+	}
+	for j := range added {
+		g.setSession(g.newKey(sessionPrefix), g.now+3600)
+		if err := g.batch(j); err != nil {
+			return err
+		}
+	}
+	return g.c.flush()
 }
 
 func infoField(info, name string) string {

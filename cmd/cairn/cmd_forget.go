@@ -17,9 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/retention"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"github.com/cairn-backup/cairn/retention"
 )
 
 // countFlag is a --keep-* count: a number of periods, or -1 / "unlimited".

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cairn-backup/cairn/pruner"
+	"github.com/cairn-backup/cairn/internal/pruner"
 	"github.com/cairn-backup/cairn/repo"
 )
 

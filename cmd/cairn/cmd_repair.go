@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cairn-backup/cairn/repair"
+	"github.com/cairn-backup/cairn/internal/repair"
 )
 
 func (a *app) repairCommand() *cobra.Command {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cairn-backup/cairn/checker"
+	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
 )

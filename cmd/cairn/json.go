@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
-	"github.com/cairn-backup/cairn/pruner"
-	"github.com/cairn-backup/cairn/repair"
+	"github.com/cairn-backup/cairn/internal/pruner"
+	"github.com/cairn-backup/cairn/internal/repair"
 	"github.com/cairn-backup/cairn/restorer"
 )
 

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/clitest"
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
 // pgCLI runs cairn against one repository and one PostgreSQL server.

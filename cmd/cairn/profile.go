@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/internal/backup"
-	"github.com/cairn-backup/cairn/profile"
+	"github.com/cairn-backup/cairn/internal/profile"
 )
 
 // loadProfile reads a profile and takes the repository and password source

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
-	"github.com/cairn-backup/cairn/rdb/redistest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/rdb/redistest"
 )
 
 // TestProfileWholeDeployment backs up a deployment (PostgreSQL, Redis and

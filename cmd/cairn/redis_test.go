@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/clitest"
+	"github.com/cairn-backup/cairn/internal/rdb"
+	"github.com/cairn-backup/cairn/internal/rdb/redistest"
 	"github.com/cairn-backup/cairn/internal/source/redis"
-	"github.com/cairn-backup/cairn/rdb"
-	"github.com/cairn-backup/cairn/rdb/redistest"
 	"github.com/cairn-backup/cairn/repo"
 )
 

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/internal/source/postgres"
 	"github.com/cairn-backup/cairn/internal/source/redis"
 	"github.com/cairn-backup/cairn/pathmatch"
-	"github.com/cairn-backup/cairn/profile"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
 )

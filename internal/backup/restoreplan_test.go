@@ -5,10 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/internal/source/postgres"
 	"github.com/cairn-backup/cairn/internal/source/redis"
-	"github.com/cairn-backup/cairn/profile"
 	"github.com/cairn-backup/cairn/repo"
 )
 

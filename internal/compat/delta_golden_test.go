@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
-	"github.com/cairn-backup/cairn/checker"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/tree"
@@ -19,7 +19,7 @@ import (
 
 var updateDelta = flag.Bool("update-golden-delta", false, "rewrite testdata/golden-delta-repo (never once released)")
 
-var goldenDeltaDir = filepath.Join("..", "testdata", "golden-delta-repo")
+var goldenDeltaDir = filepath.Join("..", "..", "testdata", "golden-delta-repo")
 
 // goldenDump is a pg_dump-like stream for day 1 or day 2; day 2 lacks every
 // 30th row, which reappears changed at the end.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
-	"github.com/cairn-backup/cairn/checker"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/restorer"
@@ -23,7 +23,7 @@ var update = flag.Bool("update-golden", false, "rewrite testdata/golden-repo (fo
 
 const goldenPassword = "golden vector password"
 
-var goldenDir = filepath.Join("..", "testdata", "golden-repo")
+var goldenDir = filepath.Join("..", "..", "testdata", "golden-repo")
 
 // goldenFiles is the content of the golden snapshot, generated
 // deterministically so the test can recompute it.

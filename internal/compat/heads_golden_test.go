@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
-	"github.com/cairn-backup/cairn/checker"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/tree"
@@ -18,7 +18,7 @@ import (
 
 var updateHeads = flag.Bool("update-golden-heads", false, "rewrite testdata/golden-heads-repo (never once released)")
 
-var goldenHeadsDir = filepath.Join("..", "testdata", "golden-heads-repo")
+var goldenHeadsDir = filepath.Join("..", "..", "testdata", "golden-heads-repo")
 
 // writeGoldenHeads stores the golden dump of day 1 and day 2 as the delta
 // golden repository does, with the trees of this version: version 2, with

@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/internal/clitest"
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
 func BenchmarkPgDayTwo(b *testing.B) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-backup/cairn/pgstream/pgtest"
+	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
 func TestPgParseConnURL(t *testing.T) {

@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cairn-backup/cairn/tailbuf"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cairn-backup/cairn/internal/tailbuf"
 )
 
 // RestoreOptions configure Restore.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cairn-backup/cairn/tailbuf"
+	"github.com/cairn-backup/cairn/internal/tailbuf"
 )
 
 // run is a client program whose standard output is streamed.

@@ -9,7 +9,7 @@ import (
 )
 
 func TestExampleProfileLoads(t *testing.T) {
-	p, err := Load(filepath.Join("..", "docs", "examples", "authentik.toml"))
+	p, err := Load(filepath.Join("..", "..", "docs", "examples", "authentik.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestProfileErrors(t *testing.T) {
 
 // The scheduling examples are checked with the tools that exist here.
 func TestSchedulingExamplesSyntax(t *testing.T) {
-	deploy := filepath.Join("..", "deploy")
+	deploy := filepath.Join("..", "..", "deploy")
 	if sa, err := exec.LookPath("systemd-analyze"); err == nil {
 		dir := t.TempDir()
 		for _, f := range []string{"cairn-authentik.service", "cairn-authentik.timer"} {

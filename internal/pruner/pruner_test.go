@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
-	"github.com/cairn-backup/cairn/checker"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/local"

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-backup/cairn/rdb/redistest"
+	"github.com/cairn-backup/cairn/internal/rdb/redistest"
 )
 
 func dial(t *testing.T, s *redistest.Server) *Client {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-backup/cairn/rdb/redistest"
+	"github.com/cairn-backup/cairn/internal/rdb/redistest"
 )
 
 func fakeOpts(f *redistest.Fake) Options {

@@ -3,6 +3,8 @@
 // adds to the snapshot (repo.Source, with its details), and how it ends.
 // Each kind of source lives in a package below this one (command,
 // postgres, redis) and produces Captures; the backup package runs them.
+// Databases and caches implement Source, which also carries their flags,
+// so that the command line lists them in one place (cmd/cairn/sources.go).
 package source
 
 import (
@@ -14,7 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cairn-backup/cairn/archiver"
-	"github.com/cairn-backup/cairn/profile"
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
 	"github.com/cairn-backup/cairn/tree"

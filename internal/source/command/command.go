@@ -13,8 +13,8 @@ import (
 
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/internal/source"
+	"github.com/cairn-backup/cairn/internal/tailbuf"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/tailbuf"
 )
 
 // Kind is the kind of the command source's record.

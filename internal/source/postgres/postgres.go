@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/internal/pgstream"
 	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/pgstream"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
 )

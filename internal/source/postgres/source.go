@@ -7,9 +7,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/cairn-backup/cairn/internal/pgstream"
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/pgstream"
-	"github.com/cairn-backup/cairn/profile"
 )
 
 // Source is the PostgreSQL source of the command line (source.Source):

@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/internal/rdb"
 	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/rdb"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tree"
 )

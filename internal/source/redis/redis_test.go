@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/rdb"
 	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/rdb"
 	"github.com/cairn-backup/cairn/repo"
 )
 

@@ -5,9 +5,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/cairn-backup/cairn/internal/profile"
+	"github.com/cairn-backup/cairn/internal/rdb"
 	"github.com/cairn-backup/cairn/internal/source"
-	"github.com/cairn-backup/cairn/profile"
-	"github.com/cairn-backup/cairn/rdb"
 )
 
 // Source is the Redis source of the command line (source.Source): the
