@@ -32,14 +32,6 @@ const (
 // ErrPackFormat is wrapped by errors about a malformed pack.
 var ErrPackFormat = errors.New("malformed pack")
 
-// PackBlob is one blob listed in a pack header.
-type PackBlob struct {
-	ID        crypto.ID
-	Offset    uint32
-	Length    uint32
-	RawLength uint32
-}
-
 func encodePackHeader(t index.BlobType, blobs []index.BlobEntry) []byte {
 	b := make([]byte, 0, 16+len(blobs)*headerEntryMax)
 	b = append(b, packHeaderMagic...)

@@ -68,7 +68,7 @@ func planStep(p *profile.Profile, src repo.Source, targetDir string) RestoreStep
 			st.Note = fmt.Sprintf("no restore.postgres_target for %q", db)
 		}
 		for _, live := range p.Postgres.Databases {
-			if st.Dest != "" && SameEndpoint(st.Dest, live) {
+			if st.Dest != "" && sameEndpoint(st.Dest, live) {
 				st.InPlace = true
 			}
 		}
@@ -86,7 +86,7 @@ func planStep(p *profile.Profile, src repo.Source, targetDir string) RestoreStep
 		case p.Restore.RedisTarget != "":
 			st.Dest = p.Restore.RedisTarget
 			st.Note = "replaces its data set"
-			st.InPlace = p.Redis.URL != "" && SameEndpoint(st.Dest, p.Redis.URL)
+			st.InPlace = p.Redis.URL != "" && sameEndpoint(st.Dest, p.Redis.URL)
 		case p.Restore.RedisRDBDir != "":
 			st.Dest = filepath.Join(p.Restore.RedisRDBDir, "dump.rdb")
 		default:
@@ -103,10 +103,10 @@ func planStep(p *profile.Profile, src repo.Source, targetDir string) RestoreStep
 	return st
 }
 
-// SameEndpoint reports whether two connection URLs name the same server
+// sameEndpoint reports whether two connection URLs name the same server
 // and database (host, port and path; the default ports of PostgreSQL and
 // Redis are filled in).
-func SameEndpoint(a, b string) bool {
+func sameEndpoint(a, b string) bool {
 	ua, err1 := url.Parse(a)
 	ub, err2 := url.Parse(b)
 	if err1 != nil || err2 != nil {

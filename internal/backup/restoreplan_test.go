@@ -86,8 +86,8 @@ func TestSameEndpoint(t *testing.T) {
 		{"redis://h", "redis://h:6380", false},
 		{"%zz", "%zz", false},
 	} {
-		if got := SameEndpoint(c.a, c.b); got != c.same {
-			t.Errorf("SameEndpoint(%q, %q) = %v", c.a, c.b, got)
+		if got := sameEndpoint(c.a, c.b); got != c.same {
+			t.Errorf("sameEndpoint(%q, %q) = %v", c.a, c.b, got)
 		}
 	}
 }

@@ -30,7 +30,7 @@
 // A delta is valid only if all of the following hold; Decode returns an
 // error otherwise:
 //
-//   - target_len is at most [MaxOutput]. An empty target is encoded as
+//   - target_len is at most [maxOutput]. An empty target is encoded as
 //     target_len 0 and no ops, that is, the single byte 0x00.
 //   - No op makes the output longer than target_len.
 //   - literal_len and copy_len are not both 0.
@@ -64,8 +64,8 @@ import (
 	"slices"
 )
 
-// MaxOutput bounds what Decode produces (64 MiB).
-const MaxOutput = 64 << 20
+// maxOutput bounds what Decode produces (64 MiB).
+const maxOutput = 64 << 20
 
 const (
 	// minMatch is the shortest copy the encoder emits. A copy op costs 3
@@ -102,7 +102,7 @@ type Encoder struct {
 // Encode appends to dst the delta that turns base into target and returns it.
 // It never fails; when nothing matches the delta is one literal run (slightly
 // larger than target). For inputs shorter than 256 MiB the delta is never
-// longer than that single literal run. A target longer than MaxOutput yields
+// longer than that single literal run. A target longer than maxOutput yields
 // a delta Decode refuses. dst must not overlap base or target.
 func (e *Encoder) Encode(dst, base, target []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(target)))
@@ -236,18 +236,18 @@ func matchLen(a, b []byte) int {
 // error, and never panics, for any delta that breaks a rule of the wire
 // format in the package documentation: truncation, copies outside base,
 // lengths that overflow or disagree with target_len, output larger than
-// MaxOutput, empty ops, trailing bytes. Non-minimal varints are accepted.
+// maxOutput, empty ops, trailing bytes. Non-minimal varints are accepted.
 //
 // dst must not overlap base or delta. On error Decode returns nil; the bytes
 // of dst between its length and its capacity may have been overwritten.
 func Decode(dst, base, delta []byte) ([]byte, error) {
 	total, n := binary.Uvarint(delta)
-	if n <= 0 || total > MaxOutput {
+	if n <= 0 || total > maxOutput {
 		_, err := walk(base, delta, nil) // for its error message
 		return nil, err
 	}
 	// Grow once, but by no more than the inputs could plausibly produce,
-	// so that a few bytes claiming MaxOutput cannot force a large
+	// so that a few bytes claiming maxOutput cannot force a large
 	// allocation before they are checked; repeated copies grow as they go.
 	dst = slices.Grow(dst, int(min(total, uint64(len(base))+uint64(len(delta)))))
 	start := len(dst)
@@ -297,8 +297,8 @@ func walk(base, delta []byte, emit func([]byte) bool) (uint64, error) {
 	if n <= 0 {
 		return 0, fmt.Errorf("delta: bad target length varint")
 	}
-	if total > MaxOutput {
-		return 0, fmt.Errorf("delta: target length %d exceeds the maximum of %d", total, MaxOutput)
+	if total > maxOutput {
+		return 0, fmt.Errorf("delta: target length %d exceeds the maximum of %d", total, maxOutput)
 	}
 	pos := n
 	left := total // output still to produce

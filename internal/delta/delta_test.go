@@ -327,7 +327,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"empty delta", nil, "target length"},
 		{"bad target varint", bytes.Repeat([]byte{0xff}, 11), "target length"},
-		{"target over MaxOutput", build(MaxOutput + 1), "exceeds"},
+		{"target over maxOutput", build(maxOutput + 1), "exceeds"},
 		{"target 2^64-1", build(1<<64 - 1), "exceeds"},
 		{"no ops", build(5), "literal length"},
 		{"literal truncated", build(5, op{"abcde", 0, 0})[:5], "truncated"},
@@ -395,26 +395,26 @@ func TestDecodeMaxOutput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds 64 MiB")
 	}
-	// Exactly MaxOutput is allowed, from a small delta of repeated copies.
+	// Exactly maxOutput is allowed, from a small delta of repeated copies.
 	base := bytes.Repeat([]byte{7}, 1<<20)
 	var ops []op
-	for range MaxOutput / len(base) {
+	for range maxOutput / len(base) {
 		ops = append(ops, op{"", 0, uint64(len(base))})
 	}
-	out, err := Decode(nil, base, build(MaxOutput, ops...))
-	if err != nil || len(out) != MaxOutput {
+	out, err := Decode(nil, base, build(maxOutput, ops...))
+	if err != nil || len(out) != maxOutput {
 		t.Fatalf("len %d, err %v", len(out), err)
 	}
 	// One more byte is not.
-	if _, err := Decode(nil, base, build(MaxOutput+1, append(ops, op{"x", 0, 0})...)); err == nil {
-		t.Fatal("MaxOutput+1 accepted")
+	if _, err := Decode(nil, base, build(maxOutput+1, append(ops, op{"x", 0, 0})...)); err == nil {
+		t.Fatal("maxOutput+1 accepted")
 	}
 }
 
-// TestDecodeSmallAllocation checks that a delta claiming MaxOutput but
+// TestDecodeSmallAllocation checks that a delta claiming maxOutput but
 // failing at once does not allocate the claimed size first.
 func TestDecodeSmallAllocation(t *testing.T) {
-	d := build(MaxOutput, op{"", 5, 1 << 30})
+	d := build(maxOutput, op{"", 5, 1 << 30})
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range 10 {

@@ -106,20 +106,20 @@ func TestPgParseToolVersion(t *testing.T) {
 		{"pg_restore (PostgreSQL) 17devel", "17devel", 170000, "17"},
 		{"psql (PostgreSQL) 16.1", "16.1", 160001, "16"},
 	} {
-		v, err := ParseToolVersion(tc.in)
+		v, err := parseToolVersion(tc.in)
 		if err != nil || v.Text != tc.text || v.Num != tc.num || v.Major() != tc.major {
 			t.Errorf("%q: %+v %v (major %s)", tc.in, v, err, v.Major())
 		}
 	}
-	if _, err := ParseToolVersion("hello"); err == nil {
+	if _, err := parseToolVersion("hello"); err == nil {
 		t.Error("garbage accepted")
 	}
-	old, _ := ParseToolVersion("(PostgreSQL) 14.9")
+	old, _ := parseToolVersion("(PostgreSQL) 14.9")
 	srv := Version{Text: "15.2", Num: 150002}
 	if old.majorNum() >= srv.majorNum() {
 		t.Error("14.9 not older than 15.2")
 	}
-	same, _ := ParseToolVersion("(PostgreSQL) 15.1")
+	same, _ := parseToolVersion("(PostgreSQL) 15.1")
 	if same.majorNum() < srv.majorNum() {
 		t.Error("15.1 considered older than server 15.2")
 	}
@@ -170,7 +170,7 @@ GRANT app TO "Weird ""Role" GRANTED BY postgres;
 `
 
 func TestPgRewriteGlobals(t *testing.T) {
-	out, roles, spaces := RewriteGlobals(sampleGlobals, map[string]bool{"postgres": true, "app": true}, map[string]bool{"fast": true})
+	out, roles, spaces := rewriteGlobals(sampleGlobals, map[string]bool{"postgres": true, "app": true}, map[string]bool{"fast": true})
 	if !slices.Equal(roles, []string{"app", "postgres"}) || !slices.Equal(spaces, []string{"fast"}) {
 		t.Errorf("skipped roles %v, tablespaces %v", roles, spaces)
 	}
@@ -184,11 +184,11 @@ func TestPgRewriteGlobals(t *testing.T) {
 			t.Errorf("rewritten globals lost %q:\n%s", kept, out)
 		}
 	}
-	same, roles, _ := RewriteGlobals(sampleGlobals, nil, nil)
+	same, roles, _ := rewriteGlobals(sampleGlobals, nil, nil)
 	if same != sampleGlobals || len(roles) != 0 {
 		t.Errorf("nothing existing: script changed:\n%s", same)
 	}
-	weird, roles, _ := RewriteGlobals(sampleGlobals, map[string]bool{`Weird "Role`: true}, nil)
+	weird, roles, _ := rewriteGlobals(sampleGlobals, map[string]bool{`Weird "Role`: true}, nil)
 	if strings.Contains(weird, `CREATE ROLE "Weird`) || !slices.Equal(roles, []string{`Weird "Role`}) {
 		t.Errorf("quoted role not skipped: %v\n%s", roles, weird)
 	}

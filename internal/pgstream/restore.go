@@ -102,7 +102,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	}
 	var need Version
 	if det.PgDumpVersion != "" {
-		need, _ = ParseToolVersion("(PostgreSQL) " + det.PgDumpVersion)
+		need, _ = parseToolVersion("(PostgreSQL) " + det.PgDumpVersion)
 	}
 	toolPath, _, err := checkToolVersion(ctx, o.Tools, tool, need, "the pg_dump "+det.PgDumpVersion+" that wrote the dump")
 	if err != nil {
@@ -312,7 +312,7 @@ func applyGlobals(ctx context.Context, o RestoreOptions, target *ConnInfo) (role
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, nil, fmt.Errorf("globals: %s", target.Redact(err.Error()))
 	}
-	rewritten, roles, spaces := RewriteGlobals(string(sql), haveRoles, haveSpaces)
+	rewritten, roles, spaces := rewriteGlobals(string(sql), haveRoles, haveSpaces)
 	psql, _, err := checkToolVersion(ctx, o.Tools, "psql", Version{}, "")
 	if err != nil {
 		return nil, nil, err
@@ -340,12 +340,12 @@ var (
 	spaceStmtRE = regexp.MustCompile(`^(?:CREATE TABLESPACE|ALTER TABLESPACE|COMMENT ON TABLESPACE|SECURITY LABEL FOR \S+ ON TABLESPACE) ` + identPattern + `[\s;]`)
 )
 
-// RewriteGlobals drops, from pg_dumpall --globals-only output, the
+// rewriteGlobals drops, from pg_dumpall --globals-only output, the
 // statements that create or alter roles and tablespaces that already
 // exist (listed in roles and spaces), so that applying the rest never
 // fails on them and never changes them (such as the password of the
 // role restoring). It returns the new script and the names left out.
-func RewriteGlobals(sql string, roles, spaces map[string]bool) (string, []string, []string) {
+func rewriteGlobals(sql string, roles, spaces map[string]bool) (string, []string, []string) {
 	var out strings.Builder
 	skippedRoles, skippedSpaces := map[string]bool{}, map[string]bool{}
 	for _, u := range splitStatements(sql) {

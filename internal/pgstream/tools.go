@@ -60,8 +60,8 @@ func (v Version) majorNum() int {
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?(?:\.(\d+))?(\S*)`)
 
-// ParseToolVersion reads the output of "pg_dump --version".
-func ParseToolVersion(out string) (Version, error) {
+// parseToolVersion reads the output of "pg_dump --version".
+func parseToolVersion(out string) (Version, error) {
 	m := versionRE.FindStringSubmatch(out)
 	if m == nil {
 		return Version{}, fmt.Errorf("unrecognised version output %q", strings.TrimSpace(out))
@@ -94,7 +94,7 @@ func toolVersion(ctx context.Context, path string) (Version, error) {
 	if err != nil {
 		return Version{}, fmt.Errorf("%s --version: %w", path, err)
 	}
-	v, err := ParseToolVersion(string(out))
+	v, err := parseToolVersion(string(out))
 	if err != nil {
 		return Version{}, fmt.Errorf("%s --version: %w", path, err)
 	}

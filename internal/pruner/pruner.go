@@ -62,8 +62,8 @@ type Stats struct {
 // damaged (a snapshot needs data that is not there).
 var ErrUnsafe = errors.New("prune refused: the repository is damaged")
 
-// UsedBlobs walks every snapshot and returns the set of blobs they need.
-func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (map[crypto.ID]struct{}, error) {
+// usedBlobs walks every snapshot and returns the set of blobs they need.
+func usedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (map[crypto.ID]struct{}, error) {
 	used := make(map[crypto.ID]struct{})
 	// A subtree seen once (in this snapshot or an earlier one) is not
 	// walked again.
@@ -97,10 +97,10 @@ func UsedBlobs(ctx context.Context, r *repo.Repository, sns []*repo.Snapshot) (m
 	return used, nil
 }
 
-// AddBases adds to used the bases of its delta blobs (docs/format.md §7.1):
+// addBases adds to used the bases of its delta blobs (docs/format.md §7.1):
 // a delta is readable only with its base. Every indexed copy of a used blob
 // counts, since which copy a reader finds is not fixed.
-func AddBases(used map[crypto.ID]struct{}, state *repo.IndexState) {
+func addBases(used map[crypto.ID]struct{}, state *repo.IndexState) {
 	bases := map[crypto.ID][]crypto.ID{}
 	note := func(p index.PackEntry) {
 		for _, b := range p.Blobs {
@@ -247,10 +247,10 @@ func (p *Plan) findUsed(ctx context.Context, r *repo.Repository, logf func(strin
 	r.UseIndexState(p.state)
 	p.Stats.Snapshots = len(sns)
 	logf("finding data used by %d snapshots", len(sns))
-	if p.used, err = UsedBlobs(ctx, r, sns); err != nil {
+	if p.used, err = usedBlobs(ctx, r, sns); err != nil {
 		return err
 	}
-	AddBases(p.used, p.state)
+	addBases(p.used, p.state)
 	p.Stats.UsedBlobs = len(p.used)
 	p.stored = map[crypto.ID]int64{}
 	return r.ListPacks(ctx, func(sp repo.StoredPack) error {

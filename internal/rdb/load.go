@@ -76,7 +76,7 @@ func Load(ctx context.Context, target *Client, o LoadOptions) (res *LoadResult, 
 	if err != nil {
 		return nil, err
 	}
-	m, err := NewMaster(ctx, listen, o.Size, o.Timeout, o.Write)
+	m, err := newMaster(ctx, listen, o.Size, o.Timeout, o.Write)
 	if err != nil {
 		return nil, err
 	}

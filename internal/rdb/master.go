@@ -47,9 +47,9 @@ type MasterStatus struct {
 	Err   error  // serving failed
 }
 
-// NewMaster listens on addr and serves the RDB of size bytes that write
+// newMaster listens on addr and serves the RDB of size bytes that write
 // produces (it may be called once). Stop it with Close.
-func NewMaster(ctx context.Context, addr string, size int64, timeout time.Duration, write func(ctx context.Context, w io.Writer) error) (*Master, error) {
+func newMaster(ctx context.Context, addr string, size int64, timeout time.Duration, write func(ctx context.Context, w io.Writer) error) (*Master, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}

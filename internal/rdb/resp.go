@@ -38,14 +38,14 @@ type Options struct {
 func ParseURL(raw, passwordEnv string) (Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		return Options{}, fmt.Errorf("invalid Redis URL %q: want redis://[user:password@]host[:port] or rediss://... for TLS", Redact(raw))
+		return Options{}, fmt.Errorf("invalid Redis URL %q: want redis://[user:password@]host[:port] or rediss://... for TLS", redact(raw))
 	}
 	if u.RawQuery != "" {
-		return Options{}, fmt.Errorf("invalid Redis URL %q: query parameters are not supported", Redact(raw))
+		return Options{}, fmt.Errorf("invalid Redis URL %q: query parameters are not supported", redact(raw))
 	}
 	if p := strings.Trim(u.Path, "/"); p != "" {
 		if _, err := strconv.Atoi(p); err != nil {
-			return Options{}, fmt.Errorf("invalid Redis URL %q: the path must be a database number", Redact(raw))
+			return Options{}, fmt.Errorf("invalid Redis URL %q: the path must be a database number", redact(raw))
 		}
 	}
 	host, port := u.Hostname(), u.Port()
@@ -70,8 +70,8 @@ func ParseURL(raw, passwordEnv string) (Options, error) {
 	return o, nil
 }
 
-// Redact removes the password from a Redis URL for messages.
-func Redact(raw string) string {
+// redact removes the password from a Redis URL for messages.
+func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
 		return raw
@@ -239,11 +239,11 @@ func (c *Client) Info(section string) (map[string]string, error) {
 	if !ok {
 		return nil, fmt.Errorf("redis %s: INFO returned %T, not text", c.opts.Addr, v)
 	}
-	return ParseInfo(s), nil
+	return parseInfo(s), nil
 }
 
-// ParseInfo splits INFO output into its key:value fields.
-func ParseInfo(s string) map[string]string {
+// parseInfo splits INFO output into its key:value fields.
+func parseInfo(s string) map[string]string {
 	m := map[string]string{}
 	for _, line := range strings.Split(s, "\n") {
 		line = strings.TrimRight(line, "\r")

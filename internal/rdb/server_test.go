@@ -254,9 +254,9 @@ func TestRedisServerLoadFails(t *testing.T) {
 	tc := dial(t, target)
 	info, _ := tc.Info("server")
 	// A valid RDB of a newer format than the server reads.
-	data := rdbFile(MaxVersion, true, sample)
-	if !versionLess(info["redis_version"], minServer[MaxVersion]) {
-		t.Skipf("redis %s reads RDB %d", info["redis_version"], MaxVersion)
+	data := rdbFile(maxVersion, true, sample)
+	if !versionLess(info["redis_version"], minServer[maxVersion]) {
+		t.Skipf("redis %s reads RDB %d", info["redis_version"], maxVersion)
 	}
 	_, err := Load(context.Background(), tc, LoadOptions{
 		Size:    int64(len(data)),
@@ -270,7 +270,7 @@ func TestRedisServerLoadFails(t *testing.T) {
 		t.Errorf("target role %q", info["role"])
 	}
 	// With the version known, the target is refused before it is touched.
-	_, err = Load(context.Background(), tc, LoadOptions{Size: int64(len(data)), Version: MaxVersion,
+	_, err = Load(context.Background(), tc, LoadOptions{Size: int64(len(data)), Version: maxVersion,
 		Write: func(context.Context, io.Writer) error { return nil }})
 	var rt *RefusedTargetError
 	if !errors.As(err, &rt) || !strings.Contains(err.Error(), "cannot read RDB version") {

@@ -265,7 +265,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("%s: %+v", c.url, o)
 		}
 	}
-	if r := Redact("redis://u:topsecret@h:1"); strings.Contains(r, "topsecret") {
-		t.Errorf("Redact kept the password: %s", r)
+	if r := redact("redis://u:topsecret@h:1"); strings.Contains(r, "topsecret") {
+		t.Errorf("redact kept the password: %s", r)
 	}
 }

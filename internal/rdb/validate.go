@@ -8,10 +8,10 @@ import (
 	"strconv"
 )
 
-// MaxVersion is the newest RDB format version accepted (Redis 7.4 and 8
+// maxVersion is the newest RDB format version accepted (Redis 7.4 and 8
 // write 12). Older versions down to 1 are accepted; versions before 5
 // carry no checksum.
-const MaxVersion = 12
+const maxVersion = 12
 
 // DBKeys counts the keys of one database and how many of them have a TTL.
 type DBKeys struct {
@@ -192,8 +192,8 @@ func parseHeader(h []byte) (int, error) {
 		}
 	}
 	ver, _ := strconv.Atoi(string(h[5:9]))
-	if ver < 1 || ver > MaxVersion {
-		return 0, &FormatError{Offset: 5, Msg: fmt.Sprintf("RDB format version %d is not supported (this cairn reads versions 1 to %d)", ver, MaxVersion)}
+	if ver < 1 || ver > maxVersion {
+		return 0, &FormatError{Offset: 5, Msg: fmt.Sprintf("RDB format version %d is not supported (this cairn reads versions 1 to %d)", ver, maxVersion)}
 	}
 	return ver, nil
 }

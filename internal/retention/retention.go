@@ -80,7 +80,7 @@ func (p Policy) Validate() error {
 		}
 	}
 	if p.Within < 0 || p.WithinMonths < 0 {
-		return fmt.Errorf("keep-within %s: must not be negative", FormatWithin(p.WithinMonths, p.Within))
+		return fmt.Errorf("keep-within %s: must not be negative", formatWithin(p.WithinMonths, p.Within))
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ func (p Policy) String() string {
 		parts = append(parts, strings.Join(counts, ", ")+" snapshots")
 	}
 	if p.Within != 0 || p.WithinMonths != 0 {
-		parts = append(parts, "all snapshots within "+FormatWithin(p.WithinMonths, p.Within)+" of the newest")
+		parts = append(parts, "all snapshots within "+formatWithin(p.WithinMonths, p.Within)+" of the newest")
 	}
 	for _, t := range p.Tags {
 		parts = append(parts, "all snapshots with "+tagReason(t))
@@ -308,7 +308,7 @@ func applyGroup(snaps []*repo.Snapshot, p Policy, loc *time.Location) (keep []De
 		}
 		cut = newest.In(loc).AddDate(0, -p.WithinMonths, 0).Add(-p.Within)
 	}
-	withinReason := "within " + FormatWithin(p.WithinMonths, p.Within)
+	withinReason := "within " + formatWithin(p.WithinMonths, p.Within)
 
 	for nr, sn := range list {
 		var reasons []string

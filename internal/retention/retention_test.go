@@ -581,8 +581,8 @@ func TestForgetParseWithin(t *testing.T) {
 		{29, 171 * time.Hour, "2y5m7d3h"}, {0, 240 * time.Hour, "10d"}, {12, 0, "1y"},
 		{0, 8*time.Hour + 15*time.Minute, "8h15m0s"}, {0, 0, "0h"}, {1, time.Minute, "1m+1m0s"},
 	} {
-		if got := FormatWithin(c.months, c.d); got != c.want {
-			t.Errorf("FormatWithin(%d, %v) = %q, want %q", c.months, c.d, got, c.want)
+		if got := formatWithin(c.months, c.d); got != c.want {
+			t.Errorf("formatWithin(%d, %v) = %q, want %q", c.months, c.d, got, c.want)
 		}
 		if c.d%time.Hour == 0 {
 			m, d, err := ParseWithin(c.want)

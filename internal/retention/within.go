@@ -68,9 +68,9 @@ func parseResticDuration(s string) (months int, d time.Duration, ok bool) {
 	return months, time.Duration(hours) * time.Hour, true
 }
 
-// FormatWithin writes months and d the way ParseWithin reads them:
+// formatWithin writes months and d the way ParseWithin reads them:
 // "1y2m7d3h"; a part below whole hours is written as a Go duration.
-func FormatWithin(months int, d time.Duration) string {
+func formatWithin(months int, d time.Duration) string {
 	var b strings.Builder
 	if y := months / 12; y != 0 {
 		fmt.Fprintf(&b, "%dy", y)

@@ -45,9 +45,9 @@ type Server struct {
 	runAs   string // "postgres" when the tests run as root
 }
 
-// BinDir finds the server programs: /usr/lib/postgresql/15/bin, then the
+// findBinDir finds the server programs: /usr/lib/postgresql/15/bin, then the
 // newest /usr/lib/postgresql/*/bin, then pg_config --bindir.
-func BinDir() (string, error) {
+func findBinDir() (string, error) {
 	cands := []string{"/usr/lib/postgresql/15/bin"}
 	if ms, _ := filepath.Glob("/usr/lib/postgresql/*/bin"); len(ms) > 0 {
 		for i := len(ms) - 1; i >= 0; i-- {
@@ -77,7 +77,7 @@ func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
 // StartWith is Start with options.
 func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
-	Require(t)
+	require(t)
 	s, err := New(o)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
@@ -86,11 +86,11 @@ func StartWith(t testing.TB, o Options) *Server {
 	return s
 }
 
-// Require skips the test when the server programs are missing, or fails
+// require skips the test when the server programs are missing, or fails
 // it when CI=true (CI must test PostgreSQL).
-func Require(t testing.TB) {
+func require(t testing.TB) {
 	t.Helper()
-	if _, err := BinDir(); err != nil {
+	if _, err := findBinDir(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pgtest: %v (CI=true: PostgreSQL tests must run)", err)
 		}
@@ -100,7 +100,7 @@ func Require(t testing.TB) {
 
 // New starts a server; the caller must call Stop (for TestMain).
 func New(o Options) (*Server, error) {
-	bin, err := BinDir()
+	bin, err := findBinDir()
 	if err != nil {
 		return nil, err
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-// Kind is the kind of the command source's record.
-const Kind = "command"
+// kind is the kind of the command source's record.
+const kind = "command"
 
 // stderrTail is how much of the command's standard error is kept for the
 // error message.
@@ -44,7 +44,7 @@ func Start(ctx context.Context, argv []string, path, chunking string, stderr io.
 	line := strings.Join(argv, " ")
 	return source.Capture{
 		Streams: []archiver.Stream{{Path: path, Reader: out, Chunking: chunking}},
-		Records: []repo.Source{{Kind: Kind, Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": line}}},
+		Records: []repo.Source{{Kind: kind, Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": line}}},
 		Finish: func(*archiver.Result) error {
 			if err := c.Wait(); err != nil {
 				msg := tail.String()

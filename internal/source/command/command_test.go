@@ -21,7 +21,7 @@ func run(t *testing.T, script string) (out, stderr string, err error) {
 	if len(c.Streams) != 1 || c.Streams[0].Path != "/dump" || c.Streams[0].Chunking != repo.ChunkingDatabase {
 		t.Fatalf("streams %+v", c.Streams)
 	}
-	if r := c.Records; len(r) != 1 || r[0].Kind != Kind || r[0].Meta["command"] != "sh -c "+script {
+	if r := c.Records; len(r) != 1 || r[0].Kind != kind || r[0].Meta["command"] != "sh -c "+script {
 		t.Fatalf("records %+v", r)
 	}
 	b, rerr := io.ReadAll(c.Streams[0].Reader)

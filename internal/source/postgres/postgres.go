@@ -60,10 +60,10 @@ type RestoreOptions struct {
 // Enabled reports whether a restore target is given.
 func (f RestoreOptions) Enabled() bool { return f.Target != "" }
 
-// Start runs pg_dump for every database (and pg_dumpall --globals-only
+// start runs pg_dump for every database (and pg_dumpall --globals-only
 // once) and returns their captures. Each Finish fails, so that no snapshot
 // is written, unless its program exited 0 after writing a complete dump.
-func Start(ctx context.Context, f BackupOptions, o source.Out) (out []source.Capture, err error) {
+func start(ctx context.Context, f BackupOptions, o source.Out) (out []source.Capture, err error) {
 	if !f.Enabled() {
 		return nil, nil
 	}
@@ -132,7 +132,7 @@ func Start(ctx context.Context, f BackupOptions, o source.Out) (out []source.Cap
 				for _, w := range d.Warnings() {
 					fmt.Fprintf(o.Stderr, "pg_dump %s: %s\n", d.Database, w)
 				}
-				SetDetails(&srcs[0], det)
+				setDetails(&srcs[0], det)
 				o.Printf("postgres: %s -> %s: %d tables, %d rows, PostgreSQL %s, WAL %s at %s\n", det.Database, p,
 					len(det.Tables), det.Rows(), det.ServerRelease(), det.WALLSN, det.Time.Local().Format("2006-01-02 15:04:05"))
 				return nil
@@ -146,9 +146,9 @@ func Start(ctx context.Context, f BackupOptions, o source.Out) (out []source.Cap
 	return out, nil
 }
 
-// SetDetails records what the backup learnt about a database with its
+// setDetails records what the backup learnt about a database with its
 // source: a few facts for people, and the whole Details as JSON.
-func SetDetails(s *repo.Source, d *pgstream.Details) {
+func setDetails(s *repo.Source, d *pgstream.Details) {
 	js, _ := json.Marshal(d)
 	s.Meta = map[string]string{
 		"database":       d.Database,
@@ -163,8 +163,8 @@ func SetDetails(s *repo.Source, d *pgstream.Details) {
 	s.Details = js
 }
 
-// DetailsOf reads what SetDetails stored.
-func DetailsOf(s repo.Source) (*pgstream.Details, error) {
+// detailsOf reads what setDetails stored.
+func detailsOf(s repo.Source) (*pgstream.Details, error) {
 	js := []byte(s.Details)
 	if len(js) == 0 {
 		return nil, fmt.Errorf("%s: the snapshot holds no details of this dump", s.Name)
@@ -182,14 +182,14 @@ type StoredDump struct {
 	Details *pgstream.Details
 }
 
-// Dumps lists the snapshot's PostgreSQL dumps.
-func Dumps(sn *repo.Snapshot) ([]StoredDump, error) {
+// storedDumps lists the snapshot's PostgreSQL dumps.
+func storedDumps(sn *repo.Snapshot) ([]StoredDump, error) {
 	var out []StoredDump
 	for _, s := range sn.Sources {
 		if s.Kind != Kind || s.Status != repo.SourceOK {
 			continue
 		}
-		d, err := DetailsOf(s)
+		d, err := detailsOf(s)
 		if err != nil {
 			return nil, err
 		}
@@ -198,9 +198,9 @@ func Dumps(sn *repo.Snapshot) ([]StoredDump, error) {
 	return out, nil
 }
 
-// Choose picks the dump to restore: want, else the target's database if
+// choose picks the dump to restore: want, else the target's database if
 // the snapshot has it, else the only one.
-func Choose(dumps []StoredDump, want, targetDB string) (StoredDump, error) {
+func choose(dumps []StoredDump, want, targetDB string) (StoredDump, error) {
 	var names []string
 	for _, d := range dumps {
 		names = append(names, d.Details.Database)
@@ -248,11 +248,11 @@ func Restore(ctx context.Context, rs source.Restore, f RestoreOptions) error {
 	if err != nil {
 		return fmt.Errorf("--pg-target: %w", err)
 	}
-	dumps, err := Dumps(sn)
+	dumps, err := storedDumps(sn)
 	if err != nil {
 		return err
 	}
-	d, err := Choose(dumps, f.Database, target.Database())
+	d, err := choose(dumps, f.Database, target.Database())
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
 	}

@@ -65,7 +65,7 @@ func (s *Source) Optional() bool { return s.backup.Optional }
 
 // Start implements source.Source.
 func (s *Source) Start(ctx context.Context, o source.Out) ([]source.Capture, error) {
-	return Start(ctx, s.backup, o)
+	return start(ctx, s.backup, o)
 }
 
 // RestoreFlags implements source.Source.

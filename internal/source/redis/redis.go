@@ -35,8 +35,8 @@ const (
 	Kind = "redis"
 )
 
-// PasswordEnv supplies the password of a Redis URL that has none.
-const PasswordEnv = "CAIRN_REDIS_PASSWORD"
+// passwordEnv supplies the password of a Redis URL that has none.
+const passwordEnv = "CAIRN_REDIS_PASSWORD"
 
 // ConnOptions say how to reach a server (to back up or restore into).
 type ConnOptions struct {
@@ -70,7 +70,7 @@ func (f RestoreOptions) Enabled() bool { return f.RDBDir != "" || f.Target != ""
 
 // Options parses a Redis URL and applies the TLS options.
 func (f ConnOptions) Options(rawURL string) (rdb.Options, error) {
-	o, err := rdb.ParseURL(rawURL, PasswordEnv)
+	o, err := rdb.ParseURL(rawURL, passwordEnv)
 	if err != nil {
 		return o, err
 	}
@@ -148,7 +148,7 @@ func (s *softReader) Read(p []byte) (int, error) {
 }
 
 // Details is what a backup records about the RDB, as the source's
-// Details (JSON); SetDetails repeats a few facts in Meta for people.
+// Details (JSON); setDetails repeats a few facts in Meta for people.
 type Details struct {
 	Method       string `json:"method"`             // "replication" or "file"
 	Server       string `json:"server,omitempty"`   // host:port
@@ -175,7 +175,7 @@ func (d *Details) ExpectedKeys() map[int]rdb.DBKeys {
 	return d.Keyspace
 }
 
-func SetDetails(s *repo.Source, d *Details) {
+func setDetails(s *repo.Source, d *Details) {
 	js, _ := json.Marshal(d)
 	s.Details = js
 	s.Meta = meta(d)
@@ -196,7 +196,7 @@ func meta(d *Details) map[string]string {
 	return m
 }
 
-// DetailsOf reads what SetDetails stored (nil if nothing).
+// DetailsOf reads what setDetails stored (nil if nothing).
 func DetailsOf(s repo.Source) (*Details, error) {
 	if len(s.Details) == 0 {
 		return nil, nil
@@ -208,11 +208,11 @@ func DetailsOf(s repo.Source) (*Details, error) {
 	return &d, nil
 }
 
-// Start returns the capture of the server (or saved RDB file) to back up. A
+// start returns the capture of the server (or saved RDB file) to back up. A
 // server that refuses at once fails here (or, with --redis-optional, in
 // finish); the RDB itself streams while the archiver reads it, and finish
 // returns the validation verdict.
-func Start(ctx context.Context, f BackupOptions, o source.Out) ([]source.Capture, error) {
+func start(ctx context.Context, f BackupOptions, o source.Out) ([]source.Capture, error) {
 	if !f.Enabled() {
 		return nil, nil
 	}
@@ -264,7 +264,7 @@ func Start(ctx context.Context, f BackupOptions, o source.Out) ([]source.Capture
 			det.CountError = info.CountErr.Error()
 			o.Warnf("Redis RDB: %v", info.CountErr)
 		}
-		SetDetails(&srcs[0], det)
+		setDetails(&srcs[0], det)
 		return nil
 	}
 	return []source.Capture{src}, nil
@@ -305,7 +305,7 @@ func startSync(ctx context.Context, f BackupOptions, det *Details) (redisStream,
 	c.Close()
 	var se *rdb.ServerError
 	if errors.As(err, &se) && se.Code() == "NOAUTH" {
-		return nil, fmt.Errorf("redis %s needs a password: give it in the URL (redis://:PASSWORD@host:port or redis://USER:PASSWORD@...) or in %s", o.Addr, PasswordEnv)
+		return nil, fmt.Errorf("redis %s needs a password: give it in the URL (redis://:PASSWORD@host:port or redis://USER:PASSWORD@...) or in %s", o.Addr, passwordEnv)
 	}
 	if err != nil && se == nil {
 		return nil, err

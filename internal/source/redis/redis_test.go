@@ -22,7 +22,7 @@ func TestKeyspaceFormat(t *testing.T) {
 	}
 	// Details survive the JSON round trip; INFO counts are the fallback.
 	var src repo.Source
-	SetDetails(&src, &Details{Method: "replication", Keyspace: ks, RDBVersion: 10})
+	setDetails(&src, &Details{Method: "replication", Keyspace: ks, RDBVersion: 10})
 	d, err := DetailsOf(src)
 	if err != nil || !maps.Equal(d.ExpectedKeys(), ks) || src.Meta["keyspace"] != FormatKeyspace(ks) {
 		t.Errorf("details %+v %v, meta %v", d, err, src.Meta)

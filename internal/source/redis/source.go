@@ -40,7 +40,7 @@ func connFlags(fl *pflag.FlagSet, f *ConnOptions) {
 // BackupFlags implements source.Source.
 func (s *Source) BackupFlags(fl *pflag.FlagSet) {
 	f := &s.backup
-	fl.StringVar(&f.URL, "redis", "", "store the RDB of the Redis server at `URL` (redis://[user:password@]host:port, rediss:// for TLS; password also from "+PasswordEnv+") as "+Path+", fetched over the replication protocol")
+	fl.StringVar(&f.URL, "redis", "", "store the RDB of the Redis server at `URL` (redis://[user:password@]host:port, rediss:// for TLS; password also from "+passwordEnv+") as "+Path+", fetched over the replication protocol")
 	fl.StringVar(&f.RDBFile, "redis-rdb-file", "", "store this saved RDB `file` (e.g. after BGSAVE) as "+Path+" instead, for servers that refuse replication")
 	fl.BoolVar(&f.Optional, "redis-optional", false, "if the Redis source fails, write the snapshot without it and exit with 3")
 	connFlags(fl, &f.Conn)
@@ -64,7 +64,7 @@ func (s *Source) Optional() bool { return s.backup.Optional }
 
 // Start implements source.Source.
 func (s *Source) Start(ctx context.Context, o source.Out) ([]source.Capture, error) {
-	return Start(ctx, s.backup, o)
+	return start(ctx, s.backup, o)
 }
 
 // RestoreFlags implements source.Source.
