@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -21,6 +22,11 @@ func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.I
 	return id, nil
 }
 
+// ErrIndexDamaged is wrapped when an index file was read but is not what
+// its name promises (wrong hash, failed decryption, malformed content); a
+// failure to read it at all (network, permissions) is not damage.
+var ErrIndexDamaged = errors.New("index file is damaged")
+
 // LoadIndexFile loads, verifies and decodes one index file.
 func (r *Repository) LoadIndexFile(ctx context.Context, name string) (*index.File, error) {
 	data, err := r.be.Load(ctx, backend.Handle{Type: backend.Index, Name: name}, 0, 0)
@@ -28,15 +34,15 @@ func (r *Repository) LoadIndexFile(ctx context.Context, name string) (*index.Fil
 		return nil, fmt.Errorf("load index %s: %w", ShortName(name), err)
 	}
 	if crypto.Hash(data).String() != name {
-		return nil, fmt.Errorf("index %s: content does not match its name", ShortName(name))
+		return nil, fmt.Errorf("index %s: %w: content does not match its name", ShortName(name), ErrIndexDamaged)
 	}
 	plain, err := r.key.Open(nil, data)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", ShortName(name), err)
+		return nil, fmt.Errorf("index %s: %w: %w", ShortName(name), ErrIndexDamaged, err)
 	}
 	f, err := index.DecodeFile(plain)
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", ShortName(name), err)
+		return nil, fmt.Errorf("index %s: %w: %w", ShortName(name), ErrIndexDamaged, err)
 	}
 	return f, nil
 }

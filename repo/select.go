@@ -50,6 +50,18 @@ func FindParent(sns []*Snapshot, host string, paths []string) *Snapshot {
 	return nil
 }
 
+// FindParentInGroup returns the newest snapshot of host tagged group (a
+// deployment profile's tag), whatever its paths: the snapshots of one
+// profile are one series even when an optional source was skipped.
+func FindParentInGroup(sns []*Snapshot, host, group string) *Snapshot {
+	for i := len(sns) - 1; i >= 0; i-- {
+		if sns[i].Hostname == host && slices.Contains(sns[i].Tags, group) {
+			return sns[i]
+		}
+	}
+	return nil
+}
+
 // FindStreamPrev returns the newest snapshot of host that holds path: a
 // stream's previous version (for deltas) may be in a snapshot of other
 // paths than its parent.

@@ -45,11 +45,15 @@ type Options struct {
 	BytesWritten *atomic.Int64
 }
 
-// Stats describe a finished restore.
+// Stats describe a finished restore: what was written (Files and Bytes
+// count only files restored completely) and what failed.
 type Stats struct {
 	Files, Dirs, Links, Special int
 	Bytes                       uint64
-	Warnings                    int
+	// FilesFailed are files not restored, or not completely; Warnings
+	// count every failure reported to Options.Warn.
+	FilesFailed int
+	Warnings    int
 }
 
 type entry struct {
@@ -91,6 +95,38 @@ func (rs *restorer) warn(p string, err error) {
 	}
 }
 
+// CheckTarget makes sure a restore can write below target: it creates the
+// directory if needed and a file in it, which it removes again. Callers
+// run it before anything else of a restore, so that an unwritable target
+// fails the restore before it has written anything anywhere.
+func CheckTarget(target string) error {
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return fmt.Errorf("restore target %s: %w", target, unwrapPathError(err))
+	}
+	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
+		return fmt.Errorf("restore target %s is not a directory", target)
+	}
+	f, err := os.CreateTemp(target, ".cairn-write-check-*")
+	if err != nil {
+		return fmt.Errorf("restore target %s is not writable: %w", target, unwrapPathError(err))
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("restore target %s: %w", target, err)
+	}
+	return nil
+}
+
+// unwrapPathError drops the path of a *fs.PathError: callers name it.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // Restore writes the tree rootID (of a snapshot) below opts.Target.
 func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Options) (Stats, error) {
 	target, err := filepath.Abs(opts.Target)
@@ -122,8 +158,22 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 		return Stats{}, err
 	}
 	rs.makeLinksAndMeta(ctx)
+	rs.countFiles()
 	rs.stats.Warnings = int(rs.warnings.Load())
 	return rs.stats, ctx.Err()
+}
+
+// countFiles counts the files written completely, and the others.
+func (rs *restorer) countFiles() {
+	rs.stats.Files, rs.stats.Bytes, rs.stats.FilesFailed = 0, 0, 0
+	for _, e := range rs.files {
+		if st := rs.states[e.target]; st != nil && st.failed {
+			rs.stats.FilesFailed++
+			continue
+		}
+		rs.stats.Files++
+		rs.stats.Bytes += e.node.Size
+	}
 }
 
 func (rs *restorer) selected(snap string, isDir bool) (include, descend bool) {
@@ -282,8 +332,6 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 				rs.warn(e.snap, err)
 			}
 		}
-		rs.stats.Files++
-		rs.stats.Bytes += e.node.Size
 		if len(e.node.ChunkSizes) != len(e.node.Content) {
 			rs.warn(e.snap, errors.New("tree node lists blobs without sizes"))
 			st.failed = true

@@ -34,6 +34,7 @@ type backupFlags struct {
 	excludes         []string
 	parent           string
 	config           string
+	group            string // the profile's tag, with --config
 	noDelta          bool
 	// sources are the databases and caches; each registers its flags.
 	sources []source.Source
@@ -172,6 +173,7 @@ func backupPlan(f backupFlags, args []string) (p backup.Plan, argv []string, err
 		return p, nil, fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
 	}
 	p.Tags, p.NoDelta, p.ProgramVersion = splitTags(f.tags), f.noDelta, "cairn "+version
+	p.Group = f.group
 	return p, argv, nil
 }
 

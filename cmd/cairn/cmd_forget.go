@@ -59,6 +59,8 @@ type forgetOptions struct {
 	dryRun  bool
 	prune   bool
 	config  string
+	// groupByChanged: --group-by was given (a profile groups by host).
+	groupByChanged bool
 }
 
 func (a *app) forgetCommand() *cobra.Command {
@@ -80,6 +82,7 @@ kept by any rule is kept. Without a policy nothing is removed.
 forget removes only snapshot objects; 'cairn prune' (or --prune) then deletes
 the data no snapshot uses any more.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.groupByChanged = cmd.Flags().Changed("group-by")
 			return a.runForget(cmd.Context(), o, args)
 		},
 	}

@@ -32,7 +32,8 @@ func (a *app) sourceRestore(r *repo.Repository, sn *repo.Snapshot) source.Restor
 }
 
 func (a *app) printf(format string, args ...any) {
-	if !a.quiet {
+	// With --json, standard output carries JSON only.
+	if !a.quiet && !a.jsonOutput {
 		fmt.Fprintf(a.stdout, format, args...)
 	}
 }

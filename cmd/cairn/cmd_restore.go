@@ -53,6 +53,13 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if target != "" {
+				// Before anything is read or written (a database restored
+				// before the files fail is half a deployment).
+				if err := restorer.CheckTarget(target); err != nil {
+					return err
+				}
+			}
 			r, err := a.openRepo(ctx, true)
 			if err != nil {
 				return err
@@ -88,11 +95,12 @@ func (a *app) restoreCommand() *cobra.Command {
 				if err := a.printJSON(newRestoreJSON(sn.ID, st, d.Seconds())); err != nil {
 					return err
 				}
-			} else {
+			} else if st.Warnings == 0 {
 				a.printf("restored %d files, %d directories, %d links, %s in %s\n", st.Files, st.Dirs, st.Links, formatBytes(st.Bytes), d.Round(time.Millisecond))
 			}
 			if st.Warnings > 0 {
-				return fmt.Errorf("restore finished with %d error(s)", st.Warnings)
+				return fmt.Errorf("restore incomplete: %d error(s); %d files restored, %d not (%s written) in %s",
+					st.Warnings, st.Files, st.FilesFailed, formatBytes(st.Bytes), d.Round(time.Millisecond))
 			}
 			return nil
 		},

@@ -138,6 +138,7 @@ type snapshotInfo struct {
 	Hostname string          `json:"hostname"`
 	Tags     []string        `json:"tags"`
 	Paths    []string        `json:"paths"`
+	Parent   string          `json:"parent"`
 	Summary  json.RawMessage `json:"summary"`
 }
 
@@ -1333,7 +1334,27 @@ func TestCorruption(t *testing.T) {
 	// Damaged index file.
 	undo = flip(indexFiles[0], fileSize(t, indexFiles[0])/2)
 	expectDamage("byte flipped in an index file", "index/"+filepath.Base(indexFiles[0]))
+	if res := c.run("ls", "latest"); res.code != 1 || !strings.Contains(res.stderr, "run 'cairn check'") {
+		t.Errorf("ls with a damaged index file does not point to check: %s", res)
+	}
 	undo()
+
+	// An index that cannot be listed (here: its directory replaced by a
+	// file; on S3, the network) is not damage: no advice to run check.
+	indexDir := filepath.Join(repoDir, "index")
+	if err := os.Rename(indexDir, indexDir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, indexDir, []byte("not a directory"), 0o600)
+	if res := c.run("ls", "latest"); res.code != 1 || strings.Contains(res.stderr, "cairn check") || !strings.Contains(res.stderr, "list index files") {
+		t.Errorf("ls with an unlistable index: %s", res)
+	}
+	if err := os.Remove(indexDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(indexDir+".away", indexDir); err != nil {
+		t.Fatal(err)
+	}
 
 	// Damaged snapshot.
 	undo = flip(snapFiles[0], fileSize(t, snapFiles[0])/2)

@@ -51,7 +51,9 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case errors.As(err, &ec):
 		return ec.code
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+	case ctx.Err() != nil:
+		// Only a signal ends ctx. A context.Canceled inside err without
+		// one is a timeout or a dead server: it keeps its message.
 		return exitInterrupted
 	case errors.Is(err, repo.ErrNoRepository):
 		return exitNoRepo
@@ -73,6 +75,8 @@ type app struct {
 	memProfile      string
 	s3Region        string
 	s3CAFile        string
+	s3StallTimeout  time.Duration
+	s3RetryTime     time.Duration
 	uploads         int
 	downloads       int
 	cacheDir        string
@@ -126,6 +130,8 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only errors")
 	pf.StringVar(&a.s3Region, "s3-region", "", "S3 `region` (default: AWS_DEFAULT_REGION, or asked from the server)")
 	pf.StringVar(&a.s3CAFile, "s3-ca-file", os.Getenv("CAIRN_S3_CA_FILE"), "trust the certificate authorities in PEM `file` for S3 over TLS; env CAIRN_S3_CA_FILE")
+	pf.DurationVar(&a.s3StallTimeout, "s3-stall-timeout", envDuration("CAIRN_S3_STALL_TIMEOUT"), "give up an S3 request attempt (and retry it) when no byte moved for `duration` (default 1m); env CAIRN_S3_STALL_TIMEOUT")
+	pf.DurationVar(&a.s3RetryTime, "s3-retry-time", envDuration("CAIRN_S3_RETRY_TIME"), "retry a failing S3 request for at most `duration` (default 2m); env CAIRN_S3_RETRY_TIME")
 	pf.IntVar(&a.uploads, "uploads", 0, "concurrent pack uploads (default 2 for local repositories, 6 for S3)")
 	pf.IntVar(&a.downloads, "downloads", 0, "concurrent pack reads of restore and dump (default 4 for local repositories, 8 for S3)")
 	pf.StringVar(&a.cacheDir, "cache-dir", os.Getenv("CAIRN_CACHE_DIR"), "keep the local metadata cache of remote repositories in `dir` (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn); env CAIRN_CACHE_DIR")
@@ -178,4 +184,15 @@ func peakHeapProfile(ctx context.Context, path string) {
 			}
 		}
 	}
+}
+
+// envDuration is the duration in environment variable name, or zero when it
+// is unset or not a duration (the flag's parsing then reports nothing: the
+// default applies).
+func envDuration(name string) time.Duration {
+	d, err := time.ParseDuration(os.Getenv(name))
+	if err != nil {
+		return 0
+	}
+	return d
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -41,6 +42,12 @@ func (a *app) openBackend() (backend.Backend, error) {
 		}
 		if a.s3CAFile != "" {
 			cfg.CAFile = a.s3CAFile
+		}
+		cfg.StallTimeout, cfg.MaxRetryTime = a.s3StallTimeout, a.s3RetryTime
+		cfg.OnRetry = func(op string, attempt int, err error, delay time.Duration) {
+			// Every retry is logged, so a job whose bucket does not answer
+			// says so while it waits, not only when it gives up.
+			fmt.Fprintf(a.stderr, "warning: s3 %s: attempt %d failed: %v; retrying in %v\n", op, attempt, err, delay.Round(time.Millisecond))
 		}
 		be, err := s3.Open(context.Background(), cfg)
 		if err != nil {
@@ -217,7 +224,10 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
 			r.Close()
-			return nil, fmt.Errorf("load index: %w (run 'cairn check' to see what is damaged)", err)
+			if errors.Is(err, repo.ErrIndexDamaged) {
+				return nil, fmt.Errorf("load index: %w (run 'cairn check' to see what is damaged)", err)
+			}
+			return nil, fmt.Errorf("load index: %w", err)
 		}
 	}
 	a.setMemoryLimit(r)

@@ -42,6 +42,7 @@ func (a *app) applyBackupProfile(cmd *cobra.Command, f *backupFlags, args []stri
 	args = append(args, p.Files.Paths...)
 	f.excludes = append(f.excludes, p.Files.Excludes...)
 	f.tags = append(f.tags, append(append([]string(nil), p.Tags...), p.Tag())...)
+	f.group = p.Tag()
 	if f.host == "" {
 		f.host = p.Host
 	}
@@ -112,6 +113,11 @@ func (a *app) applyForgetProfile(o *forgetOptions) error {
 		for i := range o.tags {
 			o.tags[i] += "," + p.Tag()
 		}
+	}
+	if !o.groupByChanged {
+		// The profile's snapshots are one series per host, whatever paths
+		// a night held (an optional source skipped).
+		o.groupBy = "host"
 	}
 	if o.policy.Empty() && o.within == "" {
 		rt := p.Retention

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,14 +133,103 @@ authentik = %q
 	if out := c.ok("snapshots", "--config", down).stdout; !strings.Contains(out, "skipped") {
 		t.Fatalf("skipped source not shown:\n%s", out)
 	}
+	// The night with the skipped source continues the profile's series:
+	// its parent is the night before (its files were not read again), and
+	// the next complete night's parent is the skipped one.
+	if sns[2].Parent != sns[1].ID {
+		t.Fatalf("the night with a skipped source has parent %q, want the previous night %s", sns[2].Parent, sns[1].ID)
+	}
+	var sum struct {
+		FilesUnmodified int `json:"files_unmodified"`
+	}
+	if err := json.Unmarshal(sns[2].Summary, &sum); err != nil || sum.FilesUnmodified == 0 {
+		t.Fatalf("the night with a skipped source read every file again: %s", sns[2].Summary)
+	}
+	cfg = profile(rsrc.URL(), false) // the one file, rewritten
+	c.ok("backup", "--config", cfg)
+	if sns = c.snapshots(); sns[3].Parent != sns[2].ID {
+		t.Fatalf("the night after a skipped source has parent %q, want %s", sns[3].Parent, sns[2].ID)
+	}
+	// forget --config keeps them in one group (retention per profile and
+	// host, not per set of paths that happened to succeed).
+	var groups []struct {
+		Keep, Remove []json.RawMessage
+	}
+	out = c.ok("--json", "forget", "--config", cfg, "--dry-run").stdout
+	if err := json.Unmarshal([]byte(out), &groups); err != nil || len(groups) != 1 || len(groups[0].Keep)+len(groups[0].Remove) != 4 {
+		t.Fatalf("forget --config does not treat the profile's 4 snapshots as one group: %v\n%s", err, out)
+	}
+	c.ok("forget", "--config", cfg, "--dry-run", "--keep-last", "10")
 	// A required source that fails: no snapshot, exit 1.
 	required := profile("redis://127.0.0.1:1", false)
 	if res := c.run("backup", "--config", required); res.code != 1 {
 		t.Fatalf("required source down: %s", res)
 	}
-	if n := len(c.snapshots()); n != 3 {
+	if n := len(c.snapshots()); n != 4 {
 		t.Fatalf("a failed required source wrote a snapshot (%d)", n)
 	}
 	// Retention from the profile.
 	c.ok("forget", "--config", cfg, "--dry-run")
+}
+
+// TestExampleProfileAsShipped runs docs/examples/authentik.toml with only
+// its addresses and directories pointed at the test's servers: the
+// database is dumped as authentik's own role (not a superuser), the
+// passwords come from where the example says (a .pgpass file,
+// CAIRN_REDIS_PASSWORD), and the nightly backup exits 0.
+func TestExampleProfileAsShipped(t *testing.T) {
+	pg := pgtest.Start(t)
+	pg.Exec(t, "postgres", "CREATE ROLE authentik LOGIN PASSWORD 'authentik-pw'")
+	pg.Exec(t, "postgres", "CREATE DATABASE authentik OWNER authentik")
+	pg.Exec(t, "authentik", `SET ROLE authentik;
+		CREATE TABLE authentik_core_user (id serial PRIMARY KEY, username text, attributes jsonb);
+		INSERT INTO authentik_core_user (username, attributes) SELECT 'user' || g, jsonb_build_object('n', g) FROM generate_series(1, 500) g;`)
+	rd := redistest.Start(t, "--requirepass", "redis-pw")
+	redistest.Populate(t, rd, 256<<10)
+
+	root := t.TempDir()
+	data := filepath.Join(root, "opt", "authentik")
+	writeFile(t, filepath.Join(data, "data", "media", "logo.png"), randomBytes(5, 100<<10), 0o644)
+	writeFile(t, filepath.Join(data, "data", "cache", "junk.bin"), randomBytes(6, 1<<10), 0o644)
+	writeFile(t, filepath.Join(data, "certs", "tls.key"), []byte("-----BEGIN KEY-----\n"), 0o600)
+	writeFile(t, filepath.Join(data, "custom-templates", "login.html"), []byte("<html>"), 0o644)
+	writeFile(t, filepath.Join(data, "blueprints", "flow.yaml"), []byte("version: 1\n"), 0o644)
+	writeFile(t, filepath.Join(data, ".env"), []byte("AUTHENTIK_SECRET_KEY=s3cret\n"), 0o600)
+
+	example, err := os.ReadFile(filepath.Join("..", "..", "docs", "examples", "authentik.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgAddr := fmt.Sprintf("%s:%d", pg.Host, pg.Port)
+	restoreDir := filepath.Join(root, "srv", "authentik-restore")
+	cfg := strings.NewReplacer("127.0.0.1:5432", pgAddr, "127.0.0.1:6379", rd.Addr,
+		"/opt/authentik", data, "/srv/authentik-restore", restoreDir).Replace(string(example))
+	cfgPath := filepath.Join(root, "authentik.toml")
+	writeFile(t, cfgPath, []byte(cfg), 0o600)
+	pgpass := filepath.Join(root, "pgpass")
+	writeFile(t, pgpass, []byte(fmt.Sprintf("%s:%d:*:authentik:authentik-pw\n%s:%d:*:%s:%s\n",
+		pg.Host, pg.Port, pg.Host, pg.Port, pg.User, pg.Password)), 0o600)
+
+	// The profile names an S3 repository and a password file; the
+	// environment (as in a test of the profile) points elsewhere.
+	c := newCLI(t, filepath.Join(root, "repo"))
+	c.env = []string{"PGPASSFILE=" + pgpass, "CAIRN_REDIS_PASSWORD=redis-pw"}
+	c.init()
+	res := c.run("backup", "--config", cfgPath)
+	if res.code != 0 {
+		t.Fatalf("the example profile's backup: %s", res)
+	}
+	sns := c.snapshots()
+	if len(sns) != 1 || !slices.Contains(sns[0].Paths, "/postgres/authentik.pgdump") || !slices.Contains(sns[0].Paths, "/redis/dump.rdb") ||
+		slices.Contains(sns[0].Paths, "/postgres/globals.sql") {
+		t.Fatalf("the example's snapshot holds %v", sns)
+	}
+	if out := c.ok("ls", "latest").stdout; strings.Contains(out, "junk.bin") || !strings.Contains(out, "logo.png") {
+		t.Fatalf("the example's excludes: %s", out)
+	}
+	c.ok("restore", "--config", cfgPath)
+	if want, got := pg.Checksums(t, "authentik"), pg.Checksums(t, "authentik_restored"); fmt.Sprint(want) != fmt.Sprint(got) {
+		t.Fatalf("restored database differs: %v, want %v", got, want)
+	}
+	compareTrees(t, filepath.Join(data, "certs"), filepath.Join(restoreDir, data, "certs"), false)
 }

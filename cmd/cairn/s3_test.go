@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,4 +87,69 @@ func TestS3EveryCommand(t *testing.T) {
 	if res.code != 1 || strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 || !strings.Contains(res.stderr, "cairn-e2e") {
 		t.Fatalf("wrong S3 secret: %s", res)
 	}
+}
+
+// TestS3HungServer stops MinIO (SIGSTOP, no signal to cairn): the backup
+// gives up after its stall timeout and retries, exits 1 and says why,
+// instead of reporting an interruption (exit 130) nobody asked for.
+func TestS3HungServer(t *testing.T) {
+	srv := s3test.StartT(t)
+	c := newCLI(t, "s3:"+srv.URL()+"/cairn-hung/repo")
+	c.env = []string{"AWS_ACCESS_KEY_ID=" + srv.User, "AWS_SECRET_ACCESS_KEY=" + srv.Password,
+		"CAIRN_S3_STALL_TIMEOUT=1s", "CAIRN_S3_RETRY_TIME=3s"}
+	c.init()
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("nightly\n"), 0o644)
+	c.ok("backup", src)
+
+	srv.Pause()
+	defer srv.Resume()
+	res := c.run("backup", src)
+	if res.code != 1 {
+		t.Fatalf("backup against a hung server: exit %d, want 1: %s", res.code, res)
+	}
+	if strings.Contains(res.stderr, "interrupted") || !strings.Contains(res.stderr, "no data moved for 1s") {
+		t.Fatalf("the error does not name the timeout: %s", res.stderr)
+	}
+	if !strings.Contains(res.stderr, "retrying in") {
+		t.Fatalf("no retry was logged: %s", res.stderr)
+	}
+	srv.Resume()
+	c.ok("backup", src)
+
+	// The server stops answering in the middle of a backup, while packs
+	// are uploaded (more data follows than the upload queue holds): the
+	// stalled uploads are given up as such.
+	stdin := &pausingReader{data: randomBytes(21, 200<<20), pauseAt: 24 << 20, pause: srv.Pause}
+	res = c.runIn(stdin, "backup", "--stdin", "--stdin-filename", "big.bin")
+	if res.code != 1 || strings.Contains(res.stderr, "interrupted") || !strings.Contains(res.stderr, "no data moved for 1s") {
+		t.Fatalf("backup while the server stopped answering: %s", res)
+	}
+	srv.Resume()
+	c.ok("backup", src)
+	c.checkReadData()
+}
+
+// pausingReader reads data and calls pause once pauseAt bytes were read.
+type pausingReader struct {
+	data    []byte
+	off     int
+	pauseAt int
+	pause   func()
+}
+
+func (p *pausingReader) Read(b []byte) (int, error) {
+	if p.off >= len(p.data) {
+		return 0, io.EOF
+	}
+	end := min(len(p.data), p.off+len(b))
+	if p.off < p.pauseAt {
+		end = min(end, p.pauseAt)
+	} else if p.pause != nil {
+		p.pause()
+		p.pause = nil
+	}
+	n := copy(b, p.data[p.off:end])
+	p.off += n
+	return n, nil
 }

@@ -35,8 +35,12 @@ type Plan struct {
 	Time     time.Time // recorded as the snapshot's time
 	Tags     []string
 	// Parent, when set, is the parent snapshot; else the newest snapshot
-	// of the same host and paths.
-	Parent         *repo.Snapshot
+	// of the same host and Group, or without a Group, of the same paths.
+	Parent *repo.Snapshot
+	// Group is a tag that names the backup's series (a deployment
+	// profile's), so that a night whose optional source was skipped has
+	// the same parent and the next night's parent is that night.
+	Group          string
 	NoDelta        bool
 	ProgramVersion string
 	Progress       *archiver.Progress
@@ -88,7 +92,11 @@ func (b *run) run(ctx context.Context, r *repo.Repository) (*Result, error) {
 	if parent == nil && len(paths) > 0 {
 		// Streams too: a database stream's changed chunks become deltas
 		// against its version in the parent.
-		parent = repo.FindParent(sns, b.plan.Host, paths)
+		if b.plan.Group != "" {
+			parent = repo.FindParentInGroup(sns, b.plan.Host, b.plan.Group)
+		} else {
+			parent = repo.FindParent(sns, b.plan.Host, paths)
+		}
 	}
 	var streams []archiver.Stream
 	streamPrev := map[string]*repo.Snapshot{}

@@ -36,10 +36,13 @@ type Postgres struct {
 	// Databases are connection URLs, one database each. Passwords belong in
 	// PGPASSWORD or a .pgpass file, not here.
 	Databases []string `toml:"databases"`
-	Format    string   `toml:"format"`  // "custom" (default) or "plain"
-	Globals   *bool    `toml:"globals"` // pg_dumpall --globals-only (default true)
-	Optional  bool     `toml:"optional"`
-	Bin       string   `toml:"bin"` // directory of pg_dump/pg_restore/psql
+	Format    string   `toml:"format"` // "custom" (default) or "plain"
+	// Globals stores roles and tablespaces (pg_dumpall --globals-only).
+	// Off unless set: it needs a superuser, and an application's own
+	// role (authentik's) is not one.
+	Globals  bool   `toml:"globals"`
+	Optional bool   `toml:"optional"`
+	Bin      string `toml:"bin"` // directory of pg_dump/pg_restore/psql
 }
 
 // Redis is the optional cache source.

@@ -48,7 +48,7 @@ func (s *Source) FromProfile(p *profile.Profile, changed func(string) bool) {
 	if pp.Format != "" && !changed("pg-format") {
 		f.Format = pp.Format
 	}
-	if pp.Globals != nil && !*pp.Globals {
+	if !pp.Globals {
 		f.NoGlobals = true
 	}
 	if pp.Bin != "" && f.Bin == "" {

@@ -54,6 +54,16 @@ func (a *attempt) pause() {
 	a.mu.Unlock()
 }
 
+// stallError describes an attempt given up by its stall timer. The
+// cancellation that ended it is not the caller's: it is left out of the
+// chain, so that nobody mistakes it for an interrupt.
+func stallError(timeout time.Duration, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("no data moved for %v (the stall timeout)", timeout)
+	}
+	return fmt.Errorf("no data moved for %v: %w", timeout, err)
+}
+
 func (a *attempt) stalled() bool { return errors.Is(context.Cause(a.ctx), errStalled) }
 
 // err returns why the attempt's context ended, if it did.
@@ -219,7 +229,7 @@ func (b *Backend) retry(ctx context.Context, op string, fn func(a *attempt) erro
 			return ctx.Err()
 		}
 		if stalled {
-			err = fmt.Errorf("no data moved for %v: %w", b.cfg.StallTimeout, err)
+			err = stallError(b.cfg.StallTimeout, err)
 		} else if kindOf(err) != kindTransient {
 			return err
 		}

@@ -693,7 +693,7 @@ func (rr *rangeReader) reopen() error {
 				return nil
 			}
 			if stalled {
-				return fmt.Errorf("no data moved for %v: %w", rr.b.cfg.StallTimeout, err)
+				return stallError(rr.b.cfg.StallTimeout, err)
 			}
 			return err
 		}

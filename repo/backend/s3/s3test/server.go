@@ -196,6 +196,20 @@ func (s *Server) Kill() {
 	s.kill()
 }
 
+// Pause stops the server's processes (SIGSTOP): connections are still
+// accepted by the kernel but nothing answers, as with a hung server.
+// Resume (SIGCONT) lets it go on.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	if s.cmd.Process != nil {
+		_ = syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
+}
+
 func (s *Server) kill() {
 	if s.cmd.Process != nil {
 		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
