@@ -95,36 +95,38 @@ func (rs *restorer) warn(p string, err error) {
 	}
 }
 
-// CheckTarget makes sure a restore can write below target: it creates the
-// directory if needed and a file in it, which it removes again. Callers
-// run it before anything else of a restore, so that an unwritable target
-// fails the restore before it has written anything anywhere.
-func CheckTarget(target string) error {
-	if err := os.MkdirAll(target, 0o700); err != nil {
-		return fmt.Errorf("restore target %s: %w", target, unwrapPathError(err))
-	}
-	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
-		return fmt.Errorf("restore target %s is not a directory", target)
-	}
-	f, err := os.CreateTemp(target, ".cairn-write-check-*")
+// CheckWritable checks, without changing anything, that a restore can
+// write below dir: dir, or its nearest existing ancestor when it is still
+// to be created, is a directory this process may write into (the kernel's
+// answer, so a read-only mount or an immutable directory counts for root
+// too). Restores run it before anything else, so that an unwritable target
+// fails before anything was written anywhere.
+func CheckWritable(dir string) error {
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return fmt.Errorf("restore target %s is not writable: %w", target, unwrapPathError(err))
+		return err
 	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("restore target %s: %w", target, err)
+	p := abs
+	for {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("%s is not a directory", p)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || p == filepath.Dir(p) {
+			return err
+		}
+		p = filepath.Dir(p)
+	}
+	if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
+		if p == abs {
+			return fmt.Errorf("%s is not writable: %w", abs, err)
+		}
+		return fmt.Errorf("%s cannot be created: %s is not writable: %w", abs, p, err)
 	}
 	return nil
-}
-
-// unwrapPathError drops the path of a *fs.PathError: callers name it.
-func unwrapPathError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // Restore writes the tree rootID (of a snapshot) below opts.Target.

@@ -56,8 +56,8 @@ func (a *app) restoreCommand() *cobra.Command {
 			if target != "" {
 				// Before anything is read or written (a database restored
 				// before the files fail is half a deployment).
-				if err := restorer.CheckTarget(target); err != nil {
-					return err
+				if err := restorer.CheckWritable(target); err != nil {
+					return fmt.Errorf("restore target: %w", err)
 				}
 			}
 			r, err := a.openRepo(ctx, true)
@@ -69,9 +69,25 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Every target is checked before anything is restored.
+			for _, s := range sources {
+				if !s.RestoreEnabled() {
+					continue
+				}
+				if _, err := s.CheckRestore(ctx, a.sourceRestore(r, sn)); err != nil {
+					return fmt.Errorf("%s restore cannot run, nothing was restored: %w", s.Name(), err)
+				}
+			}
+			var restored []string
 			for _, s := range sources {
 				if err := s.Restore(ctx, a.sourceRestore(r, sn)); err != nil {
+					if len(restored) > 0 {
+						return fmt.Errorf("%w; restored before the failure: %s; the files were not restored", err, strings.Join(restored, ", "))
+					}
 					return err
+				}
+				if s.RestoreEnabled() {
+					restored = append(restored, s.Name())
 				}
 			}
 			if target == "" {

@@ -83,14 +83,19 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 		return err
 	}
 	plan := backup.PlanRestore(p, sn, targetDir)
+	problems := plan.Check(ctx, a.sourceRestore(r, sn))
 	plan.Print(a.stdout)
-	if dryRun {
-		fmt.Fprintln(a.stdout, "dry run: nothing was restored")
-		return nil
+	if len(problems) > 0 {
+		// The dry run and the run refuse alike: nothing was changed.
+		return fmt.Errorf("the plan cannot run, nothing was restored: %s", strings.Join(problems, "; "))
 	}
 	live := plan.Live()
 	if len(live) > 0 && !inPlace {
 		return fmt.Errorf("the plan replaces live data (%s); run again with --in-place to do that", strings.Join(live, "; "))
+	}
+	if dryRun {
+		fmt.Fprintln(a.stdout, "dry run: nothing was restored; every target was checked")
+		return nil
 	}
 	if len(live) > 0 {
 		fmt.Fprintf(a.stderr, "replacing live data: %s\n", strings.Join(live, "; "))

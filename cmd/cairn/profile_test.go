@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -104,6 +105,45 @@ authentik = %q
 		}
 	}
 	redistest.Compare(t, redisWant, redistest.Dump(t, rdst.Addr, rdst.Password), 2*time.Minute)
+
+	// The plan checks every target first, dry run or not: the database
+	// restored above is not empty any more, so both refuse alike.
+	for _, extra := range [][]string{{"--dry-run"}, nil} {
+		res := c.run(append([]string{"restore", "--config", cfg, "--at", "2026-11-24T03:30:00Z"}, extra...)...)
+		if res.code != 1 || !strings.Contains(res.stderr, "is not empty") || strings.Contains(res.stdout, "will be created") {
+			t.Fatalf("restore %v into a database that is no longer empty: %s", extra, res)
+		}
+	}
+	// An unwritable redis_rdb_dir is found before the database is touched:
+	// nothing is restored, not half a deployment.
+	roDir := filepath.Join(root, "ro-rdb")
+	if err := os.Mkdir(roDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	readOnlyDir(t, roDir)
+	body, _ := os.ReadFile(cfg)
+	variant := filepath.Join(root, "variant.toml")
+	vs := strings.Replace(string(body), fmt.Sprintf("redis_target = %q", rdst.URL()), fmt.Sprintf("redis_rdb_dir = %q", roDir), 1)
+	vs = strings.Replace(vs, pg.URL("authentik_restored"), pg.URL("authentik_second"), 1)
+	writeFile(t, variant, []byte(vs), 0o600)
+	dry := c.run("restore", "--config", variant, "--dry-run")
+	if dry.code != 1 || !strings.Contains(dry.stderr, "RDB directory") || !strings.Contains(dry.stdout, "will be created") {
+		t.Fatalf("dry run with an unwritable redis_rdb_dir: %s", dry)
+	}
+	if res := c.run("restore", "--config", variant); res.code != 1 || !strings.Contains(res.stderr, "RDB directory") {
+		t.Fatalf("restore with an unwritable redis_rdb_dir: %s", res)
+	}
+	// The same without a profile: the targets given as flags are checked
+	// before the database is created.
+	if res := c.run("restore", "latest", "--pg-target", pg.URL("authentik_third"), "--pg-create", "--redis-rdb-dir", roDir); res.code != 1 ||
+		!strings.Contains(res.stderr, "RDB directory") {
+		t.Fatalf("plain restore with an unwritable --redis-rdb-dir: %s", res)
+	}
+	var n int
+	if err := pg.Conn(t, "postgres").QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_database WHERE datname IN ('authentik_second', 'authentik_third')").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("a refused restore created a database (%d, %v)", n, err)
+	}
 	for _, f := range []string{"data/media/logo.png", "certs/tls.key", ".env", "blueprints/flow.yaml"} {
 		want, _ := os.ReadFile(filepath.Join(data, f))
 		have, err := os.ReadFile(filepath.Join(restoreDir, data, f))
@@ -114,7 +154,7 @@ authentik = %q
 
 	// Restoring over the live database needs --in-place.
 	live := filepath.Join(root, "live.toml")
-	body, _ := os.ReadFile(cfg)
+	body, _ = os.ReadFile(cfg)
 	s := strings.Replace(string(body), pg.URL("authentik_restored"), pg.URL("authentik"), 1)
 	os.WriteFile(live, []byte(s), 0o600)
 	if res := c.run("restore", "--config", live); res.code != 1 || !strings.Contains(res.stderr, "--in-place") {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,9 @@ type RestoreStep struct {
 	// InPlace is true when the step replaces the live data the profile
 	// backs up (its database, its Redis, files restored to /).
 	InPlace bool
+	// Problem is why the step cannot run now (Check found it): the
+	// restore then refuses to start.
+	Problem error
 }
 
 // RestorePlan restores a whole deployment from one snapshot: every source
@@ -71,9 +75,6 @@ func planStep(p *profile.Profile, src repo.Source, targetDir string) RestoreStep
 			if st.Dest != "" && sameEndpoint(st.Dest, live) {
 				st.InPlace = true
 			}
-		}
-		if p.Restore.PostgresCreate {
-			st.Note = "created"
 		}
 	case src.Kind == postgres.GlobalsKind:
 		if p.Restore.PostgresGlobals {
@@ -126,6 +127,58 @@ func sameEndpoint(a, b string) bool {
 		strings.Trim(ua.Path, "/") == strings.Trim(ub.Path, "/")
 }
 
+// Check looks at every target before anything is restored, changing
+// nothing: each database (there, empty, or to be created, and whether the
+// profile allows restoring into it), Redis (answers, or its RDB directory
+// is writable) and the files' directory (writable). Each step's Note says
+// what the restore will do there, its Problem why it cannot; Check returns
+// the problems, one line each.
+func (plan *RestorePlan) Check(ctx context.Context, rs source.Restore) []string {
+	var problems []string
+	globals := plan.Profile.Restore.PostgresGlobals
+	filesChecked := false
+	var filesErr error
+	for i := range plan.Steps {
+		st := &plan.Steps[i]
+		if st.Dest == "" {
+			continue
+		}
+		var note string
+		var err error
+		switch st.Source.Kind {
+		case postgres.Kind:
+			note, err = postgres.CheckRestore(ctx, rs, plan.postgresOptions(*st, globals))
+			globals = false
+		case postgres.GlobalsKind:
+			continue // checked with the first database
+		case redis.Kind:
+			note, err = redis.CheckRestore(ctx, rs, plan.redisOptions())
+		default:
+			if !filesChecked {
+				filesErr, filesChecked = restorer.CheckWritable(plan.TargetDir), true
+			}
+			err = filesErr
+		}
+		if err != nil {
+			st.Problem = err
+			problems = append(problems, fmt.Sprintf("%s %s: %v", st.Source.Kind, st.Source.Name, err))
+		} else if note != "" {
+			st.Note = note
+		}
+	}
+	return problems
+}
+
+func (plan *RestorePlan) postgresOptions(st RestoreStep, globals bool) postgres.RestoreOptions {
+	r := plan.Profile.Restore
+	return postgres.RestoreOptions{Target: st.Dest, Database: st.Source.Meta["database"], Create: r.PostgresCreate,
+		Clean: r.PostgresClean || st.InPlace, Globals: globals, Jobs: 1, Bin: plan.Profile.Postgres.Bin}
+}
+
+func (plan *RestorePlan) redisOptions() redis.RestoreOptions {
+	return redis.RestoreOptions{Target: plan.Profile.Restore.RedisTarget, RDBDir: plan.Profile.Restore.RedisRDBDir}
+}
+
 // Live lists the steps that replace live data, one line each.
 func (plan *RestorePlan) Live() []string {
 	var live []string
@@ -150,6 +203,9 @@ func (plan *RestorePlan) Print(w io.Writer) {
 		if st.InPlace {
 			note = strings.TrimSpace("REPLACES LIVE DATA " + note)
 		}
+		if st.Problem != nil {
+			note = "CANNOT RUN: " + st.Problem.Error()
+		}
 		fmt.Fprintf(w, "  %-16s %-36s %10s  -> %s  %s\n", st.Source.Kind, st.Source.Name, source.FormatBytes(st.Source.Size), dest, note)
 	}
 }
@@ -158,30 +214,60 @@ func (plan *RestorePlan) Print(w io.Writer) {
 // Redis, then files, because a deployment starts from its database and
 // files are the cheapest to redo. warn reports a file that could not be
 // restored; the restore goes on and fails at the end.
+//
+// A plan with a Problem is refused. A step that fails stops the restore,
+// and the error names what was restored before it and what was not.
 func (plan *RestorePlan) Execute(ctx context.Context, rs source.Restore, warn func(path string, err error)) error {
-	p := plan.Profile
-	globalsDone := false
+	var done, pending []string
+	for _, st := range plan.Steps {
+		if st.Problem != nil {
+			return fmt.Errorf("refusing to start: %s %s: %w", st.Source.Kind, st.Source.Name, st.Problem)
+		}
+		if st.Dest != "" && st.Source.Kind != postgres.GlobalsKind {
+			pending = append(pending, st.Source.Name)
+		}
+	}
+	failed := func(what string, err error) error {
+		return fmt.Errorf("restore %s: %w; restored before the failure: %s; not restored: %s",
+			what, err, listOrNone(done), listOrNone(pending))
+	}
+	finished := func(names ...string) {
+		for _, n := range names {
+			done = append(done, n)
+			pending = slices.DeleteFunc(pending, func(p string) bool { return p == n })
+		}
+	}
+	globals := plan.Profile.Restore.PostgresGlobals
 	for _, st := range plan.Steps {
 		if st.Dest == "" || st.Source.Kind != postgres.Kind {
 			continue
 		}
-		o := postgres.RestoreOptions{Target: st.Dest, Database: st.Source.Meta["database"], Create: p.Restore.PostgresCreate,
-			Clean: p.Restore.PostgresClean || st.InPlace, Globals: p.Restore.PostgresGlobals && !globalsDone, Jobs: 1, Bin: p.Postgres.Bin}
-		if err := postgres.Restore(ctx, rs, o); err != nil {
-			return fmt.Errorf("restore %s: %w", st.Source.Name, err)
+		if err := postgres.Restore(ctx, rs, plan.postgresOptions(st, globals)); err != nil {
+			return failed(st.Source.Name, err)
 		}
-		globalsDone = true
+		globals = false
+		finished(st.Source.Name)
 	}
 	for _, st := range plan.Steps {
 		if st.Dest == "" || st.Source.Kind != redis.Kind {
 			continue
 		}
-		o := redis.RestoreOptions{Target: p.Restore.RedisTarget, RDBDir: p.Restore.RedisRDBDir}
-		if err := redis.Restore(ctx, rs, o); err != nil {
-			return fmt.Errorf("restore %s: %w", st.Source.Name, err)
+		if err := redis.Restore(ctx, rs, plan.redisOptions()); err != nil {
+			return failed(st.Source.Name, err)
 		}
+		finished(st.Source.Name)
 	}
-	return plan.restoreFiles(ctx, rs, warn)
+	if err := plan.restoreFiles(ctx, rs, warn); err != nil {
+		return failed("files", err)
+	}
+	return nil
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "nothing"
+	}
+	return strings.Join(names, ", ")
 }
 
 // restoreFiles restores the file and stream steps in one pass over the

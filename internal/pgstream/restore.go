@@ -134,12 +134,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, fmt.Errorf("list tables of %s: %s", target, target.Redact(err.Error()))
 	}
 	if len(existing) > 0 && !o.Clean {
-		var names []string
-		for _, t := range existing[:min(3, len(existing))] {
-			names = append(names, t.QualifiedName())
-		}
-		return nil, fmt.Errorf("database %s is not empty (%d tables, e.g. %s): give --pg-clean to drop and recreate the dumped objects, or restore into a new database with --pg-create",
-			displayIdent(db), len(existing), strings.Join(names, ", "))
+		return nil, notEmptyError(db, existing)
 	}
 	// Roles come before the objects they own; after the checks above, so
 	// that a refused restore changes nothing on the server.
@@ -247,6 +242,65 @@ func WriteChecks(w io.Writer, checks []TableCheck) {
 		}
 		fmt.Fprintf(w, "%-*s  %12d  %12s  %s\n", width, c.Table, c.AtBackup, restored, mark)
 	}
+}
+
+// notEmptyError refuses a restore into a database that has tables.
+func notEmptyError(db string, existing []TableCount) error {
+	var names []string
+	for _, t := range existing[:min(3, len(existing))] {
+		names = append(names, t.QualifiedName())
+	}
+	return fmt.Errorf("database %s is not empty (%d tables, e.g. %s): give --pg-clean to drop and recreate the dumped objects, or restore into a new database with --pg-create",
+		displayIdent(db), len(existing), strings.Join(names, ", "))
+}
+
+// Preflight checks, without changing anything, what Restore would find:
+// the client tool, the target database (present, empty, or to be
+// created) and whether the options allow restoring into it. It returns
+// what the restore will do, in a few words, or why it would fail.
+func Preflight(ctx context.Context, o RestoreOptions) (string, error) {
+	det := o.Details
+	db := o.Target.Database()
+	if db == "" {
+		db = det.Database
+	}
+	target := o.Target.WithDatabase(db)
+	tool := "pg_restore"
+	if det.Format == FormatPlain {
+		tool = "psql"
+		if o.Clean {
+			return "", errors.New("--pg-clean needs a custom-format dump: a plain SQL dump has no DROP statements")
+		}
+	}
+	var need Version
+	if det.PgDumpVersion != "" {
+		need, _ = parseToolVersion("(PostgreSQL) " + det.PgDumpVersion)
+	}
+	if _, _, err := checkToolVersion(ctx, o.Tools, tool, need, "the pg_dump "+det.PgDumpVersion+" that wrote the dump"); err != nil {
+		return "", err
+	}
+	conn, err := target.connect(ctx)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			if o.Create {
+				return fmt.Sprintf("database %s will be created", displayIdent(db)), nil
+			}
+			return "", fmt.Errorf("%w (give --pg-create to create it)", err)
+		}
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	existing, err := listTables(ctx, conn)
+	if err != nil {
+		return "", fmt.Errorf("list tables of %s: %s", target, target.Redact(err.Error()))
+	}
+	switch {
+	case len(existing) == 0:
+		return fmt.Sprintf("into the existing, empty database %s", displayIdent(db)), nil
+	case o.Clean:
+		return fmt.Sprintf("database %s has %d tables: the dumped objects are dropped and recreated", displayIdent(db), len(existing)), nil
+	}
+	return "", notEmptyError(db, existing)
 }
 
 func createDatabase(ctx context.Context, target *ConnInfo, db, encoding string) (bool, error) {

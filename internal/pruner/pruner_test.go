@@ -264,8 +264,10 @@ func TestPlanIsWhatExecuteDoes(t *testing.T) {
 			f.write(fmt.Sprint("f", i), 300_000)
 		}
 		old := f.backup(r)
-		os.Remove(filepath.Join(f.src, "f1")) // leaves a pack partly unused: repacked
-		f.write("f5", 200_000)
+		// f1 leaves its pack partly unused (repacked), whichever blobs
+		// share it; the old snapshot's tree pack is unused (marked).
+		os.Remove(filepath.Join(f.src, "f1"))
+		f.write("f6", 200_000)
 		f.backup(r)
 		r.Close()
 		f.forget(old)

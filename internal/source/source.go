@@ -53,6 +53,10 @@ type Source interface {
 	RestoreFlags(fl *pflag.FlagSet)
 	// RestoreEnabled reports whether the restore flags name a target.
 	RestoreEnabled() bool
+	// CheckRestore checks, changing nothing, that Restore can run against
+	// the enabled target now, and says what it will do there. Restores
+	// check every target before they restore anything.
+	CheckRestore(ctx context.Context, rs Restore) (string, error)
 	// Restore restores the source's part of a snapshot to that target
 	// and verifies it; without a target it only rejects restore flags
 	// that need one. It runs for every source, enabled or not.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -229,6 +230,28 @@ func choose(dumps []StoredDump, want, targetDB string) (StoredDump, error) {
 		return dumps[0], nil
 	}
 	return StoredDump{}, fmt.Errorf("the snapshot holds dumps of several databases (%s): choose one with --pg-database", strings.Join(names, ", "))
+}
+
+// CheckRestore checks, without changing anything, that Restore can run
+// with f against its target now, and says what it will do there.
+func CheckRestore(ctx context.Context, rs source.Restore, f RestoreOptions) (string, error) {
+	target, err := pgstream.ParseConn(f.Target)
+	if err != nil {
+		return "", err
+	}
+	dumps, err := storedDumps(rs.Snapshot)
+	if err != nil {
+		return "", err
+	}
+	d, err := choose(dumps, f.Database, target.Database())
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", rs.Snapshot.ID.Short(), err)
+	}
+	if f.Globals && !slices.Contains(rs.Snapshot.Paths, Dir+pgstream.GlobalsFileName) {
+		return "", fmt.Errorf("snapshot %s holds no globals (was it taken without them?)", rs.Snapshot.ID.Short())
+	}
+	return pgstream.Preflight(ctx, pgstream.RestoreOptions{Target: target, Tools: pgstream.Tools{Dir: f.Bin},
+		Details: d.Details, Create: f.Create, Clean: f.Clean})
 }
 
 // Restore restores a database of the snapshot into f.Target and checks

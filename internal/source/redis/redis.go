@@ -26,6 +26,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/rdb"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/restorer"
 	"github.com/cairn-backup/cairn/tree"
 )
 
@@ -342,6 +343,35 @@ func FormatKeyspace(ks map[int]rdb.DBKeys) string {
 		parts = append(parts, fmt.Sprintf("db%d:keys=%d,expires=%d", db, ks[db].Keys, ks[db].Expires))
 	}
 	return strings.Join(parts, " ")
+}
+
+// CheckRestore checks, without changing anything, that Restore can run
+// with f now: the snapshot holds an RDB, the RDB directory can be written
+// and the target server answers (and accepts the credentials).
+func CheckRestore(ctx context.Context, rs source.Restore, f RestoreOptions) (string, error) {
+	if _, _, err := snapshotRDB(ctx, rs.Repo, rs.Snapshot); err != nil {
+		return "", err
+	}
+	var notes []string
+	if f.RDBDir != "" {
+		if err := restorer.CheckWritable(f.RDBDir); err != nil {
+			return "", fmt.Errorf("RDB directory: %w", err)
+		}
+		notes = append(notes, "dump.rdb written to "+f.RDBDir)
+	}
+	if f.Target != "" {
+		o, err := f.Conn.Options(f.Target)
+		if err != nil {
+			return "", err
+		}
+		c, err := rdb.Dial(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		c.Close()
+		notes = append(notes, "the data set of "+o.Addr+" is replaced")
+	}
+	return strings.Join(notes, "; "), nil
 }
 
 // Restore writes the snapshot's RDB to f.RDBDir and/or loads it into the

@@ -83,3 +83,8 @@ func (s *Source) RestoreEnabled() bool { return s.restore.Enabled() }
 func (s *Source) Restore(ctx context.Context, rs source.Restore) error {
 	return Restore(ctx, rs, s.restore)
 }
+
+// CheckRestore implements source.Source.
+func (s *Source) CheckRestore(ctx context.Context, rs source.Restore) (string, error) {
+	return CheckRestore(ctx, rs, s.restore)
+}
