@@ -17,6 +17,7 @@ import (
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/internal/backup"
+	"github.com/cairn-backup/cairn/internal/retention"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/internal/source/command"
 	"github.com/cairn-backup/cairn/pathmatch"
@@ -74,7 +75,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.StringVar(&f.stdinKind, "stdin-kind", repo.ChunkingAuto, "chunking of the stream: files (about 1 MiB chunks), database (about 256 KiB, and changed chunks stored as deltas: for dumps that change in scattered rows) or auto (database for a pg_dump or Redis RDB stream, else files)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "add `tags` (comma-separated, repeatable)")
 	fl.StringVar(&f.host, "host", "", "record `hostname` instead of this machine's")
-	fl.StringVar(&f.timeStr, "time", "", "record `time` (RFC3339) as the snapshot time instead of now")
+	fl.StringVar(&f.timeStr, "time", "", "record `time` as the snapshot time instead of now (RFC 3339, or local 2026-01-06 03:00[:00] or 2026-01-06)")
 	fl.StringArrayVarP(&f.excludes, "exclude", "e", nil, "exclude paths matching `pattern` (repeatable)")
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
 	fl.StringVar(&f.config, "config", "", "back up every source of the deployment profile `file` (TOML) into one snapshot")
@@ -151,8 +152,9 @@ func backupPlan(f backupFlags, args []string) (p backup.Plan, argv []string, err
 		return p, nil, fmt.Errorf("nothing to back up: give %s or %s", strings.Join(hints[:len(hints)-1], ", "), hints[len(hints)-1])
 	}
 	if f.timeStr != "" {
-		if p.Time, err = time.Parse(time.RFC3339, f.timeStr); err != nil {
-			return p, nil, fmt.Errorf("invalid --time %q: want RFC3339 such as 2026-01-02T03:04:05Z", f.timeStr)
+		// The forms of restore --at: RFC 3339 or local time.
+		if p.Time, err = retention.ParseAt(f.timeStr, time.Local); err != nil {
+			return p, nil, fmt.Errorf("--time: %w", err)
 		}
 	}
 	p.Host = f.host
@@ -235,10 +237,13 @@ func (a *app) printBackupSummary(id crypto.ID, res *archiver.Result, parent *rep
 	}
 	a.printf("Files:       %5d new, %5d changed, %5d unmodified\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
 	a.printf("Dirs:        %5d new, %5d changed, %5d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
+	// New data is what the repository did not hold as it is; what was
+	// stored for it is far less when changed chunks became deltas.
+	a.printf("New data:    %s in %d chunks (before compression and deltas)\n", formatBytes(s.DataAdded), s.DataBlobs)
 	if s.DeltaBlobs > 0 {
-		a.printf("Added to the repository: %s (%s stored; %d of %d chunks as deltas)\n", formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked), s.DeltaBlobs, s.DataBlobs)
+		a.printf("Stored:      %s (%d chunks as deltas against their previous version)\n", formatBytes(s.DataAddedPacked), s.DeltaBlobs)
 	} else {
-		a.printf("Added to the repository: %s (%s stored)\n", formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked))
+		a.printf("Stored:      %s\n", formatBytes(s.DataAddedPacked))
 	}
 	rate := float64(s.TotalBytesProcessed) / max(d.Seconds(), 1e-3) / (1 << 20)
 	a.printf("processed %d files, %s in %s (%.1f MiB/s)\n", s.TotalFilesProcessed, formatBytes(s.TotalBytesProcessed), d.Round(time.Millisecond), rate)

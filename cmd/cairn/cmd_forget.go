@@ -147,7 +147,7 @@ func (o *forgetOptions) matchFilter(sn *repo.Snapshot) bool {
 
 func (a *app) runForget(ctx context.Context, o forgetOptions, args []string) error {
 	if o.config != "" {
-		if err := a.applyForgetProfile(&o); err != nil {
+		if err := a.applyForgetProfile(&o, len(args) > 0); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -38,6 +39,14 @@ func (a *app) applyBackupProfile(cmd *cobra.Command, f *backupFlags, args []stri
 	p, err := a.loadProfile(f.config)
 	if err != nil {
 		return nil, err
+	}
+	for _, path := range p.Files.Paths {
+		// A path that does not exist is a mistake in the profile (authentik
+		// 2025.12 moved /media to /data), not an unreadable file: every
+		// night would silently lose it.
+		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("profile %s: files.paths: %s does not exist", p.Name, path)
+		}
 	}
 	args = append(args, p.Files.Paths...)
 	f.excludes = append(f.excludes, p.Files.Excludes...)
@@ -107,7 +116,7 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 
 // applyForgetProfile limits forget to the profile's snapshots and uses its
 // retention policy unless --keep-* flags were given.
-func (a *app) applyForgetProfile(o *forgetOptions) error {
+func (a *app) applyForgetProfile(o *forgetOptions, named bool) error {
 	p, err := a.loadProfile(o.config)
 	if err != nil {
 		return err
@@ -124,12 +133,17 @@ func (a *app) applyForgetProfile(o *forgetOptions) error {
 		// a night held (an optional source skipped).
 		o.groupBy = "host"
 	}
-	if o.policy.Empty() && o.within == "" {
+	if o.policy.Empty() && o.within == "" && !named {
 		rt := p.Retention
 		o.policy.Last, o.policy.Hourly, o.policy.Daily = rt.KeepLast, rt.KeepHourly, rt.KeepDaily
 		o.policy.Weekly, o.policy.Monthly, o.policy.Yearly = rt.KeepWeekly, rt.KeepMonthly, rt.KeepYearly
 		o.policy.Tags = rt.KeepTags
 		o.within = rt.KeepWithin
+		if o.policy.Empty() && o.within == "" && !named {
+			// A nightly 'forget --config' that silently keeps everything
+			// lets the repository grow until the disk is full.
+			return fmt.Errorf("profile %s has no [retention] policy: add one (keep_daily = 7, ...) or give --keep-* options", p.Name)
+		}
 	}
 	return nil
 }

@@ -210,6 +210,25 @@ authentik = %q
 	}
 	// Retention from the profile.
 	c.ok("forget", "--config", cfg, "--dry-run")
+
+	// Mistakes that would lose data night after night fail loudly: a path
+	// that does not exist (exit 1, no snapshot), and forget without a
+	// policy (exit 1, not "nothing to do").
+	good := profile(rsrc.URL(), false)
+	body, _ = os.ReadFile(good)
+	missing := filepath.Join(root, "missing.toml")
+	writeFile(t, missing, []byte(strings.Replace(string(body), filepath.Join(data, "certs"), filepath.Join(data, "no-such-dir"), 1)), 0o600)
+	if res := c.run("backup", "--config", missing); res.code != 1 || !strings.Contains(res.stderr, "files.paths") || !strings.Contains(res.stderr, "no-such-dir") {
+		t.Fatalf("a profile path that does not exist: %s", res)
+	}
+	if n := len(c.snapshots()); n != 4 {
+		t.Fatalf("a profile with a missing path wrote a snapshot (%d)", n)
+	}
+	noPolicy := filepath.Join(root, "nopolicy.toml")
+	writeFile(t, noPolicy, []byte(strings.Replace(string(body), "keep_daily = 7", "", 1)), 0o600)
+	if res := c.run("forget", "--config", noPolicy); res.code != 1 || !strings.Contains(res.stderr, "no [retention] policy") {
+		t.Fatalf("forget --config without a policy: %s", res)
+	}
 }
 
 // TestExampleProfileAsShipped runs docs/examples/authentik.toml with only
@@ -255,11 +274,14 @@ func TestExampleProfileAsShipped(t *testing.T) {
 	c := newCLI(t, filepath.Join(root, "repo"))
 	c.env = []string{"PGPASSFILE=" + pgpass, "CAIRN_REDIS_PASSWORD=redis-pw"}
 	c.init()
-	res := c.run("backup", "--config", cfgPath)
+	res := c.run("backup", "--config", cfgPath, "--time", "2026-11-24 03:00") // --time takes --at's forms
 	if res.code != 0 {
 		t.Fatalf("the example profile's backup: %s", res)
 	}
 	sns := c.snapshots()
+	if want := time.Date(2026, 11, 24, 3, 0, 0, 0, time.Local); !sns[0].Time.Equal(want) {
+		t.Fatalf("--time in local form: snapshot time %v, want %v", sns[0].Time, want)
+	}
 	if len(sns) != 1 || !slices.Contains(sns[0].Paths, "/postgres/authentik.pgdump") || !slices.Contains(sns[0].Paths, "/redis/dump.rdb") ||
 		slices.Contains(sns[0].Paths, "/postgres/globals.sql") {
 		t.Fatalf("the example's snapshot holds %v", sns)
