@@ -43,6 +43,10 @@ type Options struct {
 	Downloads int
 	// BytesWritten, when set, is advanced as content is written.
 	BytesWritten *atomic.Int64
+	// Delete removes what the target holds, in the directories restored,
+	// that the snapshot does not (and the filters select): the target
+	// then equals the snapshot instead of a merge of both.
+	Delete bool
 }
 
 // Stats describe a finished restore: what was written (Files and Bytes
@@ -54,6 +58,8 @@ type Stats struct {
 	// count every failure reported to Options.Warn.
 	FilesFailed int
 	Warnings    int
+	// Deleted counts entries removed with Options.Delete.
+	Deleted int
 }
 
 type entry struct {
@@ -153,6 +159,9 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
 		return Stats{}, err
 	}
+	if opts.Delete {
+		rs.deleteExtra(target)
+	}
 	if err := rs.makeDirs(); err != nil {
 		return Stats{}, err
 	}
@@ -163,6 +172,44 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	rs.countFiles()
 	rs.stats.Warnings = int(rs.warnings.Load())
 	return rs.stats, ctx.Err()
+}
+
+// deleteExtra removes, from the target root and every directory the
+// restore writes, the entries the snapshot does not have there, unless
+// the filters leave them out of the restore.
+func (rs *restorer) deleteExtra(target string) {
+	planned := map[string]bool{}
+	for _, list := range [][]*entry{rs.dirs, rs.files, rs.links} {
+		for _, e := range list {
+			planned[e.target] = true
+		}
+	}
+	type dir struct{ target, snap string }
+	dirs := []dir{{target, "/"}}
+	for _, d := range rs.dirs {
+		dirs = append(dirs, dir{d.target, d.snap})
+	}
+	for _, d := range dirs {
+		ents, err := os.ReadDir(d.target)
+		if err != nil {
+			continue // not there yet: nothing to delete
+		}
+		for _, ent := range ents {
+			p := filepath.Join(d.target, ent.Name())
+			snap := path.Join(d.snap, ent.Name())
+			if planned[p] {
+				continue
+			}
+			if include, _ := rs.selected(snap, ent.IsDir()); !include {
+				continue
+			}
+			if err := os.RemoveAll(p); err != nil {
+				rs.warn(snap, fmt.Errorf("delete: %w", err))
+				continue
+			}
+			rs.stats.Deleted++
+		}
+	}
 }
 
 // countFiles counts the files written completely, and the others.

@@ -18,7 +18,7 @@ import (
 
 func (a *app) restoreCommand() *cobra.Command {
 	var target, host, at, config string
-	var dryRun, inPlace bool
+	var dryRun, inPlace, deleteExtra bool
 	var includes, excludes, tags []string
 	sources := newSources()
 	cmd := &cobra.Command{
@@ -93,12 +93,15 @@ func (a *app) restoreCommand() *cobra.Command {
 			if target == "" {
 				return nil
 			}
+			if ents, err := os.ReadDir(target); err == nil && len(ents) > 0 && !deleteExtra {
+				fmt.Fprintf(a.stderr, "warning: %s is not empty: what the snapshot does not have stays there (--delete removes it)\n", target)
+			}
 			start := time.Now()
 			var written atomic.Int64
 			a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
 			st, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{
 				Target: target, Includes: inc, Excludes: exc, Chown: os.Geteuid() == 0,
-				BytesWritten: &written, Downloads: a.downloadsFor(r),
+				BytesWritten: &written, Downloads: a.downloadsFor(r), Delete: deleteExtra,
 				Warn: func(p string, err error) {
 					fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err))
 				},
@@ -113,6 +116,9 @@ func (a *app) restoreCommand() *cobra.Command {
 				}
 			} else if st.Warnings == 0 {
 				a.printf("restored %d files, %d directories, %d links, %s in %s\n", st.Files, st.Dirs, st.Links, formatBytes(st.Bytes), d.Round(time.Millisecond))
+				if deleteExtra {
+					a.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
+				}
 			}
 			if st.Warnings > 0 {
 				return fmt.Errorf("restore incomplete: %d error(s); %d files restored, %d not (%s written) in %s",
@@ -130,6 +136,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	fl.StringArrayVar(&tags, "tag", nil, "with 'latest' or --at: only snapshots with all of these `tags`")
 	fl.StringVar(&config, "config", "", "restore every source of the deployment profile `file` to the targets it names (SNAPSHOT defaults to the newest of the profile)")
 	fl.BoolVarP(&dryRun, "dry-run", "n", false, "with --config: print the plan and stop")
+	fl.BoolVar(&deleteExtra, "delete", false, "remove files and directories in the target that the snapshot does not have (in the directories restored, as the filters select), so that the target equals the snapshot")
 	fl.BoolVar(&inPlace, "in-place", false, "with --config: allow the plan to replace live data (the backed-up database, Redis or paths)")
 	for _, s := range sources {
 		s.RestoreFlags(fl)

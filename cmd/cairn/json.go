@@ -75,13 +75,14 @@ type restoreJSON struct {
 	LinksRestored int     `json:"links_restored"`
 	BytesRestored uint64  `json:"bytes_restored"`
 	FilesFailed   int     `json:"files_failed"`
+	FilesDeleted  int     `json:"files_deleted"`
 	Errors        int     `json:"errors"`
 	TotalDuration float64 `json:"total_duration"` // seconds
 }
 
 func newRestoreJSON(id crypto.ID, st restorer.Stats, seconds float64) restoreJSON {
 	return restoreJSON{MessageType: "summary", SnapshotID: id.String(), FilesRestored: st.Files, DirsRestored: st.Dirs,
-		LinksRestored: st.Links, BytesRestored: st.Bytes, FilesFailed: st.FilesFailed, Errors: st.Warnings, TotalDuration: seconds}
+		LinksRestored: st.Links, BytesRestored: st.Bytes, FilesFailed: st.FilesFailed, FilesDeleted: st.Deleted, Errors: st.Warnings, TotalDuration: seconds}
 }
 
 type repairIndexJSON struct {

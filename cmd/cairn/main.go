@@ -141,6 +141,13 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.memProfile, "mem-profile", "", "write the heap profile at the peak of heap use to `file` (for development)")
 	_ = pf.MarkHidden("mem-profile")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		// Every command takes the repository and password from a profile
+		// (backup, restore, snapshots and forget also use its sources).
+		if fl := cmd.Flags().Lookup("config"); fl != nil && fl.Value.String() != "" {
+			if _, err := a.loadProfile(fl.Value.String()); err != nil {
+				return err
+			}
+		}
 		if a.memProfile != "" {
 			go peakHeapProfile(cmd.Context(), a.memProfile)
 		}
@@ -159,7 +166,19 @@ func (a *app) rootCommand() *cobra.Command {
 		}
 	}
 	root.AddCommand(a.commands()...)
+	addConfigFlags(root)
 	return root
+}
+
+// addConfigFlags gives every command that has no --config of its own one
+// that takes the repository and password from a deployment profile.
+func addConfigFlags(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		addConfigFlags(c)
+	}
+	if cmd.Runnable() && cmd.Flags().Lookup("config") == nil {
+		cmd.Flags().String("config", "", "take the repository and password from the deployment profile `file`")
+	}
 }
 
 // peakHeapProfile samples the heap every 100 ms and keeps the profile taken

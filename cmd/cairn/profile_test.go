@@ -294,4 +294,16 @@ func TestExampleProfileAsShipped(t *testing.T) {
 		t.Fatalf("restored database differs: %v, want %v", got, want)
 	}
 	compareTrees(t, filepath.Join(data, "certs"), filepath.Join(restoreDir, data, "certs"), false)
+
+	// Every command finds the repository through the profile.
+	withRepo := strings.Replace(cfg, "s3:https://s3.example.com/backups/authentik", c.repo, 1)
+	writeFile(t, cfgPath, []byte(withRepo), 0o600)
+	bare := newCLI(t, "")
+	bare.env = c.env
+	if res := bare.run("check"); res.code != 1 || !strings.Contains(res.stderr, "no repository") {
+		t.Fatalf("check without a repository: %s", res)
+	}
+	for _, args := range [][]string{{"check"}, {"stats"}, {"ls", "latest"}, {"key", "list"}, {"prune", "--dry-run"}, {"diff", "latest", "latest"}} {
+		bare.ok(append(args, "--config", cfgPath)...)
+	}
 }

@@ -72,3 +72,44 @@ func TestRestoreUnwritableTarget(t *testing.T) {
 		t.Fatalf("--json of a partial restore (%v): %s", err, res)
 	}
 }
+
+// TestRestoreDelete: restoring into a directory that holds other files
+// warns and keeps them; --delete removes what the snapshot does not have,
+// within what the filters select.
+func TestRestoreDelete(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("a\n"), 0o644)
+	writeFile(t, filepath.Join(src, "sub", "b.txt"), []byte("b\n"), 0o644)
+	c.ok("backup", src)
+
+	target := filepath.Join(base, "target")
+	c.ok("restore", "latest", "--target", target)
+	extra := restoredPath(target, filepath.Join(src, "extra.txt"))
+	oldDir := restoredPath(target, filepath.Join(src, "sub", "old"))
+	writeFile(t, extra, []byte("not in the snapshot\n"), 0o644)
+	writeFile(t, filepath.Join(oldDir, "c.txt"), []byte("c\n"), 0o644)
+
+	res := c.ok("restore", "latest", "--target", target)
+	if !strings.Contains(res.stderr, "is not empty") {
+		t.Fatalf("no warning about a non-empty target: %s", res)
+	}
+	if _, err := os.Stat(extra); err != nil {
+		t.Fatalf("a restore without --delete removed a file: %v", err)
+	}
+	// With a filter, only what it selects is deleted.
+	c.ok("restore", "latest", "--target", target, "--delete", "--include", filepath.Join(src, "sub"))
+	if _, err := os.Stat(oldDir); !os.IsNotExist(err) {
+		t.Fatalf("--delete with --include kept %s: %v", oldDir, err)
+	}
+	if _, err := os.Stat(extra); err != nil {
+		t.Fatalf("--delete removed %s, outside --include: %v", extra, err)
+	}
+	res = c.ok("restore", "latest", "--target", target, "--delete")
+	if _, err := os.Stat(extra); !os.IsNotExist(err) || !strings.Contains(res.stdout, "deleted 1 entries") {
+		t.Fatalf("--delete kept %s (%v): %s", extra, err, res)
+	}
+	compareTrees(t, src, restoredPath(target, src), false)
+}
