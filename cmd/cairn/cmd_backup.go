@@ -254,8 +254,16 @@ func (a *app) printBackupSummary(id crypto.ID, res *archiver.Result, parent *rep
 // and returns a function that clears it (and stops it for good when final).
 func (a *app) startProgress(ctx context.Context, p *archiver.Progress, paths []string, ex pathmatch.List) func(final bool) {
 	f, ok := a.stderr.(*os.File)
-	if a.quiet || a.jsonOutput || !ok || !term.IsTerminal(int(f.Fd())) {
+	tty := ok && term.IsTerminal(int(f.Fd()))
+	switch {
+	case a.quiet || (a.jsonOutput && tty):
 		return func(bool) {}
+	case !tty:
+		interval := progressLogInterval
+		if d := envDuration("CAIRN_PROGRESS_INTERVAL"); d > 0 {
+			interval = d
+		}
+		return a.logProgress(p, interval)
 	}
 	go scanTotals(ctx, p, paths, ex)
 	var mu sync.Mutex
@@ -303,6 +311,39 @@ func (a *app) startProgress(ctx context.Context, p *archiver.Progress, paths []s
 				mu.Unlock()
 				close(done)
 			})
+		}
+	}
+}
+
+// progressLogInterval is how often a backup whose stderr is a log (cron,
+// systemd) says how far it got, so that a long night is not silent
+// (CAIRN_PROGRESS_INTERVAL changes it).
+const progressLogInterval = 30 * time.Second
+
+// logProgress writes a progress line to stderr every interval until the
+// returned function is called with final set.
+func (a *app) logProgress(p *archiver.Progress, interval time.Duration) func(final bool) {
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			el := time.Since(start)
+			b := p.Bytes.Load()
+			fmt.Fprintf(a.stderr, "progress: %s: %d files, %s read (%s/s)\n", el.Round(time.Second), p.Files.Load(),
+				formatBytes(uint64(b)), formatBytes(uint64(float64(b)/max(el.Seconds(), 1e-3))))
+		}
+	}()
+	var once sync.Once
+	return func(final bool) {
+		if final {
+			once.Do(func() { close(done) })
 		}
 	}
 }

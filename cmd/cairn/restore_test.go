@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // readOnlyDir makes dir unwritable for this process, also as root (where
@@ -112,4 +114,32 @@ func TestRestoreDelete(t *testing.T) {
 		t.Fatalf("--delete kept %s (%v): %s", extra, err, res)
 	}
 	compareTrees(t, src, restoredPath(target, src), false)
+}
+
+// slowReader delivers data in small pieces with a pause before each.
+type slowReader struct {
+	data  []byte
+	pause time.Duration
+}
+
+func (s *slowReader) Read(b []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause)
+	n := copy(b[:min(len(b), 64<<10)], s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+// TestProgressLogLines: with stderr not a terminal (a cron or systemd
+// log), a long backup says how far it got at every interval.
+func TestProgressLogLines(t *testing.T) {
+	c := newCLI(t, filepath.Join(t.TempDir(), "repo"))
+	c.init()
+	c.env = []string{"CAIRN_PROGRESS_INTERVAL=100ms"}
+	res := c.runIn(&slowReader{data: randomBytes(9, 1<<20), pause: 100 * time.Millisecond}, "backup", "--stdin")
+	if res.code != 0 || !strings.Contains(res.stderr, "progress: ") {
+		t.Fatalf("no progress lines in the log: %s", res)
+	}
 }
