@@ -159,6 +159,9 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
 		return Stats{}, err
 	}
+	if err := rs.checkSpace(target); err != nil {
+		return Stats{}, err
+	}
 	if opts.Delete {
 		rs.deleteExtra(target)
 	}
@@ -172,6 +175,50 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	rs.countFiles()
 	rs.stats.Warnings = int(rs.warnings.Load())
 	return rs.stats, ctx.Err()
+}
+
+// checkSpace fails the restore before it writes anything when the file
+// system of target has less room than the files need, counting what files
+// being replaced already take.
+func (rs *restorer) checkSpace(target string) error {
+	var need uint64
+	for _, e := range rs.files {
+		need += e.node.Size
+	}
+	if CheckSpace(target, need) == nil {
+		return nil
+	}
+	for _, e := range rs.files {
+		if fi, err := os.Lstat(e.target); err == nil && fi.Mode().IsRegular() {
+			need -= min(e.node.Size, uint64(fi.Size()))
+		}
+	}
+	return CheckSpace(target, need)
+}
+
+// CheckSpace reports an error when the file system that holds dir (or its
+// nearest existing ancestor) has fewer than need bytes free for this
+// process. Where that cannot be known, it says nothing.
+func CheckSpace(dir string, need uint64) error {
+	p, err := filepath.Abs(dir)
+	if err != nil {
+		return nil
+	}
+	for {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return nil
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if need > free {
+		return fmt.Errorf("not enough space for the restore in %s: it writes %d bytes, %d are free", dir, need, free)
+	}
+	return nil
 }
 
 // deleteExtra removes, from the target root and every directory the

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,9 @@ type backupFlags struct {
 	parent           string
 	config           string
 	group            string // the profile's tag, with --config
+	profileName      string // with --config
+	notifyURL        string // with --config: the profile's [notify] url
+	metricsFile      string
 	noDelta          bool
 	// sources are the databases and caches; each registers its flags.
 	sources []source.Source
@@ -59,13 +63,31 @@ func (a *app) backupCommand() *cobra.Command {
 		Use:   "backup [flags] PATH... | --stdin | --stdin-from-command -- CMD ARGS...",
 		Short: "Create a snapshot of files, directories or a stream",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.config != "" {
-				var err error
-				if args, err = a.applyBackupProfile(cmd, &f, args); err != nil {
+			start := time.Now()
+			var res *backup.Result
+			var notify *pinger
+			err := func() (err error) {
+				if f.config != "" {
+					args, err = a.applyBackupProfile(cmd, &f, args)
+				}
+				// A profile that names a URL but fails its own checks (a
+				// missing path) still reports the failure.
+				notify = newPinger(f.notifyURL, func(err error) { fmt.Fprintf(a.stderr, "warning: %v\n", err) })
+				if err != nil {
 					return err
 				}
+				notify.start(cmd.Context())
+				res, err = a.runBackup(cmd.Context(), f, args)
+				return err
+			}()
+			notify.finish(cmd.Context(), exitCode(cmd.Context(), err), err)
+			if f.metricsFile != "" {
+				m := backupMetrics{Profile: f.profileName, Start: start, Duration: time.Since(start), ExitCode: exitCode(cmd.Context(), err), Result: res}
+				if merr := writeMetricsFile(f.metricsFile, m); merr != nil {
+					fmt.Fprintf(a.stderr, "warning: %v\n", merr)
+				}
 			}
-			return a.runBackup(cmd.Context(), f, args)
+			return err
 		},
 	}
 	fl := cmd.Flags()
@@ -79,6 +101,7 @@ func (a *app) backupCommand() *cobra.Command {
 	fl.StringArrayVarP(&f.excludes, "exclude", "e", nil, "exclude paths matching `pattern` (repeatable)")
 	fl.StringVar(&f.parent, "parent", "", "use snapshot `ID` as parent instead of the newest of the same host and paths")
 	fl.StringVar(&f.config, "config", "", "back up every source of the deployment profile `file` (TOML) into one snapshot")
+	fl.StringVar(&f.metricsFile, "metrics-file", os.Getenv("CAIRN_METRICS_FILE"), "after the backup, write its outcome in Prometheus text format to `file` (for node_exporter's textfile collector), replaced atomically; env CAIRN_METRICS_FILE")
 	fl.BoolVar(&f.noDelta, "no-delta", false, "store changed chunks of database streams in full, not as deltas against the parent snapshot")
 	for _, s := range f.sources {
 		s.BackupFlags(fl)
@@ -86,46 +109,52 @@ func (a *app) backupCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) error {
+func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) (*backup.Result, error) {
 	start := time.Now()
 	p, argv, err := backupPlan(f, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name := strings.Trim(filepath.ToSlash(f.stdinFilename), "/")
 
 	a.memoryBase = backupMemoryBase
 	r, err := a.openRepo(ctx, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.Close()
 	if f.parent != "" {
 		if p.Parent, err = findSnapshot(ctx, r, f.parent, ""); err != nil {
-			return fmt.Errorf("--parent: %w", err)
+			return nil, fmt.Errorf("--parent: %w", err)
 		}
 	}
 	if p.Captures, err = a.startSources(ctx, &f, argv, name); err != nil {
-		return err
+		return nil, err
 	}
 	progress := &archiver.Progress{}
-	stopProgress := a.startProgress(ctx, progress, p.Paths, p.Excludes)
+	var errorCount atomic.Int64
+	stopProgress := a.startProgress(ctx, progress, &errorCount, p.Paths, p.Excludes)
 	p.Progress = progress
 	p.Unreadable = func(path string, err error) {
+		errorCount.Add(1)
 		stopProgress(false)
+		if a.jsonOutput {
+			_ = a.printJSONTo(a.stderr, newErrorJSON(unwrapPath(err), "archival", path))
+			return
+		}
 		fmt.Fprintf(a.stderr, "warning: %s: %v\n", path, unwrapPath(err))
 	}
 	p.SourceSkipped = func(err error) { fmt.Fprintf(a.stderr, "warning: optional source skipped: %v\n", err) }
 	res, err := backup.Run(ctx, r, p)
 	stopProgress(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.printBackupSummary(res.ID, res.Archive, res.Parent, time.Since(start))
 	if res.Unreadable > 0 || res.Skipped > 0 {
-		return fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, res.Unreadable, res.Skipped)
+		return res, fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, res.Unreadable, res.Skipped)
 	}
-	return nil
+	return res, nil
 }
 
 // backupPlan checks the flags and turns them into a plan (without its
@@ -252,12 +281,15 @@ func (a *app) printBackupSummary(id crypto.ID, res *archiver.Result, parent *rep
 
 // startProgress prints a progress line to a terminal stderr every 250 ms
 // and returns a function that clears it (and stops it for good when final).
-func (a *app) startProgress(ctx context.Context, p *archiver.Progress, paths []string, ex pathmatch.List) func(final bool) {
+func (a *app) startProgress(ctx context.Context, p *archiver.Progress, errs *atomic.Int64, paths []string, ex pathmatch.List) func(final bool) {
 	f, ok := a.stderr.(*os.File)
 	tty := ok && term.IsTerminal(int(f.Fd()))
 	switch {
-	case a.quiet || (a.jsonOutput && tty):
+	case a.quiet:
 		return func(bool) {}
+	case a.jsonOutput:
+		go scanTotals(ctx, p, paths, ex)
+		return a.jsonStatus(p, errs, time.Second)
 	case !tty:
 		interval := progressLogInterval
 		if d := envDuration("CAIRN_PROGRESS_INTERVAL"); d > 0 {
@@ -344,6 +376,33 @@ func (a *app) logProgress(p *archiver.Progress, interval time.Duration) func(fin
 	return func(final bool) {
 		if final {
 			once.Do(func() { close(done) })
+		}
+	}
+}
+
+// jsonStatus writes a restic-style status line to stdout every interval
+// until the returned function is called with final set; that call waits
+// for the last line, so the summary comes after every status line.
+func (a *app) jsonStatus(p *archiver.Progress, errs *atomic.Int64, interval time.Duration) func(final bool) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			_ = a.printJSON(newStatusJSON(p, errs.Load(), time.Since(start)))
+		}
+	})
+	var once sync.Once
+	return func(final bool) {
+		if final {
+			once.Do(func() { close(done); wg.Wait() })
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -16,9 +17,20 @@ import (
 )
 
 func (a *app) printJSON(v any) error {
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return a.printJSONTo(a.stdout, v)
+}
+
+// printJSONTo writes v as one line of JSON (JSON lines, as restic: tools
+// read the output line by line).
+func (a *app) printJSONTo(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	a.jsonMu.Lock()
+	defer a.jsonMu.Unlock()
+	_, err = w.Write(append(b, '\n'))
+	return err
 }
 
 // out is where sources report (internal/source).
@@ -151,8 +163,8 @@ func (a *app) checkCommand() *cobra.Command {
 func (a *app) keyCommand() *cobra.Command {
 	var newPasswordFile string
 	newPassword := func(cmd *cobra.Command) (string, error) {
-		sub := *a
-		sub.passwordFile, sub.passwordCommand = newPasswordFile, ""
+		// The new password's source: the same reader, another file.
+		sub := &app{passwordFile: newPasswordFile}
 		if newPasswordFile == "" {
 			if pw, ok := os.LookupEnv("CAIRN_NEW_PASSWORD"); ok {
 				return pw, nil

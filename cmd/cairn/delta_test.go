@@ -45,7 +45,7 @@ func (c *cli) backupStdinJSON(input []byte, args ...string) deltaSummary {
 		c.t.Fatalf("backup --stdin: %s", res)
 	}
 	var s deltaSummary
-	if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
+	if err := json.Unmarshal(jsonSummary(c.t, res.stdout), &s); err != nil {
 		c.t.Fatalf("backup --json: %v\n%s", err, res)
 	}
 	return s

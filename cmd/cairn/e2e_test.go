@@ -115,11 +115,32 @@ type backupSummary struct {
 	Duration        float64 `json:"total_duration"`
 }
 
+// jsonSummary checks that a backup's --json output is JSON lines (one
+// object each: status lines, then the summary) and returns the summary.
+func jsonSummary(t *testing.T, stdout string) []byte {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	for i, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("--json line %d is not one JSON object (%v): %q", i+1, err, l)
+		}
+		want := "status"
+		if i == len(lines)-1 {
+			want = "summary"
+		}
+		if m["message_type"] != want {
+			t.Fatalf("--json line %d of %d has message_type %v, want %s:\n%s", i+1, len(lines), m["message_type"], want, stdout)
+		}
+	}
+	return []byte(lines[len(lines)-1])
+}
+
 func (c *cli) backupJSON(args ...string) backupSummary {
 	c.t.Helper()
 	res := c.ok(append([]string{"--json", "backup"}, args...)...)
 	var s backupSummary
-	if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
+	if err := json.Unmarshal(jsonSummary(c.t, res.stdout), &s); err != nil {
 		c.t.Fatalf("backup --json output does not decode: %v\n%s", err, res)
 	}
 	if s.FilesRead == nil {

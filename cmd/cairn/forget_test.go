@@ -55,7 +55,7 @@ func TestForgetAndAt(t *testing.T) {
 		res := c.runIn(strings.NewReader("content of "+b.label+"\n"), "--json", "backup", "--stdin",
 			"--stdin-filename", "db.sql", "--host", b.host, "--time", b.time)
 		var s backupSummary
-		if res.code != 0 || json.Unmarshal([]byte(res.stdout), &s) != nil || s.SnapshotID == "" {
+		if res.code != 0 || json.Unmarshal(jsonSummary(t, res.stdout), &s) != nil || s.SnapshotID == "" {
 			t.Fatalf("backup %s: %s", b.label, res)
 		}
 		id[b.label], label[s.SnapshotID] = s.SnapshotID, b.label

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/internal/pruner"
@@ -65,6 +67,54 @@ func newBackupJSON(id crypto.ID, res *archiver.Result, seconds float64) backupJS
 		TotalFilesProcessed: s.TotalFilesProcessed, TotalBytesProcessed: s.TotalBytesProcessed,
 		TotalDuration: seconds, FilesRead: res.FilesRead,
 	}
+}
+
+// statusJSON is restic's backup status line, at most once a second.
+type statusJSON struct {
+	MessageType    string  `json:"message_type"` // "status"
+	SecondsElapsed uint64  `json:"seconds_elapsed"`
+	PercentDone    float64 `json:"percent_done"` // 0 until the totals are known
+	TotalFiles     uint64  `json:"total_files"`
+	FilesDone      uint64  `json:"files_done"`
+	TotalBytes     uint64  `json:"total_bytes"`
+	BytesDone      uint64  `json:"bytes_done"`
+	ErrorCount     uint64  `json:"error_count"`
+}
+
+func newStatusJSON(p *archiver.Progress, errs int64, elapsed time.Duration) statusJSON {
+	s := statusJSON{MessageType: "status", SecondsElapsed: uint64(elapsed.Seconds()),
+		FilesDone: uint64(p.Files.Load()), BytesDone: uint64(p.Bytes.Load()), ErrorCount: uint64(errs)}
+	if p.ScanDone.Load() {
+		s.TotalFiles, s.TotalBytes = uint64(p.TotalFiles.Load()), uint64(p.TotalBytes.Load())
+		if s.TotalBytes > 0 {
+			s.PercentDone = min(1, float64(s.BytesDone)/float64(s.TotalBytes))
+		}
+	}
+	return s
+}
+
+// errorJSON is restic's error message (on stderr): a file that could not
+// be read, during "archival".
+type errorJSON struct {
+	MessageType string `json:"message_type"` // "error"
+	Error       struct {
+		Message string `json:"message"`
+	} `json:"error"`
+	During string `json:"during"`
+	Item   string `json:"item"`
+}
+
+func newErrorJSON(err error, during, item string) errorJSON {
+	e := errorJSON{MessageType: "error", During: during, Item: item}
+	e.Error.Message = err.Error()
+	return e
+}
+
+// exitErrorJSON is restic's last message of a failed command (on stderr).
+type exitErrorJSON struct {
+	MessageType string `json:"message_type"` // "exit_error"
+	Code        int    `json:"code"`
+	Message     string `json:"message"`
 }
 
 type restoreJSON struct {

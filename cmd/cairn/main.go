@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
@@ -89,6 +90,8 @@ type app struct {
 	quiet          bool
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// jsonMu keeps JSON lines written from several goroutines whole.
+	jsonMu sync.Mutex
 }
 
 func main() {
@@ -101,6 +104,12 @@ func main() {
 		msg := err.Error()
 		if code == exitInterrupted {
 			msg = "interrupted"
+		}
+		if a.jsonOutput {
+			// With --json, stderr carries JSON lines too (restic's
+			// exit_error), the last one saying why the command failed.
+			_ = a.printJSONTo(os.Stderr, exitErrorJSON{MessageType: "exit_error", Code: code, Message: msg})
+			os.Exit(code)
 		}
 		if !errors.Is(err, errPartial) {
 			fmt.Fprintf(os.Stderr, "cairn: %s\n", msg)

@@ -118,7 +118,7 @@ func (c *pgCLI) backup(args ...string) pgBackupSummary {
 	c.t.Helper()
 	res := c.ok(nil, append([]string{"--json", "backup"}, args...)...)
 	var s pgBackupSummary
-	if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
+	if err := json.Unmarshal(jsonSummary(c.t, res.stdout), &s); err != nil {
 		c.t.Fatalf("backup --json: %v\n%s", err, res)
 	}
 	if strings.Contains(res.stdout+res.stderr, c.srv.Password) {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -305,5 +309,45 @@ func TestExampleProfileAsShipped(t *testing.T) {
 	}
 	for _, args := range [][]string{{"check"}, {"stats"}, {"ls", "latest"}, {"key", "list"}, {"prune", "--dry-run"}, {"diff", "latest", "latest"}} {
 		bare.ok(append(args, "--config", cfgPath)...)
+	}
+}
+
+// TestProfileNotify: a profile's [notify] url is pinged as healthchecks.io
+// expects (URL/start, then URL or URL/fail with the error), by a real HTTP
+// server in the test.
+func TestProfileNotify(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path+" "+string(body))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	writeFile(t, filepath.Join(data, "a.txt"), []byte("a\n"), 0o644)
+	cfg := filepath.Join(root, "p.toml")
+	write := func(paths ...string) {
+		var q []string
+		for _, p := range paths {
+			q = append(q, fmt.Sprintf("%q", p))
+		}
+		writeFile(t, cfg, []byte(fmt.Sprintf("name = \"p\"\n[files]\npaths = [%s]\n[notify]\nurl = %q\n", strings.Join(q, ", "), srv.URL+"/ping/abc")), 0o600)
+	}
+	c := newCLI(t, filepath.Join(root, "repo"))
+	c.init()
+	write(data)
+	c.ok("backup", "--config", cfg)
+	write(data, filepath.Join(root, "media"))
+	if res := c.run("backup", "--config", cfg); res.code != 1 {
+		t.Fatalf("backup with a missing path: %s", res)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 || got[0] != "POST /ping/abc/start " || got[1] != "POST /ping/abc " ||
+		!strings.HasPrefix(got[2], "POST /ping/abc/fail exit 1: ") || !strings.Contains(got[2], "does not exist") {
+		t.Fatalf("pings: %q", got)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -141,5 +142,123 @@ func TestProgressLogLines(t *testing.T) {
 	res := c.runIn(&slowReader{data: randomBytes(9, 1<<20), pause: 100 * time.Millisecond}, "backup", "--stdin")
 	if res.code != 0 || !strings.Contains(res.stderr, "progress: ") {
 		t.Fatalf("no progress lines in the log: %s", res)
+	}
+}
+
+// TestJSONLines: --json output is JSON lines, as restic's: status lines at
+// most once a second while a backup runs, then the summary with restic's
+// field names; errors and the exit error are JSON lines on stderr.
+func TestJSONLines(t *testing.T) {
+	base := t.TempDir()
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	res := c.runIn(&slowReader{data: randomBytes(10, 2<<20), pause: 80 * time.Millisecond}, "--json", "backup", "--stdin")
+	if res.code != 0 {
+		t.Fatalf("backup: %s", res)
+	}
+	summary := jsonSummary(t, res.stdout)
+	if n := strings.Count(res.stdout, `"message_type":"status"`); n == 0 {
+		t.Fatalf("a backup of about 2.5 s printed no status line:\n%s", res.stdout)
+	}
+	var s map[string]any
+	if err := json.Unmarshal(summary, &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"snapshot_id", "files_new", "files_changed", "files_unmodified", "data_added", "data_added_packed", "total_files_processed", "total_bytes_processed", "total_duration"} {
+		if _, ok := s[k]; !ok {
+			t.Errorf("summary lacks restic's field %s: %s", k, summary)
+		}
+	}
+
+	// A path that cannot be read: an error line and the exit error, on
+	// stderr, each one JSON object.
+	src := filepath.Join(base, "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("a\n"), 0o644)
+	res = c.run("--json", "backup", src, filepath.Join(base, "missing"))
+	if res.code != 3 {
+		t.Fatalf("backup with a missing path: %s", res)
+	}
+	jsonSummary(t, res.stdout)
+	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+	var first, last map[string]any
+	if json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil ||
+		first["message_type"] != "error" || first["during"] != "archival" || !strings.HasSuffix(fmt.Sprint(first["item"]), "missing") ||
+		last["message_type"] != "exit_error" || last["code"] != float64(3) {
+		t.Fatalf("stderr of a partial --json backup: %q", res.stderr)
+	}
+	if out := c.ok("--json", "snapshots").stdout; strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("snapshots --json is not one line: %q", out)
+	}
+}
+
+// TestMetricsFile: --metrics-file writes the outcome in Prometheus text
+// format; a failed night keeps the time of the last success.
+func TestMetricsFile(t *testing.T) {
+	base := t.TempDir()
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	src := filepath.Join(base, "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("a\n"), 0o644)
+	metrics := filepath.Join(base, "cairn.prom")
+	c.ok("backup", src, "--metrics-file", metrics)
+	read := func() map[string]float64 {
+		t.Helper()
+		b, err := os.ReadFile(metrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]float64{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			f := strings.Fields(l)
+			var v float64
+			if _, err := fmt.Sscan(f[len(f)-1], &v); err != nil {
+				t.Fatalf("metrics line %q: %v", l, err)
+			}
+			m[f[0]] = v
+		}
+		return m
+	}
+	m := read()
+	success := m[`cairn_backup_last_success_timestamp_seconds{profile=""}`]
+	if m[`cairn_backup_exit_code{profile=""}`] != 0 || success == 0 || m[`cairn_backup_files_processed{profile=""}`] != 1 ||
+		m[`cairn_backup_source_ok{profile="",kind="files",source="`+src+`",status="ok"}`] != 1 {
+		t.Fatalf("metrics after a good backup: %v", m)
+	}
+	if res := c.run("backup", "--metrics-file", metrics, "--stdin-from-command", "--", "false"); res.code != 1 {
+		t.Fatalf("failing command: %s", res)
+	}
+	m = read()
+	if m[`cairn_backup_exit_code{profile=""}`] != 1 || m[`cairn_backup_last_success_timestamp_seconds{profile=""}`] != success {
+		t.Fatalf("metrics after a failed backup: %v", m)
+	}
+}
+
+// TestRestoreNoSpace: a target whose file system cannot hold the files
+// fails before anything is written (here a 1 MiB tmpfs; mounting it needs
+// root, elsewhere the test is skipped).
+func TestRestoreNoSpace(t *testing.T) {
+	base := t.TempDir()
+	small := filepath.Join(base, "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", small).Run() })
+	src := filepath.Join(base, "src")
+	writeFile(t, filepath.Join(src, "big.bin"), randomBytes(12, 3<<20), 0o644)
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	c.ok("backup", src)
+	res := c.run("restore", "latest", "--target", small)
+	if res.code != 1 || !strings.Contains(res.stderr, "not enough space") {
+		t.Fatalf("restore into a file system that is too small: %s", res)
+	}
+	if ents, _ := os.ReadDir(small); len(ents) != 0 {
+		t.Fatalf("a refused restore wrote %d entries", len(ents))
 	}
 }

@@ -156,6 +156,9 @@ func (plan *RestorePlan) Check(ctx context.Context, rs source.Restore) []string 
 		default:
 			if !filesChecked {
 				filesErr, filesChecked = restorer.CheckWritable(plan.TargetDir), true
+				if filesErr == nil {
+					filesErr = restorer.CheckSpace(plan.TargetDir, plan.filesSize())
+				}
 			}
 			err = filesErr
 		}
@@ -167,6 +170,21 @@ func (plan *RestorePlan) Check(ctx context.Context, rs source.Restore) []string 
 		}
 	}
 	return problems
+}
+
+// filesSize is what the file and stream steps write.
+func (plan *RestorePlan) filesSize() uint64 {
+	var n uint64
+	for _, st := range plan.Steps {
+		switch st.Source.Kind {
+		case postgres.Kind, postgres.GlobalsKind, redis.Kind:
+			continue
+		}
+		if st.Dest != "" {
+			n += st.Source.Size
+		}
+	}
+	return n
 }
 
 func (plan *RestorePlan) postgresOptions(st RestoreStep, globals bool) postgres.RestoreOptions {

@@ -29,6 +29,15 @@ type Profile struct {
 	Files           Files     `toml:"files"`
 	Retention       Retention `toml:"retention"`
 	Restore         Restore   `toml:"restore"`
+	Notify          Notify    `toml:"notify"`
+}
+
+// Notify pings a monitoring URL around each backup --config, with the
+// healthchecks.io convention: URL/start when it begins, URL on success,
+// URL/fail (with the error line as the body) on failure or a partial
+// snapshot.
+type Notify struct {
+	URL string `toml:"url"`
 }
 
 // Postgres lists the databases to dump.

@@ -121,11 +121,9 @@ func (o Out) Warnf(format string, args ...any) {
 	fmt.Fprintf(o.Stderr, "warning: "+format+"\n", args...)
 }
 
-// PrintJSON writes v as JSON, as every command of cairn does.
+// PrintJSON writes v as one line of JSON, as every command of cairn does.
 func (o Out) PrintJSON(v any) error {
-	enc := json.NewEncoder(o.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return json.NewEncoder(o.Stdout).Encode(v)
 }
 
 // Restore is what a source needs to restore its part of a snapshot.
