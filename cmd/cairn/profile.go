@@ -22,6 +22,19 @@ func (a *app) loadProfile(path string) (*profile.Profile, error) {
 	if err != nil {
 		return nil, err
 	}
+	env, err := p.ReadEnvFile()
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", p.Name, err)
+	}
+	for name, value := range env {
+		// The credentials are read from the environment where they are
+		// used (S3, Redis, PostgreSQL's tools); what is set already wins.
+		if _, set := os.LookupEnv(name); !set {
+			if err := os.Setenv(name, value); err != nil {
+				return nil, fmt.Errorf("profile %s: env_file: %w", p.Name, err)
+			}
+		}
+	}
 	if a.repoLocation == "" {
 		a.repoLocation = p.Repository
 	}

@@ -153,3 +153,31 @@ func (p *pausingReader) Read(b []byte) (int, error) {
 	p.off += n
 	return n, nil
 }
+
+// TestProfileEnvFile: the S3 keys come from the profile's env_file, not
+// from the profile or the caller's environment; a file others may read is
+// refused.
+func TestProfileEnvFile(t *testing.T) {
+	srv := s3test.StartT(t)
+	dir := t.TempDir()
+	loc := "s3:" + srv.URL() + "/cairn-env/repo"
+	envFile := filepath.Join(dir, "authentik.env")
+	writeFile(t, envFile, []byte("# S3\nexport AWS_ACCESS_KEY_ID="+srv.User+"\nAWS_SECRET_ACCESS_KEY=\""+srv.Password+"\"\n"), 0o600)
+	if err := os.Chmod(envFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "p.toml")
+	writeFile(t, cfg, []byte("name = \"p\"\nrepository = \""+loc+"\"\nenv_file = \""+envFile+"\"\n[files]\npaths = [\""+dir+"\"]\n"), 0o600)
+	c := newCLI(t, "") // no -r, no AWS_* variables
+	c.ok("init", "--config", cfg)
+	c.ok("backup", "--config", cfg)
+	if n := len(strings.Split(strings.TrimSpace(c.ok("snapshots", "--config", cfg, "--json").stdout), "},{")); n != 1 {
+		t.Fatalf("%d snapshots", n)
+	}
+	if err := os.Chmod(envFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.run("snapshots", "--config", cfg); res.code != 1 || !strings.Contains(res.stderr, "chmod 600") {
+		t.Fatalf("an env_file others can read: %s", res)
+	}
+}

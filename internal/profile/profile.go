@@ -18,18 +18,23 @@ import (
 type Profile struct {
 	// Name identifies the deployment; it is recorded as a snapshot tag
 	// "profile:NAME" and groups snapshots for retention.
-	Name            string    `toml:"name"`
-	Repository      string    `toml:"repository"`
-	PasswordFile    string    `toml:"password_file"`
-	PasswordCommand string    `toml:"password_command"`
-	Host            string    `toml:"host"`
-	Tags            []string  `toml:"tags"`
-	Postgres        Postgres  `toml:"postgres"`
-	Redis           Redis     `toml:"redis"`
-	Files           Files     `toml:"files"`
-	Retention       Retention `toml:"retention"`
-	Restore         Restore   `toml:"restore"`
-	Notify          Notify    `toml:"notify"`
+	Name            string `toml:"name"`
+	Repository      string `toml:"repository"`
+	PasswordFile    string `toml:"password_file"`
+	PasswordCommand string `toml:"password_command"`
+	// EnvFile names a file of NAME=VALUE lines (mode 0600) with the
+	// credentials a profile must not hold itself: AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY, CAIRN_REDIS_PASSWORD, PGPASSWORD or PGPASSFILE.
+	// Variables already set in the environment win.
+	EnvFile   string    `toml:"env_file"`
+	Host      string    `toml:"host"`
+	Tags      []string  `toml:"tags"`
+	Postgres  Postgres  `toml:"postgres"`
+	Redis     Redis     `toml:"redis"`
+	Files     Files     `toml:"files"`
+	Retention Retention `toml:"retention"`
+	Restore   Restore   `toml:"restore"`
+	Notify    Notify    `toml:"notify"`
 }
 
 // Notify pings a monitoring URL around each backup --config, with the
@@ -175,4 +180,43 @@ func RedactURL(u string) string {
 		return u[:scheme+3] + userinfo[:i] + ":xxxxx" + u[at:]
 	}
 	return u
+}
+
+// ReadEnvFile reads the profile's env_file: NAME=VALUE lines, blank lines
+// and # comments skipped, an "export " prefix and quotes around the value
+// allowed. A file that others may read is refused: it holds secrets.
+func (p *Profile) ReadEnvFile() (map[string]string, error) {
+	if p.EnvFile == "" {
+		return nil, nil
+	}
+	fi, err := os.Stat(p.EnvFile)
+	if err != nil {
+		return nil, fmt.Errorf("env_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("env_file %s is readable by others (mode %v): it holds secrets, chmod 600 it", p.EnvFile, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(p.EnvFile)
+	if err != nil {
+		return nil, fmt.Errorf("env_file: %w", err)
+	}
+	env := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		name, value, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("env_file %s line %d: want NAME=VALUE", p.EnvFile, i+1)
+		}
+		value = strings.TrimSpace(value)
+		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
+			value = value[1 : len(value)-1]
+		}
+		env[name] = value
+	}
+	return env, nil
 }
