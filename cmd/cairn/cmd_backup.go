@@ -291,11 +291,14 @@ func (a *app) startProgress(ctx context.Context, p *archiver.Progress, errs *ato
 		go scanTotals(ctx, p, paths, ex)
 		return a.jsonStatus(p, errs, time.Second)
 	case !tty:
-		interval := progressLogInterval
-		if d := envDuration("CAIRN_PROGRESS_INTERVAL"); d > 0 {
-			interval = d
+		stop := a.logEvery("backup", func() string {
+			return fmt.Sprintf("%d files, %s read", p.Files.Load(), formatBytes(uint64(p.Bytes.Load())))
+		})
+		return func(final bool) {
+			if final {
+				stop()
+			}
 		}
-		return a.logProgress(p, interval)
 	}
 	go scanTotals(ctx, p, paths, ex)
 	var mu sync.Mutex
@@ -347,14 +350,22 @@ func (a *app) startProgress(ctx context.Context, p *archiver.Progress, errs *ato
 	}
 }
 
-// progressLogInterval is how often a backup whose stderr is a log (cron,
-// systemd) says how far it got, so that a long night is not silent
+// progressLogInterval is how often a long command whose stderr is a log
+// (cron, systemd) says how far it got, so that a long night is not silent
 // (CAIRN_PROGRESS_INTERVAL changes it).
 const progressLogInterval = 30 * time.Second
 
-// logProgress writes a progress line to stderr every interval until the
-// returned function is called with final set.
-func (a *app) logProgress(p *archiver.Progress, interval time.Duration) func(final bool) {
+// logEvery writes "progress: what: elapsed: state()" to stderr at every
+// interval when stderr is not a terminal (and not quiet), until the
+// returned function is called.
+func (a *app) logEvery(what string, state func() string) (stop func()) {
+	if f, ok := a.stderr.(*os.File); a.quiet || ok && term.IsTerminal(int(f.Fd())) {
+		return func() {}
+	}
+	interval := progressLogInterval
+	if d := envDuration("CAIRN_PROGRESS_INTERVAL"); d > 0 {
+		interval = d
+	}
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {
@@ -366,18 +377,11 @@ func (a *app) logProgress(p *archiver.Progress, interval time.Duration) func(fin
 				return
 			case <-t.C:
 			}
-			el := time.Since(start)
-			b := p.Bytes.Load()
-			fmt.Fprintf(a.stderr, "progress: %s: %d files, %s read (%s/s)\n", el.Round(time.Second), p.Files.Load(),
-				formatBytes(uint64(b)), formatBytes(uint64(float64(b)/max(el.Seconds(), 1e-3))))
+			fmt.Fprintf(a.stderr, "progress: %s: %s: %s\n", what, time.Since(start).Round(time.Second), state())
 		}
 	}()
 	var once sync.Once
-	return func(final bool) {
-		if final {
-			once.Do(func() { close(done) })
-		}
-	}
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // jsonStatus writes a restic-style status line to stdout every interval

@@ -99,6 +99,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			start := time.Now()
 			var written atomic.Int64
 			a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
+			stopLog := a.logEvery("restore", func() string { return formatBytes(uint64(written.Load())) + " written" })
 			st, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{
 				Target: target, Includes: inc, Excludes: exc, Chown: os.Geteuid() == 0,
 				BytesWritten: &written, Downloads: a.downloadsFor(r), Delete: deleteExtra,
@@ -106,6 +107,7 @@ func (a *app) restoreCommand() *cobra.Command {
 					fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err))
 				},
 			})
+			stopLog()
 			if err != nil {
 				return fmt.Errorf("restore failed: %w", err)
 			}
