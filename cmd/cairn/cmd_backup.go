@@ -366,28 +366,28 @@ func (a *app) logEvery(what string, state func() string) (stop func()) {
 	if d := envDuration("CAIRN_PROGRESS_INTERVAL"); d > 0 {
 		interval = d
 	}
-	done := make(chan struct{})
-	start := time.Now()
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			fmt.Fprintf(a.stderr, "progress: %s: %s: %s\n", what, time.Since(start).Round(time.Second), state())
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
+	return every(interval, func(elapsed time.Duration) {
+		fmt.Fprintf(a.stderr, "progress: %s: %s: %s\n", what, elapsed.Round(time.Second), state())
+	})
 }
 
 // jsonStatus writes a restic-style status line to stdout every interval
 // until the returned function is called with final set; that call waits
 // for the last line, so the summary comes after every status line.
 func (a *app) jsonStatus(p *archiver.Progress, errs *atomic.Int64, interval time.Duration) func(final bool) {
+	stop := every(interval, func(elapsed time.Duration) {
+		_ = a.printJSON(newStatusJSON(p, errs.Load(), elapsed))
+	})
+	return func(final bool) {
+		if final {
+			stop()
+		}
+	}
+}
+
+// every calls fn with the time elapsed at each tick of interval until stop
+// is called; stop returns once fn is no longer running.
+func every(interval time.Duration, fn func(elapsed time.Duration)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -400,15 +400,11 @@ func (a *app) jsonStatus(p *archiver.Progress, errs *atomic.Int64, interval time
 				return
 			case <-t.C:
 			}
-			_ = a.printJSON(newStatusJSON(p, errs.Load(), time.Since(start)))
+			fn(time.Since(start))
 		}
 	})
 	var once sync.Once
-	return func(final bool) {
-		if final {
-			once.Do(func() { close(done); wg.Wait() })
-		}
-	}
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 // scanTotals walks the paths to learn the totals for the ETA.

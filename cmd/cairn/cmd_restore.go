@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/pathmatch"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
 )
 
@@ -69,64 +71,13 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Every target is checked before anything is restored.
-			for _, s := range sources {
-				if !s.RestoreEnabled() {
-					continue
-				}
-				if _, err := s.CheckRestore(ctx, a.sourceRestore(r, sn)); err != nil {
-					return fmt.Errorf("%s restore cannot run, nothing was restored: %w", s.Name(), err)
-				}
-			}
-			var restored []string
-			for _, s := range sources {
-				if err := s.Restore(ctx, a.sourceRestore(r, sn)); err != nil {
-					if len(restored) > 0 {
-						return fmt.Errorf("%w; restored before the failure: %s; the files were not restored", err, strings.Join(restored, ", "))
-					}
-					return err
-				}
-				if s.RestoreEnabled() {
-					restored = append(restored, s.Name())
-				}
+			if err := a.restoreSources(ctx, r, sn, sources); err != nil {
+				return err
 			}
 			if target == "" {
 				return nil
 			}
-			if ents, err := os.ReadDir(target); err == nil && len(ents) > 0 && !deleteExtra {
-				fmt.Fprintf(a.stderr, "warning: %s is not empty: what the snapshot does not have stays there (--delete removes it)\n", target)
-			}
-			start := time.Now()
-			var written atomic.Int64
-			a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
-			stopLog := a.logEvery("restore", func() string { return formatBytes(uint64(written.Load())) + " written" })
-			st, err := restorer.Restore(ctx, r, sn.Tree, restorer.Options{
-				Target: target, Includes: inc, Excludes: exc, Chown: os.Geteuid() == 0,
-				BytesWritten: &written, Downloads: a.downloadsFor(r), Delete: deleteExtra,
-				Warn: func(p string, err error) {
-					fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err))
-				},
-			})
-			stopLog()
-			if err != nil {
-				return fmt.Errorf("restore failed: %w", err)
-			}
-			d := time.Since(start)
-			if a.jsonOutput {
-				if err := a.printJSON(newRestoreJSON(sn.ID, st, d.Seconds())); err != nil {
-					return err
-				}
-			} else if st.Warnings == 0 {
-				a.printf("restored %d files, %d directories, %d links, %s in %s\n", st.Files, st.Dirs, st.Links, formatBytes(st.Bytes), d.Round(time.Millisecond))
-				if deleteExtra {
-					a.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
-				}
-			}
-			if st.Warnings > 0 {
-				return fmt.Errorf("restore incomplete: %d error(s); %d files restored, %d not (%s written) in %s",
-					st.Warnings, st.Files, st.FilesFailed, formatBytes(st.Bytes), d.Round(time.Millisecond))
-			}
-			return nil
+			return a.restoreFiles(ctx, r, sn, restorer.Options{Target: target, Includes: inc, Excludes: exc, Delete: deleteExtra})
 		},
 	}
 	fl := cmd.Flags()
@@ -144,4 +95,66 @@ func (a *app) restoreCommand() *cobra.Command {
 		s.RestoreFlags(fl)
 	}
 	return cmd
+}
+
+// restoreSources checks every enabled source's target, then restores
+// them; a failure names the sources restored before it.
+func (a *app) restoreSources(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, sources []source.Source) error {
+	for _, s := range sources {
+		if !s.RestoreEnabled() {
+			continue
+		}
+		if _, err := s.CheckRestore(ctx, a.sourceRestore(r, sn)); err != nil {
+			return fmt.Errorf("%s restore cannot run, nothing was restored: %w", s.Name(), err)
+		}
+	}
+	var restored []string
+	for _, s := range sources {
+		if err := s.Restore(ctx, a.sourceRestore(r, sn)); err != nil {
+			if len(restored) > 0 {
+				return fmt.Errorf("%w; restored before the failure: %s; the files were not restored", err, strings.Join(restored, ", "))
+			}
+			return err
+		}
+		if s.RestoreEnabled() {
+			restored = append(restored, s.Name())
+		}
+	}
+	return nil
+}
+
+// restoreFiles restores the snapshot's files below opts.Target and reports
+// what was written (and what was not).
+func (a *app) restoreFiles(ctx context.Context, r *repo.Repository, sn *repo.Snapshot, opts restorer.Options) error {
+	target, deleteExtra := opts.Target, opts.Delete
+	if ents, err := os.ReadDir(target); err == nil && len(ents) > 0 && !deleteExtra {
+		fmt.Fprintf(a.stderr, "warning: %s is not empty: what the snapshot does not have stays there (--delete removes it)\n", target)
+	}
+	start := time.Now()
+	var written atomic.Int64
+	a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
+	stopLog := a.logEvery("restore", func() string { return formatBytes(uint64(written.Load())) + " written" })
+	opts.Chown, opts.BytesWritten, opts.Downloads = os.Geteuid() == 0, &written, a.downloadsFor(r)
+	opts.Warn = func(p string, err error) { fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err)) }
+	st, err := restorer.Restore(ctx, r, sn.Tree, opts)
+	stopLog()
+	if err != nil {
+		return fmt.Errorf("restore failed: %w", err)
+	}
+	d := time.Since(start)
+	if a.jsonOutput {
+		if err := a.printJSON(newRestoreJSON(sn.ID, st, d.Seconds())); err != nil {
+			return err
+		}
+	} else if st.Warnings == 0 {
+		a.printf("restored %d files, %d directories, %d links, %s in %s\n", st.Files, st.Dirs, st.Links, formatBytes(st.Bytes), d.Round(time.Millisecond))
+		if deleteExtra {
+			a.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
+		}
+	}
+	if st.Warnings > 0 {
+		return fmt.Errorf("restore incomplete: %d error(s); %d files restored, %d not (%s written) in %s",
+			st.Warnings, st.Files, st.FilesFailed, formatBytes(st.Bytes), d.Round(time.Millisecond))
+	}
+	return nil
 }
