@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
@@ -112,7 +113,11 @@ func (a *app) checkCommand() *cobra.Command {
 				return err
 			}
 			defer r.Close()
+			var packsRead atomic.Int64
+			opts.PacksRead = &packsRead
+			stopLog := a.logEvery("check", func() string { return fmt.Sprintf("%d packs read", packsRead.Load()) })
 			res, err := checker.Check(ctx, r, opts)
+			stopLog()
 			if err != nil {
 				return err
 			}

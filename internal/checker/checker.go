@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -26,6 +27,9 @@ type Options struct {
 	SubsetN, SubsetM int
 	// Workers reading packs in parallel (default 4).
 	Workers int
+	// PacksRead, when set, is advanced as each pack has been read (for
+	// progress reports).
+	PacksRead *atomic.Int64
 }
 
 // Severity of a finding.
@@ -370,6 +374,9 @@ func (c *checker) readData(ctx context.Context) error {
 				c.res.PacksRead++
 				c.res.BlobsChecked += n
 				c.mu.Unlock()
+				if c.opts.PacksRead != nil {
+					c.opts.PacksRead.Add(1)
+				}
 			}
 		})
 	}
