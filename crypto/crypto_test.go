@@ -253,3 +253,32 @@ func TestParseID(t *testing.T) {
 		t.Fatal("JSON accepted a short ID")
 	}
 }
+
+// TestKeyFileParamBounds: parameters that would make one try of a planted
+// key file cost minutes or gigabytes are refused before deriving.
+func TestKeyFileParamBounds(t *testing.T) {
+	k, err := NewRandomKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p  KDFParams
+		ok bool
+	}{
+		{DefaultKDFParams(), true},
+		{KDFParams{Time: 10, MemoryKiB: 1 << 20, Threads: 16}, true},
+		{KDFParams{Time: 11, MemoryKiB: 64 << 10, Threads: 4}, false},
+		{KDFParams{Time: 3, MemoryKiB: 1<<20 + 1, Threads: 4}, false},
+		{KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 17}, false},
+	} {
+		kf, err := NewKeyFile(k, "pw", testKDF, "h", "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kf.Params = c.p
+		data, _ := json.Marshal(kf)
+		if _, err := ParseKeyFile(data); (err == nil) != c.ok {
+			t.Errorf("%+v: err %v, want ok=%v", c.p, err, c.ok)
+		}
+	}
+}

@@ -46,8 +46,15 @@ type KeyFile struct {
 
 const keyFileVersion = 1
 
-// maxKDFMemoryKiB bounds what a (possibly hostile) key file can make us allocate: 4 GiB.
-const maxKDFMemoryKiB = 4 * 1024 * 1024
+// Bounds on the parameters of a (possibly planted) key file, so that
+// trying it costs at most about 16x the default derivation (1 GiB, 3
+// passes) rather than minutes and all the memory: cairn writes 64 MiB, 3
+// passes, 4 lanes.
+const (
+	maxKDFMemoryKiB = 1024 * 1024
+	maxKDFTime      = 10
+	maxKDFThreads   = 16
+)
 
 // NewKeyFile seals the master key of k with a key derived from password.
 func NewKeyFile(k *Key, password string, params KDFParams, host, user string) (*KeyFile, error) {
@@ -90,7 +97,7 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 		return nil, fmt.Errorf("key file uses unknown kdf %q", kf.KDF)
 	}
 	p := kf.Params
-	if p.Time < 1 || p.Time > 100 || p.Threads < 1 || p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > maxKDFMemoryKiB {
+	if p.Time < 1 || p.Time > maxKDFTime || p.Threads < 1 || p.Threads > maxKDFThreads || p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > maxKDFMemoryKiB {
 		return nil, fmt.Errorf("key file has invalid kdf parameters (time %d, memory %d KiB, threads %d)", p.Time, p.MemoryKiB, p.Threads)
 	}
 	if len(kf.Salt) < 16 {

@@ -241,19 +241,27 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	sort.Strings(names)
+	var kfs []namedKeyFile
+	for _, name := range names {
+		kf, err := loadKeyFile(ctx, be, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue // a damaged key file must not lock out the others; check reports it
+		}
+		kfs = append(kfs, namedKeyFile{name, kf})
+	}
+	cheapestFirst(kfs)
 	var key *crypto.Key
 	var keyID string
-	for _, name := range names {
+	for _, f := range kfs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		kf, err := loadKeyFile(ctx, be, name)
-		if err != nil {
-			continue // a damaged key file must not lock out the others; check reports it
-		}
-		k, err := kf.Open(password)
+		k, err := f.kf.Open(password)
 		if err == nil {
-			key, keyID = k, name
+			key, keyID = k, f.name
 			break
 		}
 	}
@@ -268,6 +276,19 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 		return nil, err
 	}
 	return newRepository(ctx, be, key, keyID, cfg, opts)
+}
+
+type namedKeyFile struct {
+	name string
+	kf   *crypto.KeyFile
+}
+
+// cheapestFirst orders key files by the cost of their derivation (then by
+// name, as listed), so that a key file planted with costly parameters, or
+// many of them, is tried after the real ones.
+func cheapestFirst(kfs []namedKeyFile) {
+	cost := func(kf *crypto.KeyFile) uint64 { return uint64(kf.Params.Time) * uint64(kf.Params.MemoryKiB) }
+	sort.SliceStable(kfs, func(i, j int) bool { return cost(kfs[i].kf) < cost(kfs[j].kf) })
 }
 
 func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.KeyFile, error) {

@@ -262,3 +262,42 @@ func TestRestoreNoSpace(t *testing.T) {
 		t.Fatalf("a refused restore wrote %d entries", len(ents))
 	}
 }
+
+// TestOversizedObjects: a config or snapshot object far larger than cairn
+// writes (sparse, 200 GB) is refused with one line instead of exhausting
+// memory before anything is authenticated.
+func TestOversizedObjects(t *testing.T) {
+	base := t.TempDir()
+	repoDir := filepath.Join(base, "repo")
+	c := newCLI(t, repoDir)
+	c.init()
+	src := filepath.Join(base, "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("a\n"), 0o644)
+	c.ok("backup", src)
+
+	cfg := filepath.Join(repoDir, "config")
+	orig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(cfg, 200<<30); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"snapshots"}, {"check"}, {"repair", "index"}} {
+		res := c.run(cmd...)
+		if res.code != 1 || !strings.Contains(res.stderr, "more than") || strings.Contains(res.stderr, "fatal error") {
+			t.Fatalf("%v with a 200 GB config: %s", cmd, res)
+		}
+	}
+	restoreFile(t, cfg, orig, 0o600)
+
+	planted := filepath.Join(repoDir, "snapshots", strings.Repeat("ab", 32))
+	writeFile(t, planted, nil, 0o600)
+	if err := os.Truncate(planted, 200<<30); err != nil {
+		t.Fatal(err)
+	}
+	res := c.run("snapshots")
+	if strings.Contains(res.stderr, "fatal error") || !strings.Contains(res.stderr, "more than") {
+		t.Fatalf("snapshots with a 200 GB snapshot object: %s", res)
+	}
+}

@@ -73,7 +73,16 @@ func ParseURL(raw, passwordEnv string) (Options, error) {
 // redact removes the password from a Redis URL for messages.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if err != nil {
+		// Not a URL, so the user information cannot be found exactly:
+		// everything between the scheme and the last @ goes.
+		scheme, at := strings.Index(raw, "://"), strings.LastIndex(raw, "@")
+		if scheme >= 0 && at > scheme {
+			return raw[:scheme+3] + "xxxxx" + raw[at:]
+		}
+		return raw
+	}
+	if u.User == nil {
 		return raw
 	}
 	if _, ok := u.User.Password(); ok {

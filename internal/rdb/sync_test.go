@@ -265,7 +265,14 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("%s: %+v", c.url, o)
 		}
 	}
-	if r := redact("redis://u:topsecret@h:1"); strings.Contains(r, "topsecret") {
-		t.Errorf("redact kept the password: %s", r)
+	// Also in URLs that do not parse (a bad escape, a port that is not a
+	// number), where the error message repeats the URL.
+	for _, raw := range []string{"redis://u:topsecret@h:1", "redis://u:top@secret@h:1/%zz", "redis://:topsecret@h:port"} {
+		if r := redact(raw); strings.Contains(r, "topsecret") || strings.Contains(r, "secret@h") {
+			t.Errorf("redact(%q) kept the password: %s", raw, r)
+		}
+		if _, err := ParseURL(raw, ""); err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("ParseURL(%q) error shows the password: %v", raw, err)
+		}
 	}
 }

@@ -105,3 +105,32 @@ func Unwrap(be Backend) Backend {
 		be = w.Unwrap()
 	}
 }
+
+// ErrTooLarge is wrapped when an object is larger than any object of its
+// type that cairn writes: it is not read into memory (a planted or damaged
+// object must not exhaust memory before anything was authenticated).
+var ErrTooLarge = errors.New("object is larger than its type allows")
+
+// MaxLoadSize is the most a Load of one object of type t reads: far above
+// what cairn writes (a config or key file is a few hundred bytes, packs
+// stay under 4 GiB, docs/format.md), far below what would exhaust memory.
+func MaxLoadSize(t FileType) int64 {
+	switch t {
+	case Config, Key:
+		return 1 << 20
+	case Snapshot:
+		return 64 << 20
+	case Index:
+		return 1 << 30
+	}
+	return 4 << 30
+}
+
+// CheckLoadSize returns an error wrapping ErrTooLarge when n bytes of h
+// are more than MaxLoadSize allows.
+func CheckLoadSize(h Handle, n int64) error {
+	if max := MaxLoadSize(h.Type); n > max {
+		return fmt.Errorf("load %v: %d bytes, more than the %d a %s object may have: %w", h, n, max, h.Type, ErrTooLarge)
+	}
+	return nil
+}

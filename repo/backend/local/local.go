@@ -229,6 +229,9 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset, length int
 			return []byte{}, nil
 		}
 	}
+	if err := backend.CheckLoadSize(h, length); err != nil {
+		return nil, err
+	}
 	buf := make([]byte, length)
 	n, err := f.ReadAt(buf, offset)
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -499,9 +499,18 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset, length int
 			}
 		}
 		if info.Size < 0 {
-			rest, err := io.ReadAll(r)
+			rest, err := io.ReadAll(io.LimitReader(r, backend.MaxLoadSize(h.Type)+1))
 			out = append(out, rest...)
+			if err == nil {
+				err = backend.CheckLoadSize(h, int64(len(out)))
+			}
+			if err != nil && errors.Is(err, backend.ErrTooLarge) {
+				return permanent(err)
+			}
 			return err
+		}
+		if err := backend.CheckLoadSize(h, int64(len(out))+info.Size); err != nil {
+			return permanent(err)
 		}
 		n := int(info.Size)
 		if cap(out)-len(out) < n {
