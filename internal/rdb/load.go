@@ -2,6 +2,8 @@ package rdb
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +41,9 @@ type LoadResult struct {
 	// was still a replica (so no key had expired yet).
 	Keys map[int]DBKeys
 	RDB  *Info // the RDB as sent
+	// Denied counts connections to cairn's port that asked for the RDB
+	// without the one-time password (and got nothing).
+	Denied int
 }
 
 // RefusedTargetError explains why a target was not touched.
@@ -71,18 +76,39 @@ func Load(ctx context.Context, target *Client, o LoadOptions) (res *LoadResult, 
 	if err := checkTarget(info, o.Version); err != nil {
 		return nil, err
 	}
+	if target.opts.TLS != nil {
+		// The replication link would carry every secret in the clear (or,
+		// with tls-replication, fail): cairn's master does not speak TLS.
+		return nil, &RefusedTargetError{"it was reached over TLS, and cairn's temporary master serves the RDB without TLS; write the RDB with --redis-rdb-dir and start the server on it instead"}
+	}
 
 	listen, advertiseHost, err := listenAddress(o.Listen, target)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMaster(ctx, listen, o.Size, o.Timeout, o.Write)
+	// The target authenticates to cairn's master with a one-time password,
+	// set as its masterauth for the restore and put back afterwards:
+	// whoever else connects to the port gets nothing.
+	var pw [24]byte
+	_, _ = rand.Read(pw[:])
+	password := hex.EncodeToString(pw[:])
+	oldAuth, err := setMasterAuth(target, password)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if rerr := resetMasterAuth(target, oldAuth); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("redis %s: put back masterauth: %w (set it by hand with CONFIG SET masterauth)", target.Addr(), rerr))
+		}
+	}()
+	m, err := newMaster(ctx, listen, password, o.Size, o.Timeout, o.Write)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 	port := strconv.Itoa(m.Addr().Port)
 	res = &LoadResult{Advertised: net.JoinHostPort(advertiseHost, port)}
+	logf("cairn serves the RDB at %s, to the target only (it authenticates with a one-time password)", res.Advertised)
 
 	if _, err := target.Do("REPLICAOF", advertiseHost, port); err != nil {
 		var se *ServerError
@@ -90,7 +116,7 @@ func Load(ctx context.Context, target *Client, o LoadOptions) (res *LoadResult, 
 			_, err = target.Do("SLAVEOF", advertiseHost, port)
 		}
 		if errors.As(err, &se) && se.Code() == "NOPERM" {
-			return nil, fmt.Errorf("redis %s refused REPLICAOF (%w): the user needs +replicaof and +info; the target was not changed", target.Addr(), err)
+			return nil, fmt.Errorf("redis %s refused REPLICAOF (%w): the user needs +replicaof, +info and +config|get, +config|set; the target was not changed", target.Addr(), err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("redis %s: REPLICAOF %s %s: %w", target.Addr(), advertiseHost, port, err)
@@ -128,7 +154,7 @@ func Load(ctx context.Context, target *Client, o LoadOptions) (res *LoadResult, 
 		}
 		if st.Done && info["master_link_status"] == "up" && info["master_sync_in_progress"] == "0" &&
 			info["master_port"] == port && info["loading"] != "1" {
-			res.Keys, res.RDB, res.Peer = Keyspace(info), st.Info, st.Peer
+			res.Keys, res.RDB, res.Peer, res.Denied = Keyspace(info), st.Info, st.Peer, st.Denied
 			break
 		}
 		sig := fmt.Sprint(st.Syncs, st.Sent, st.Done, info["master_sync_read_bytes"], info["loading_loaded_bytes"], info["master_link_status"], info["loading"])
@@ -152,6 +178,45 @@ func Load(ctx context.Context, target *Client, o LoadOptions) (res *LoadResult, 
 	}
 	promoted = true
 	return res, nil
+}
+
+// setMasterAuth sets the target's masterauth and returns the old value.
+func setMasterAuth(target *Client, password string) (string, error) {
+	v, err := target.Do("CONFIG", "GET", "masterauth")
+	if err != nil {
+		return "", configRefused(target, err)
+	}
+	old := ""
+	if a, ok := v.([]any); ok && len(a) == 2 {
+		old, _ = a[1].(string)
+	}
+	if _, err := target.Do("CONFIG", "SET", "masterauth", password); err != nil {
+		return "", configRefused(target, err)
+	}
+	return old, nil
+}
+
+func configRefused(target *Client, err error) error {
+	return &RefusedTargetError{fmt.Sprintf("CONFIG GET/SET masterauth failed (%v): cairn protects the transfer with a one-time password set as the target's masterauth; the user needs +config|get and +config|set", err)}
+}
+
+// resetMasterAuth puts back the target's masterauth, on a new connection
+// if the old one is gone.
+func resetMasterAuth(target *Client, old string) error {
+	if target.ctx.Err() == nil {
+		if _, err := target.Do("CONFIG", "SET", "masterauth", old); err == nil {
+			return nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, target.opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Do("CONFIG", "SET", "masterauth", old)
+	return err
 }
 
 // replicaOfNoOne promotes the target back to a master, on a new connection

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,19 +18,22 @@ import (
 )
 
 // Master is a minimal replication master that serves one RDB: it answers
-// PING, AUTH (any password), REPLCONF, and the first PSYNC or SYNC with a
-// full resynchronization ($<length> form), then keeps the link alive with
-// PINGs. Later sync requests are refused: a replica asking again failed to
-// load the first one.
+// PING, AUTH, REPLCONF, and the first PSYNC or SYNC of a connection that
+// authenticated with the one-time password with a full resynchronization
+// ($<length> form), then keeps the link alive with PINGs. It stops
+// listening once that peer asked: nobody else can connect, and a
+// connection without the password gets nothing. Later sync requests are
+// refused: a replica asking again failed to load the first one.
 type Master struct {
-	ln      net.Listener
-	size    int64
-	write   func(ctx context.Context, w io.Writer) error
-	replID  string
-	timeout time.Duration
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	ln       net.Listener
+	password string // the one-time password a peer must AUTH with
+	size     int64
+	write    func(ctx context.Context, w io.Writer) error
+	replID   string
+	timeout  time.Duration
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	sent  atomic.Int64
 	mu    sync.Mutex
@@ -39,17 +43,21 @@ type Master struct {
 
 // MasterStatus is what a Master has done so far.
 type MasterStatus struct {
-	Syncs int    // sync requests received
-	Peer  string // the replica that got the RDB
-	Sent  int64  // RDB bytes sent
-	Done  bool   // the RDB was sent completely and verified
-	Info  *Info  // the RDB as sent, once Done
-	Err   error  // serving failed
+	Syncs  int    // sync requests received from authenticated peers
+	Denied int    // connections that asked without the password
+	Peer   string // the replica that got the RDB
+	Sent   int64  // RDB bytes sent
+	Done   bool   // the RDB was sent completely and verified
+	Info   *Info  // the RDB as sent, once Done
+	Err    error  // serving failed
 }
 
 // newMaster listens on addr and serves the RDB of size bytes that write
 // produces (it may be called once). Stop it with Close.
-func newMaster(ctx context.Context, addr string, size int64, timeout time.Duration, write func(ctx context.Context, w io.Writer) error) (*Master, error) {
+func newMaster(ctx context.Context, addr, password string, size int64, timeout time.Duration, write func(ctx context.Context, w io.Writer) error) (*Master, error) {
+	if password == "" {
+		return nil, errors.New("the temporary master needs a password")
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -59,7 +67,7 @@ func newMaster(ctx context.Context, addr string, size int64, timeout time.Durati
 	}
 	var id [20]byte
 	_, _ = rand.Read(id[:])
-	m := &Master{ln: ln, size: size, write: write, replID: hex.EncodeToString(id[:]), timeout: timeout, conns: map[net.Conn]bool{}}
+	m := &Master{ln: ln, password: password, size: size, write: write, replID: hex.EncodeToString(id[:]), timeout: timeout, conns: map[net.Conn]bool{}}
 	m.ctx, m.cancel = context.WithCancel(ctx)
 	m.wg.Go(m.accept)
 	return m, nil
@@ -135,9 +143,15 @@ func (m *Master) serve(conn net.Conn) {
 		_, err := io.WriteString(conn, s)
 		return err
 	}
+	authed, served := false, false
 	for {
 		args, err := readCommand(br)
 		if err != nil {
+			if served && m.ctx.Err() == nil {
+				// Nobody else can connect any more: a replica that drops
+				// the link after the RDB failed to load it.
+				m.fail(fmt.Errorf("the target closed the replication link after it received the RDB: it could not load it (see its log)"))
+			}
 			return
 		}
 		var out string
@@ -145,17 +159,31 @@ func (m *Master) serve(conn net.Conn) {
 		case "PING":
 			out = "+PONG\r\n"
 		case "AUTH":
+			// AUTH password, or AUTH user password (masteruser).
+			authed = len(args) >= 2 && subtle.ConstantTimeCompare([]byte(args[len(args)-1]), []byte(m.password)) == 1
 			out = "+OK\r\n"
+			if !authed {
+				out = "-WRONGPASS invalid username-password pair\r\n"
+			}
 		case "REPLCONF":
 			if len(args) > 1 && strings.EqualFold(args[1], "ACK") {
 				continue // acknowledgements get no reply
 			}
 			out = "+OK\r\n"
 		case "PSYNC", "SYNC":
+			if !authed {
+				m.mu.Lock()
+				m.st.Denied++
+				m.mu.Unlock()
+				_ = reply("-NOAUTH Authentication required.\r\n")
+				return
+			}
 			m.mu.Lock()
 			m.st.Syncs++
 			first := m.st.Syncs == 1
 			m.mu.Unlock()
+			// The target is here: nobody else may connect.
+			_ = m.ln.Close()
 			if !first {
 				_ = reply("-ERR cairn serves its RDB once; the first transfer failed\r\n")
 				return
@@ -171,6 +199,7 @@ func (m *Master) serve(conn net.Conn) {
 				m.fail(err)
 				return
 			}
+			served = true
 			m.wg.Go(func() { m.keepAlive(reply) })
 			continue
 		default:

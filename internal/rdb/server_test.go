@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -179,6 +181,62 @@ func TestRedisServerLoad(t *testing.T) {
 	target.Do(t, "SET", "after", "restore")
 }
 
+// TestRedisServerLoadIntruder: a client that connects to cairn's port
+// before the target and asks for the RDB (with no password, or a wrong
+// one) gets nothing, and the restore still succeeds.
+func TestRedisServerLoadIntruder(t *testing.T) {
+	src := redistest.Start(t, "--repl-diskless-sync", "no")
+	redistest.Populate(t, src, 64<<10)
+	sy, data := fetchRDB(t, src)
+	srcInfo, _ := sy.Result()
+	target := redistest.Start(t)
+	tc := dial(t, target)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+
+	// The intruder connects once cairn listens and before the target is
+	// told to replicate (the first progress line), and asks for the RDB.
+	var reply string
+	intrude := func() {
+		c, err := net.Dial("tcp", listen)
+		if err != nil {
+			reply = "never connected: " + err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "AUTH guessed\r\nREPLCONF listening-port 1\r\nPSYNC ? -1\r\n")
+		b, _ := io.ReadAll(c)
+		reply = string(b)
+	}
+	res, err := Load(context.Background(), tc, LoadOptions{Listen: listen, Size: int64(len(data)), Version: srcInfo.Version,
+		Write: func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }, Timeout: 10 * time.Second,
+		Log: func(f string, _ ...any) {
+			if strings.HasPrefix(f, "cairn serves the RDB") {
+				intrude()
+			}
+		}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, target.Log())
+	}
+	if strings.Contains(reply, "FULLRESYNC") || strings.Contains(reply, "REDIS") || !strings.Contains(reply, "NOAUTH") {
+		t.Fatalf("the intruder got %q", reply)
+	}
+	if !maps.Equal(res.Keys, srcInfo.Keys) {
+		t.Errorf("target keys %v, RDB keys %v", res.Keys, srcInfo.Keys)
+	}
+	if res.Denied != 1 {
+		t.Errorf("denied %d connections, want 1", res.Denied)
+	}
+	if v, _ := tc.Do("CONFIG", "GET", "masterauth"); fmt.Sprint(v) != "[masterauth ]" {
+		t.Errorf("masterauth not put back: %v", v)
+	}
+}
+
 func TestRedisServerLoadRefusals(t *testing.T) {
 	data := rdbFile(10, true, sample)
 	write := func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }
@@ -247,8 +305,9 @@ func TestRedisServerLoadCorrupt(t *testing.T) {
 	}
 }
 
-// A target that cannot load what it receives asks again; the restore stops
-// and the target is a master again.
+// A target that cannot load what it receives drops the link (and cannot
+// connect again: cairn stopped listening); the restore stops and the
+// target is a master again.
 func TestRedisServerLoadFails(t *testing.T) {
 	target := redistest.Start(t)
 	tc := dial(t, target)
@@ -263,7 +322,7 @@ func TestRedisServerLoadFails(t *testing.T) {
 		Write:   func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err },
 		Timeout: 10 * time.Second,
 	})
-	if err == nil || !strings.Contains(err.Error(), "second time") || !strings.Contains(err.Error(), "switched back to a master") {
+	if err == nil || !strings.Contains(err.Error(), "could not load it") || !strings.Contains(err.Error(), "switched back to a master") {
 		t.Fatalf("load of an unreadable RDB: %v", err)
 	}
 	if info, _ := tc.Info("replication"); info["role"] != "master" {

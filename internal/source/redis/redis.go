@@ -538,6 +538,9 @@ func loadTarget(ctx context.Context, rs source.Restore, node *tree.Node, det *De
 	if err != nil {
 		return fmt.Errorf("redis restore into %s: %w", o.Addr, err)
 	}
+	if res.Denied > 0 {
+		a.Warnf("%d connection(s) to cairn's port asked for the RDB without the one-time password and got nothing: something on the network tried to take it", res.Denied)
+	}
 	if want == nil {
 		want = res.RDB.Keys // recorded nothing: what the RDB itself holds
 	}
