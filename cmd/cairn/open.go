@@ -43,6 +43,9 @@ func (a *app) openBackend() (backend.Backend, error) {
 		if a.s3CAFile != "" {
 			cfg.CAFile = a.s3CAFile
 		}
+		if cfg.PlainOverNetwork() {
+			fmt.Fprintf(a.stderr, "warning: s3 over plain HTTP to %s: request signatures and object names cross the network unencrypted (the data itself is encrypted); use https\n", cfg.Endpoint)
+		}
 		cfg.StallTimeout, cfg.MaxRetryTime = a.s3StallTimeout, a.s3RetryTime
 		cfg.OnRetry = func(op string, attempt int, err error, delay time.Duration) {
 			// Every retry is logged, so a job whose bucket does not answer

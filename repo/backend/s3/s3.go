@@ -83,6 +83,25 @@ type Config struct {
 	OnRetry func(op string, attempt int, err error, delay time.Duration)
 }
 
+// PlainOverNetwork reports whether the configuration talks plain HTTP to a
+// host that is not this machine: request signatures, object names and
+// sizes then cross the network unencrypted (the objects themselves are
+// encrypted by cairn).
+func (c Config) PlainOverNetwork() bool {
+	if c.Secure {
+		return false
+	}
+	host := c.Endpoint
+	if h, _, err := net.SplitHostPort(c.Endpoint); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
 // Parse reads a location of the form s3:http(s)://host[:port]/bucket[/prefix]
 // or s3:host[:port]/bucket[/prefix] (https). The "s3:" prefix is optional.
 // Credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and

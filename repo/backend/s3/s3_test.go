@@ -628,3 +628,25 @@ func TestListResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainOverNetwork: plain HTTP is warned about unless the server is
+// this machine.
+func TestPlainOverNetwork(t *testing.T) {
+	for loc, want := range map[string]bool{
+		"s3:http://127.0.0.1:9000/bkt":       false,
+		"s3:http://localhost:9000/bkt":       false,
+		"s3:http://[::1]:9000/bkt":           false,
+		"s3:http://minio.internal:9000/bkt":  true,
+		"s3:http://192.0.2.10/bkt":           true,
+		"s3:https://minio.internal:9000/bkt": false,
+		"s3:s3.amazonaws.com/bkt":            false,
+	} {
+		cfg, err := s3.Parse(loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.PlainOverNetwork(); got != want {
+			t.Errorf("%s: plain over the network %v, want %v", loc, got, want)
+		}
+	}
+}
