@@ -55,8 +55,10 @@ type Stats struct {
 	Files, Dirs, Links, Special int
 	Bytes                       uint64
 	// FilesFailed are files not restored, or not completely; Warnings
-	// count every failure reported to Options.Warn.
+	// count every failure reported to Options.Warn. Partial lists the
+	// files left incomplete under PartialName, in tree order.
 	FilesFailed int
+	Partial     []string
 	Warnings    int
 	// Deleted counts entries removed with Options.Delete.
 	Deleted int
@@ -178,8 +180,10 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 }
 
 // checkSpace fails the restore before it writes anything when the file
-// system of target has less room than the files need, counting what files
-// being replaced already take.
+// system of target has less room than the files need. A file being
+// replaced frees its room when its new content takes its name, so all
+// replaced files but the few largest (written at the same time) count as
+// room.
 func (rs *restorer) checkSpace(target string) error {
 	var need uint64
 	for _, e := range rs.files {
@@ -188,10 +192,15 @@ func (rs *restorer) checkSpace(target string) error {
 	if CheckSpace(target, need) == nil {
 		return nil
 	}
+	var replaced []uint64
 	for _, e := range rs.files {
 		if fi, err := os.Lstat(e.target); err == nil && fi.Mode().IsRegular() {
-			need -= min(e.node.Size, uint64(fi.Size()))
+			replaced = append(replaced, min(e.node.Size, uint64(fi.Size())))
 		}
+	}
+	sort.Slice(replaced, func(i, j int) bool { return replaced[i] < replaced[j] })
+	for _, n := range replaced[:max(0, len(replaced)-8)] {
+		need -= n
 	}
 	return CheckSpace(target, need)
 }
@@ -265,6 +274,9 @@ func (rs *restorer) countFiles() {
 	for _, e := range rs.files {
 		if st := rs.states[e.target]; st != nil && st.failed {
 			rs.stats.FilesFailed++
+			if st.created {
+				rs.stats.Partial = append(rs.stats.Partial, PartialName(e.target))
+			}
 			continue
 		}
 		rs.stats.Files++
@@ -521,13 +533,14 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	if st.fd < 0 && !st.failed {
 		var fd int
 		var err error
+		partial := PartialName(u.entry.target)
 		if st.created {
-			fd, err = unix.Open(u.entry.target, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			fd, err = unix.Open(partial, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
-				err = &fs.PathError{Op: "open", Path: u.entry.target, Err: err}
+				err = &fs.PathError{Op: "open", Path: partial, Err: err}
 			}
 		} else {
-			fd, err = createFile(u.entry.target)
+			fd, err = createFile(partial)
 			st.created = err == nil
 			// A file of several blobs is written out of order: giving it
 			// its size first lets the file system allocate it at once.
@@ -568,8 +581,25 @@ func (rs *restorer) write(u blobUse, data []byte) {
 			rs.warn(u.entry.snap, err)
 		}
 		st.fd = -1
+		// Complete: it takes its name. Whatever was there (a file, a
+		// symlink) is replaced, never written through.
+		if !st.failed {
+			if err := os.Rename(PartialName(u.entry.target), u.entry.target); err != nil {
+				st.failed = true
+				rs.warn(u.entry.snap, err)
+			}
+		}
 	}
 }
+
+// PartialSuffix marks a file whose content a restore could not write
+// completely: it keeps that name, and the real name is never given to an
+// incomplete file.
+const PartialSuffix = ".cairn-partial"
+
+// PartialName is where a restore writes path until its content is
+// complete.
+func PartialName(path string) string { return path + PartialSuffix }
 
 // pwriteAll writes all of data at off.
 func pwriteAll(fd int, data []byte, off int64) error {

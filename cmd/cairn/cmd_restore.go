@@ -152,6 +152,9 @@ func (a *app) restoreFiles(ctx context.Context, r *repo.Repository, sn *repo.Sna
 			a.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
 		}
 	}
+	for _, p := range st.Partial {
+		fmt.Fprintf(a.stderr, "incomplete, left as %s\n", p)
+	}
 	if st.Warnings > 0 {
 		return fmt.Errorf("restore incomplete: %d error(s); %d files restored, %d not (%s written) in %s",
 			st.Warnings, st.Files, st.FilesFailed, formatBytes(st.Bytes), d.Round(time.Millisecond))

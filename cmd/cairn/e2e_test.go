@@ -1300,9 +1300,26 @@ func TestCorruption(t *testing.T) {
 		expectDamage(fmt.Sprintf("byte %d of %d flipped in %s", off, size, packName), packName)
 		if i == 5 {
 			// A restore from the damaged pack fails cleanly.
-			res := c.run("restore", "latest", "--target", filepath.Join(base, fmt.Sprintf("restore-%d", off)))
+			rdir := filepath.Join(base, fmt.Sprintf("restore-%d", off))
+			res := c.run("restore", "latest", "--target", rdir)
 			if res.code != 1 {
 				t.Errorf("restore from a damaged pack exited %d, want 1: %s", res.code, res)
+			}
+			// A file whose content could not be written completely never
+			// gets its real name: it is left as NAME.cairn-partial (when
+			// some of it was written) and listed.
+			_, after, _ := strings.Cut(res.stderr, "error: ")
+			failed, _, _ := strings.Cut(after, ": blob")
+			if _, err := os.Stat(restoredPath(rdir, failed)); failed == "" || !os.IsNotExist(err) {
+				t.Errorf("the file that failed (%q) has its real name (%v): %s", failed, err, res)
+			}
+			if _, i, ok := strings.Cut(res.stderr, "incomplete, left as "); ok {
+				partial, _, _ := strings.Cut(i, "\n")
+				if partial != restoredPath(rdir, failed)+".cairn-partial" {
+					t.Errorf("partial file %q, want the failed file's", partial)
+				} else if _, err := os.Stat(partial); err != nil {
+					t.Errorf("listed partial file: %v", err)
+				}
 			}
 			t.Logf("restore from a damaged pack: %s", res.stderr)
 		}

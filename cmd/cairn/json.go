@@ -118,21 +118,23 @@ type exitErrorJSON struct {
 }
 
 type restoreJSON struct {
-	MessageType   string  `json:"message_type"` // "summary"
-	SnapshotID    string  `json:"snapshot_id"`
-	FilesRestored int     `json:"files_restored"`
-	DirsRestored  int     `json:"dirs_restored"`
-	LinksRestored int     `json:"links_restored"`
-	BytesRestored uint64  `json:"bytes_restored"`
-	FilesFailed   int     `json:"files_failed"`
-	FilesDeleted  int     `json:"files_deleted"`
-	Errors        int     `json:"errors"`
-	TotalDuration float64 `json:"total_duration"` // seconds
+	MessageType   string `json:"message_type"` // "summary"
+	SnapshotID    string `json:"snapshot_id"`
+	FilesRestored int    `json:"files_restored"`
+	DirsRestored  int    `json:"dirs_restored"`
+	LinksRestored int    `json:"links_restored"`
+	BytesRestored uint64 `json:"bytes_restored"`
+	FilesFailed   int    `json:"files_failed"`
+	FilesDeleted  int    `json:"files_deleted"`
+	// Partial names the files left incomplete (NAME.cairn-partial).
+	Partial       []string `json:"partial_files"`
+	Errors        int      `json:"errors"`
+	TotalDuration float64  `json:"total_duration"` // seconds
 }
 
 func newRestoreJSON(id crypto.ID, st restorer.Stats, seconds float64) restoreJSON {
 	return restoreJSON{MessageType: "summary", SnapshotID: id.String(), FilesRestored: st.Files, DirsRestored: st.Dirs,
-		LinksRestored: st.Links, BytesRestored: st.Bytes, FilesFailed: st.FilesFailed, FilesDeleted: st.Deleted, Errors: st.Warnings, TotalDuration: seconds}
+		LinksRestored: st.Links, BytesRestored: st.Bytes, FilesFailed: st.FilesFailed, FilesDeleted: st.Deleted, Partial: nonNil(st.Partial), Errors: st.Warnings, TotalDuration: seconds}
 }
 
 type repairIndexJSON struct {
