@@ -301,3 +301,16 @@ func TestOversizedObjects(t *testing.T) {
 		t.Fatalf("snapshots with a 200 GB snapshot object: %s", res)
 	}
 }
+
+// TestChildProgramsGetNoSecrets: a --stdin-from-command program does not
+// see the repository password or the S3 keys cairn was given.
+func TestChildProgramsGetNoSecrets(t *testing.T) {
+	c := newCLI(t, filepath.Join(t.TempDir(), "repo"))
+	c.init()
+	c.env = []string{"AWS_SECRET_ACCESS_KEY=s3-secret-value", "CAIRN_REDIS_PASSWORD=redis-secret-value", "KEPT_VARIABLE=kept"}
+	c.ok("backup", "--stdin-from-command", "--stdin-filename", "env.txt", "--", "env")
+	out := c.ok("dump", "latest", "/env.txt").stdout
+	if strings.Contains(out, c.password) || strings.Contains(out, "secret-value") || !strings.Contains(out, "KEPT_VARIABLE=kept") {
+		t.Fatalf("the child's environment:\n%s", out)
+	}
+}

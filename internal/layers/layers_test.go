@@ -15,7 +15,7 @@ const tools = 99
 // package may import packages of its own layer or below.
 var layer = map[string]int{
 	"crypto": 0, "chunk": 0, "pathmatch": 0, "repo/backend": 0, "internal/delta": 0,
-	"internal/pgstream": 0, "internal/rdb": 0, "internal/profile": 0, "internal/tailbuf": 0,
+	"internal/pgstream": 0, "internal/rdb": 0, "internal/profile": 0, "internal/tailbuf": 0, "internal/procenv": 0,
 
 	"index": 1, "tree": 1, "repo/backend/local": 1, "repo/backend/s3": 1, "repo/backend/cache": 1,
 	"internal/fsmeta": 1,

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cairn-backup/cairn/internal/procenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -277,7 +278,8 @@ func (c *ConnInfo) password() string {
 }
 
 // Env returns the environment for a client program: this process's
-// environment with the connection's parameters as PG* variables. The
+// environment without cairn's own secrets (procenv), with the connection's
+// parameters as PG* variables. The
 // password travels here (PGPASSWORD), never on the command line.
 func (c *ConnInfo) Env() []string {
 	set := map[string]string{}
@@ -285,7 +287,7 @@ func (c *ConnInfo) Env() []string {
 		set[envNames[k]] = v
 	}
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range procenv.Child() {
 		name, _, _ := strings.Cut(kv, "=")
 		if _, ok := set[name]; ok {
 			continue

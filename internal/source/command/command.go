@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cairn-backup/cairn/archiver"
+	"github.com/cairn-backup/cairn/internal/procenv"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/internal/tailbuf"
 	"github.com/cairn-backup/cairn/repo"
@@ -32,6 +33,7 @@ func Start(ctx context.Context, argv []string, path, chunking string, stderr io.
 		return source.Capture{}, fmt.Errorf("command source %s: no command", path)
 	}
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	c.Env = procenv.Child() // not the repository's or the bucket's credentials
 	tail := tailbuf.New(stderrTail)
 	c.Stderr = io.MultiWriter(tail, stderr)
 	out, err := c.StdoutPipe()
