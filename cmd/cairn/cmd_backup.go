@@ -303,49 +303,35 @@ func (a *app) startProgress(ctx context.Context, p *archiver.Progress, errs *ato
 	go scanTotals(ctx, p, paths, ex)
 	var mu sync.Mutex
 	stopped := false
-	done := make(chan struct{})
-	start := time.Now()
 	clear := func() { fmt.Fprint(f, "\r\033[K") }
-	go func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			mu.Lock()
-			if !stopped {
-				el := time.Since(start)
-				b := p.Bytes.Load()
-				rate := float64(b) / max(el.Seconds(), 1e-3)
-				line := fmt.Sprintf("[%s] %d files, %s, %s/s", el.Round(time.Second), p.Files.Load(), formatBytes(uint64(b)), formatBytes(uint64(rate)))
-				if p.ScanDone.Load() {
-					tb, tf := p.TotalBytes.Load(), p.TotalFiles.Load()
-					line += fmt.Sprintf(" of %d files, %s", tf, formatBytes(uint64(tb)))
-					if rate > 0 && tb > b {
-						line += fmt.Sprintf(", ETA %s", time.Duration(float64(tb-b)/rate*float64(time.Second)).Round(time.Second))
-					}
-				}
-				clear()
-				fmt.Fprint(f, line)
-			}
-			mu.Unlock()
+	stop := every(250*time.Millisecond, func(el time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	var once sync.Once
+		b := p.Bytes.Load()
+		rate := float64(b) / max(el.Seconds(), 1e-3)
+		line := fmt.Sprintf("[%s] %d files, %s, %s/s", el.Round(time.Second), p.Files.Load(), formatBytes(uint64(b)), formatBytes(uint64(rate)))
+		if p.ScanDone.Load() {
+			tb, tf := p.TotalBytes.Load(), p.TotalFiles.Load()
+			line += fmt.Sprintf(" of %d files, %s", tf, formatBytes(uint64(tb)))
+			if rate > 0 && tb > b {
+				line += fmt.Sprintf(", ETA %s", time.Duration(float64(tb-b)/rate*float64(time.Second)).Round(time.Second))
+			}
+		}
+		clear()
+		fmt.Fprint(f, line)
+	})
 	return func(final bool) {
 		mu.Lock()
 		clear()
+		if final {
+			stopped = true
+		}
 		mu.Unlock()
 		if final {
-			once.Do(func() {
-				mu.Lock()
-				stopped = true
-				mu.Unlock()
-				close(done)
-			})
+			stop()
 		}
 	}
 }

@@ -200,30 +200,22 @@ func configRefused(target *Client, err error) error {
 	return &RefusedTargetError{fmt.Sprintf("CONFIG GET/SET masterauth failed (%v): cairn protects the transfer with a one-time password set as the target's masterauth; the user needs +config|get and +config|set", err)}
 }
 
-// resetMasterAuth puts back the target's masterauth, on a new connection
-// if the old one is gone.
+// resetMasterAuth puts back the target's masterauth.
 func resetMasterAuth(target *Client, old string) error {
-	if target.ctx.Err() == nil {
-		if _, err := target.Do("CONFIG", "SET", "masterauth", old); err == nil {
-			return nil
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, target.opts)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Do("CONFIG", "SET", "masterauth", old)
-	return err
+	return doEvenAfterInterrupt(target, "CONFIG", "SET", "masterauth", old)
 }
 
-// replicaOfNoOne promotes the target back to a master, on a new connection
-// if the old one is gone (as after an interrupt).
+// replicaOfNoOne promotes the target back to a master.
 func replicaOfNoOne(target *Client) error {
+	return doEvenAfterInterrupt(target, "REPLICAOF", "NO", "ONE")
+}
+
+// doEvenAfterInterrupt runs a command that puts the target back as it
+// was: on the restore's connection, or on a new one if that is gone (as
+// after an interrupt).
+func doEvenAfterInterrupt(target *Client, args ...string) error {
 	if target.ctx.Err() == nil {
-		if _, err := target.Do("REPLICAOF", "NO", "ONE"); err == nil {
+		if _, err := target.Do(args...); err == nil {
 			return nil
 		}
 	}
@@ -234,7 +226,7 @@ func replicaOfNoOne(target *Client) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Do("REPLICAOF", "NO", "ONE")
+	_, err = c.Do(args...)
 	return err
 }
 
