@@ -54,6 +54,7 @@ func RunWithOptions(t *testing.T, opts Options, newBackend func(t *testing.T) ba
 		return be
 	}
 	t.Run("SaveLoad", func(t *testing.T) { testSaveLoad(t, open(t)) })
+	t.Run("TooLarge", func(t *testing.T) { testTooLarge(t, open(t)) })
 	t.Run("Config", func(t *testing.T) { testConfig(t, open(t)) })
 	t.Run("RangedLoad", func(t *testing.T) { testRangedLoad(t, open(t)) })
 	t.Run("Open", func(t *testing.T) { testOpen(t, open(t)) })
@@ -107,6 +108,7 @@ func load(t testing.TB, be backend.Backend, h backend.Handle, off, n int64) []by
 func testSaveLoad(t *testing.T, be backend.Backend) {
 	for _, typ := range []backend.FileType{backend.Key, backend.DataPack, backend.TreePack, backend.Index, backend.Snapshot} {
 		for _, size := range []int{0, 1, 4096, 1<<20 + 17} {
+			size = min(size, int(backend.MaxLoadSize(typ)))
 			data := Random(t, size)
 			h := save(t, be, typ, data)
 			got := load(t, be, h, 0, 0)
@@ -117,6 +119,19 @@ func testSaveLoad(t *testing.T, be backend.Backend) {
 				t.Fatalf("%v: Load returned nil for an empty object, want an empty slice", h)
 			}
 		}
+	}
+}
+
+// testTooLarge: a whole-object Load of more than its type allows is
+// refused (ErrTooLarge) instead of being read into memory.
+func testTooLarge(t *testing.T, be backend.Backend) {
+	max := backend.MaxLoadSize(backend.Key)
+	h := save(t, be, backend.Key, Random(t, int(max)+1))
+	if _, err := be.Load(context.Background(), h, 0, 0); !errors.Is(err, backend.ErrTooLarge) {
+		t.Fatalf("load of a %d-byte key object: %v, want ErrTooLarge", max+1, err)
+	}
+	if got := load(t, be, h, 0, 16); len(got) != 16 {
+		t.Fatalf("a range of an oversized object: %d bytes", len(got))
 	}
 }
 
