@@ -18,6 +18,7 @@ import (
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/internal/backup"
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/retention"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/internal/source/command"
@@ -36,9 +37,7 @@ type backupFlags struct {
 	excludes         []string
 	parent           string
 	config           string
-	group            string // the profile's tag, with --config
-	profileName      string // with --config
-	notifyURL        string // with --config: the profile's [notify] url
+	profile          *profile.Profile // with --config, once loaded
 	metricsFile      string
 	noDelta          bool
 	// sources are the databases and caches; each registers its flags.
@@ -72,7 +71,9 @@ func (a *app) backupCommand() *cobra.Command {
 				}
 				// A profile that names a URL but fails its own checks (a
 				// missing path) still reports the failure.
-				notify = newPinger(f.notifyURL, func(err error) { fmt.Fprintf(a.stderr, "warning: %v\n", err) })
+				if f.profile != nil {
+					notify = newPinger(f.profile.Notify.URL, func(err error) { fmt.Fprintf(a.stderr, "warning: %v\n", err) })
+				}
 				if err != nil {
 					return err
 				}
@@ -82,7 +83,10 @@ func (a *app) backupCommand() *cobra.Command {
 			}()
 			notify.finish(cmd.Context(), exitCode(cmd.Context(), err), err)
 			if f.metricsFile != "" {
-				m := backupMetrics{Profile: f.profileName, Start: start, Duration: time.Since(start), ExitCode: exitCode(cmd.Context(), err), Result: res}
+				m := backupMetrics{Start: start, Duration: time.Since(start), ExitCode: exitCode(cmd.Context(), err), Result: res}
+				if f.profile != nil {
+					m.Profile = f.profile.Name
+				}
 				if merr := writeMetricsFile(f.metricsFile, m); merr != nil {
 					fmt.Fprintf(a.stderr, "warning: %v\n", merr)
 				}
@@ -204,7 +208,9 @@ func backupPlan(f backupFlags, args []string) (p backup.Plan, argv []string, err
 		return p, nil, fmt.Errorf("invalid --stdin-filename %q", f.stdinFilename)
 	}
 	p.Tags, p.NoDelta, p.ProgramVersion = splitTags(f.tags), f.noDelta, "cairn "+version
-	p.Group = f.group
+	if f.profile != nil {
+		p.Group = f.profile.Tag()
+	}
 	return p, argv, nil
 }
 

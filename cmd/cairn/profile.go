@@ -53,7 +53,7 @@ func (a *app) applyBackupProfile(cmd *cobra.Command, f *backupFlags, args []stri
 	if err != nil {
 		return nil, err
 	}
-	f.notifyURL = p.Notify.URL
+	f.profile = p
 	for _, path := range p.Files.Paths {
 		// A path that does not exist is a mistake in the profile (authentik
 		// 2025.12 moved /media to /data), not an unreadable file: every
@@ -65,7 +65,6 @@ func (a *app) applyBackupProfile(cmd *cobra.Command, f *backupFlags, args []stri
 	args = append(args, p.Files.Paths...)
 	f.excludes = append(f.excludes, p.Files.Excludes...)
 	f.tags = append(f.tags, append(append([]string(nil), p.Tags...), p.Tag())...)
-	f.group, f.profileName = p.Tag(), p.Name
 	if f.host == "" {
 		f.host = p.Host
 	}

@@ -24,10 +24,18 @@ func readOnlyDir(t *testing.T, dir string) {
 		t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
 		return
 	}
-	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot make %s unwritable for root (chattr +i: %v %s)", dir, err, out)
+	out, err := exec.Command("chattr", "+i", dir).CombinedOutput()
+	if err == nil {
+		t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
+		return
 	}
-	t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
+	// File systems without the immutable flag (tmpfs): an empty read-only
+	// tmpfs mounted over the (empty) directory.
+	out2, err2 := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir).CombinedOutput()
+	if err2 != nil {
+		t.Skipf("cannot make %s unwritable for root (chattr +i: %v %s; read-only mount: %v %s)", dir, err, out, err2, out2)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
 }
 
 // TestRestoreUnwritableTarget: a target that cannot be written fails the
