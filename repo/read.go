@@ -104,8 +104,11 @@ type blobReader struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	nextWin  int      // next window to start
-	held     int64    // budget taken by started windows not yet released
+	held     int64    // the capacity of the buffers of started windows not yet released
 	free     [][]byte // window buffers to reuse
+	freeCap  int64    // their capacity
+	largest  int64    // the largest window's bytes
+	peak     int64    // the most window memory (held and free) at once
 	nextUse  int      // next use a decoder takes
 	done     []bool
 	lowest   int // every use below is finished
@@ -120,8 +123,14 @@ type blobReader struct {
 // unreadable pack); fn decides whether to go on. A non-nil return from fn
 // stops the read and is returned. plain is only valid during the call.
 func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts ReadOptions, fn func(i int, plain []byte, err error) error) error {
+	_, err := r.readBlobs(parent, ids, opts, fn)
+	return err
+}
+
+// readBlobs is ReadBlobs, returning the reader for tests to inspect.
+func (r *Repository) readBlobs(parent context.Context, ids []crypto.ID, opts ReadOptions, fn func(i int, plain []byte, err error) error) (*blobReader, error) {
 	if len(ids) == 0 {
-		return parent.Err()
+		return nil, parent.Err()
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -147,9 +156,9 @@ func (r *Repository) ReadBlobs(parent context.Context, ids []crypto.ID, opts Rea
 	br.abort(nil) // no more uses: stop downloads that are no longer needed
 	wg.Wait()
 	if br.failed != nil {
-		return br.failed
+		return br, br.failed
 	}
-	return parent.Err()
+	return br, parent.Err()
 }
 
 // plan turns the IDs into uses and windows, in the order blobs are needed:
@@ -200,6 +209,7 @@ func (br *blobReader) plan() {
 		}
 	}
 	for _, w := range br.windows {
+		br.largest = max(br.largest, w.bytes)
 		slices.SortFunc(w.segs, func(a, b *segment) int { return int(a.loc.Offset) - int(b.loc.Offset) })
 	}
 }
@@ -234,8 +244,9 @@ func (br *blobReader) downloader() {
 		}
 		w := br.windows[br.nextWin]
 		br.nextWin++
-		br.held += w.bytes
 		w.buf = br.takeBuffer(int(w.bytes))
+		br.held += int64(cap(w.buf))
+		br.peak = max(br.peak, br.held+br.freeCap)
 		br.mu.Unlock()
 		br.download(w)
 	}
@@ -279,16 +290,41 @@ func (br *blobReader) download(w *window) {
 	}
 }
 
-// takeBuffer returns a buffer of n bytes, reusing a freed window's; called
-// with br.mu held.
+// takeBuffer returns a buffer of n bytes, reusing the smallest freed
+// window's that fits; called with br.mu held.
 func (br *blobReader) takeBuffer(n int) []byte {
+	best := -1
 	for i, b := range br.free {
-		if cap(b) >= n {
-			br.free = append(br.free[:i], br.free[i+1:]...)
-			return b[:n]
+		if cap(b) >= n && (best < 0 || cap(b) < cap(br.free[best])) {
+			best = i
 		}
 	}
-	return make([]byte, n)
+	if best < 0 {
+		// None fits: the free buffers too small for this window go, as
+		// far as the new one would take the total over the bound.
+		for len(br.free) > 0 && br.held+br.freeCap+int64(n) > br.opts.Budget+br.largest {
+			br.freeCap -= int64(cap(br.free[0]))
+			br.free = br.free[1:]
+		}
+		return make([]byte, n)
+	}
+	b := br.free[best]
+	br.free = append(br.free[:best], br.free[best+1:]...)
+	br.freeCap -= int64(cap(b))
+	return b[:n]
+}
+
+// keepBuffer puts a released window's buffer on the free list while the
+// buffers in use and kept stay within the budget (plus the largest window,
+// as the budget itself may be exceeded by one): idle buffers beyond it
+// would only keep the heap near its limit and the collector running.
+// Called with br.mu held.
+func (br *blobReader) keepBuffer(b []byte) {
+	if br.held+br.freeCap+int64(cap(b)) > br.opts.Budget+br.largest {
+		return
+	}
+	br.free = append(br.free, b[:0])
+	br.freeCap += int64(cap(b))
 }
 
 func readErr(w *window, err error) error {
@@ -425,10 +461,8 @@ func (br *blobReader) release(s *segment) {
 	if w.live > 0 {
 		return
 	}
-	br.held -= w.bytes
-	if w.buf != nil && len(br.free) < br.opts.Downloads {
-		br.free = append(br.free, w.buf[:0])
-	}
+	br.held -= int64(cap(w.buf))
+	br.keepBuffer(w.buf)
 	w.buf = nil
 	br.cond.Broadcast()
 }

@@ -205,8 +205,10 @@ func TestReadBlobsSlowConsumer(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	var ids []crypto.ID
 	plain := map[crypto.ID][]byte{}
-	for range 30 {
-		b := make([]byte, 300_000) // incompressible: stored raw
+	for i := range 120 {
+		// Incompressible (stored raw), of sizes that vary as files do, so
+		// that windows of many sizes compete for buffers.
+		b := make([]byte, []int{300_000, 20_000, 900_000, 60_000, 500_000}[i%5]*(1+i/40))
 		for j := range b {
 			b[j] = byte(rng.Uint32())
 		}
@@ -220,9 +222,11 @@ func TestReadBlobsSlowConsumer(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// A budget of about one window: the next starts as soon as one is freed.
-	for _, o := range []ReadOptions{{Downloads: 2, Budget: 1 << 20, Decoders: 1}, {Downloads: 3, Budget: 1 << 20, Ordered: true}} {
-		err := r.ReadBlobs(ctx, ids, o, func(i int, b []byte, err error) error {
+	// A budget of about one window: the next starts as soon as one is freed,
+	// and window buffers, in use or kept for reuse, stay within the budget
+	// plus one window.
+	for _, o := range []ReadOptions{{Downloads: 2, Budget: 1 << 20, Decoders: 1}, {Downloads: 3, Budget: 1 << 20, Ordered: true}, {Downloads: 8, Budget: 3 << 20}, {Downloads: 8, Budget: 2 << 20, Ordered: true}} {
+		br, err := r.readBlobs(ctx, ids, o, func(i int, b []byte, err error) error {
 			if err != nil {
 				return err
 			}
@@ -235,6 +239,13 @@ func TestReadBlobsSlowConsumer(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("%+v: %v", o, err)
+		}
+		if len(br.windows) < 6 {
+			t.Fatalf("only %d windows: the test needs many", len(br.windows))
+		}
+		t.Logf("%+v: peak %d largest %d windows %d", o, br.peak, br.largest, len(br.windows))
+		if br.peak > max(o.Budget, br.largest)+br.largest {
+			t.Errorf("%+v: window buffers peaked at %d bytes, over the budget %d plus the largest window %d", o, br.peak, o.Budget, br.largest)
 		}
 	}
 }

@@ -584,9 +584,12 @@ func (rs *restorer) write(u blobUse, data []byte) {
 		// Complete: it takes its name. Whatever was there (a file, a
 		// symlink) is replaced, never written through.
 		if !st.failed {
-			if err := os.Rename(PartialName(u.entry.target), u.entry.target); err != nil {
+			// unix.Rename, not os.Rename: the latter first stats the new
+			// name (one failed lookup per file); rename(2) itself refuses
+			// to replace a directory with a file.
+			if err := unix.Rename(PartialName(u.entry.target), u.entry.target); err != nil {
 				st.failed = true
-				rs.warn(u.entry.snap, err)
+				rs.warn(u.entry.snap, &os.LinkError{Op: "rename", Old: PartialName(u.entry.target), New: u.entry.target, Err: err})
 			}
 		}
 	}

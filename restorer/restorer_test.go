@@ -367,3 +367,40 @@ func TestRestoreIncompleteFileKeepsPartialName(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestoreFileOverDirectory: a directory in the target where the
+// snapshot has a file is never replaced or written into; that file fails
+// with a warning, keeps its partial name, and the rest is restored.
+func TestRestoreFileOverDirectory(t *testing.T) {
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	mustMkdir(t, src)
+	for name, content := range map[string]string{"f": "file content", "g": "other"} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := snapshotOf(t, r, []string{src})
+	target := t.TempDir()
+	dst := filepath.Join(target, src)
+	mustMkdir(t, filepath.Join(dst, "f"))
+	if err := os.WriteFile(filepath.Join(dst, "f", "inside"), []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err, warned := restore(t, r, root, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FilesFailed != 1 || len(warned) != 1 || !strings.Contains(warned[0], "rename") {
+		t.Errorf("file over a directory: %d failed, warnings %q; want one rename failure", st.FilesFailed, warned)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "f", "inside")); err != nil || string(b) != "keep" {
+		t.Errorf("the directory in the way changed: %q %v", b, err)
+	}
+	if b, err := os.ReadFile(restorer.PartialName(filepath.Join(dst, "f"))); err != nil || string(b) != "file content" {
+		t.Errorf("the file's content is not under its partial name: %q %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "g")); err != nil || string(b) != "other" {
+		t.Errorf("the other file was not restored: %q %v", b, err)
+	}
+}
