@@ -121,6 +121,13 @@ func (r *Repository) saveDelta(ctx context.Context, id crypto.ID, data []byte, c
 			continue // an unreadable candidate is just not used; check reports it
 		}
 		*cur.base = base
+		// Readers check a delta's rebuilt content, not its base; the
+		// writer checks the base, so that a new delta never depends on
+		// whatever the storage served in its place (another blob of the
+		// same length swapped in): it would break once that is repaired.
+		if r.key.BlobID(base) != root {
+			continue
+		}
 		d := enc.Encode((*cur.delta)[:0], base, data)
 		*cur.delta = d
 		if len(d) > limit || (!bestBase.IsNull() && len(d) >= len(*best.delta)) {

@@ -217,3 +217,81 @@ func TestPackHeaderBases(t *testing.T) {
 		t.Fatalf("version 2 without deltas: %v", err)
 	}
 }
+
+// TestDeltaBaseVerified: a new delta is encoded only against a base whose
+// content hashes to its ID. Storage that serves another blob of the same
+// stored length in the base's place (here: the two swapped in their pack)
+// must not make new deltas depend on the swap, or they break once the
+// swap is undone.
+func TestDeltaBaseVerified(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, Options{})
+	rng := rand.New(rand.NewPCG(9, 10))
+	a := make([]byte, 200_000) // incompressible: stored raw, so equal lengths stay equal
+	for i := range a {
+		a[i] = byte(rng.Uint32())
+	}
+	// b is a with 100 bytes moved from offset 1,000 to 150,000: as long,
+	// nearly the same, but its middle lies 100 bytes earlier.
+	b := append(append(append([]byte{}, a[:1000]...), a[1100:150_000]...), a[1000:1100]...)
+	b = append(b, a[150_000:]...)
+	ra, err := r.SaveBlob(ctx, index.DataBlob, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := r.SaveBlob(ctx, index.DataBlob, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	la, _ := r.Lookup(ra.ID)
+	lb, _ := r.Lookup(rb.ID)
+	if la.Pack != lb.Pack || la.Length != lb.Length {
+		t.Fatalf("the test needs both blobs in one pack with one length: %+v %+v", la, lb)
+	}
+	name := la.Pack.String()
+	packPath := filepath.Join(dir, string(PackType(index.DataBlob)), name[:2], name)
+	orig, err := os.ReadFile(packPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swapped := bytes.Clone(orig)
+	copy(swapped[la.Offset:la.Offset+la.Length], orig[lb.Offset:lb.Offset+lb.Length])
+	copy(swapped[lb.Offset:lb.Offset+lb.Length], orig[la.Offset:la.Offset+la.Length])
+	writePack := func(data []byte) {
+		t.Helper()
+		_ = os.Chmod(packPath, 0o600)
+		if err := os.WriteFile(packPath, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePack(swapped)
+
+	d := bytes.Clone(a)
+	copy(d[100_000:], "a changed row")
+	rd, err := r.SaveDataBlob(ctx, r.Key().BlobID(d), d, cands(ra.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.Base == ra.ID {
+		t.Errorf("a delta was encoded against blob %s as its storage served it (another blob's content)", ra.ID.Short())
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writePack(orig)
+	r2, err := reopen(t, dir, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := r2.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r2.LoadBlob(ctx, rd.ID, nil)
+	if err != nil || !bytes.Equal(got, d) {
+		t.Errorf("the new blob does not load once the storage is repaired: %v", err)
+	}
+}
