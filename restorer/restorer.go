@@ -43,6 +43,10 @@ type Options struct {
 	Downloads int
 	// BytesWritten, when set, is advanced as content is written.
 	BytesWritten *atomic.Int64
+	// MaxEntries bounds the entries the restore plans (0:
+	// tree.DefaultMaxEntries); a snapshot with more fails before anything
+	// is written, with a *tree.TooManyEntriesError.
+	MaxEntries int
 	// Delete removes what the target holds, in the directories restored,
 	// that the snapshot does not (and the filters select): the target
 	// then equals the snapshot instead of a merge of both.
@@ -150,6 +154,9 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 		return Stats{}, fmt.Errorf("restore target %s is not a directory", target)
 	}
 	opts.Target = target
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = tree.DefaultMaxEntries
+	}
 	rs := &restorer{r: r, opts: opts, states: map[string]*fileState{}}
 	if opts.Chown {
 		rs.owners = fsmeta.NewOwners()
@@ -318,6 +325,9 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 		include, descend := rs.selected(snap, n.Type == tree.Dir)
 		if !include && !descend {
 			continue
+		}
+		if len(rs.dirs)+len(rs.files)+len(rs.links) >= rs.opts.MaxEntries {
+			return &tree.TooManyEntriesError{Max: rs.opts.MaxEntries}
 		}
 		e := &entry{node: n, target: tgt, snap: snap, depth: depth + 1}
 		switch n.Type {

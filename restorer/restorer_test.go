@@ -3,6 +3,7 @@ package restorer_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -15,9 +16,11 @@ import (
 
 	"github.com/cairn-backup/cairn/archiver"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/restorer"
+	"github.com/cairn-backup/cairn/tree"
 )
 
 // testKDF keeps key derivation cheap; these tests are not about passwords.
@@ -402,5 +405,45 @@ func TestRestoreFileOverDirectory(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dst, "g")); err != nil || string(b) != "other" {
 		t.Errorf("the other file was not restored: %q %v", b, err)
+	}
+}
+
+// TestRestoreMaxEntries: a tree whose directories name one subtree twice
+// at every level unfolds into 3*2^12-2 entries; a restore with a lower
+// bound fails with a typed error before it writes anything.
+func TestRestoreMaxEntries(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	put := func(tr *tree.Tree) crypto.ID {
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.SaveBlob(ctx, index.TreeBlob, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.ID
+	}
+	id := put(&tree.Tree{Nodes: []tree.Node{{Name: "f", Type: tree.File, Mode: 0o644}}})
+	for range 12 {
+		id = put(&tree.Tree{Nodes: []tree.Node{{Name: "a", Type: tree.Dir, Mode: 0o755, Subtree: id}, {Name: "b", Type: tree.Dir, Mode: 0o755, Subtree: id}}})
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	_, err := restorer.Restore(ctx, r, id, restorer.Options{Target: target, MaxEntries: 5_000})
+	var tooMany *tree.TooManyEntriesError
+	if !errors.As(err, &tooMany) || tooMany.Max != 5_000 {
+		t.Fatalf("restore of a DAG: %v; want TooManyEntriesError", err)
+	}
+	if ents, _ := os.ReadDir(target); len(ents) != 0 {
+		t.Errorf("the failed restore wrote %d entries", len(ents))
+	}
+	// Within the bound it restores every entry.
+	st, err := restorer.Restore(ctx, r, id, restorer.Options{Target: target, MaxEntries: 3<<12 - 2})
+	if err != nil || st.Files != 1<<12 || st.Dirs != 1<<13-2 {
+		t.Fatalf("restore within the bound: %+v %v", st, err)
 	}
 }

@@ -135,9 +135,41 @@ func Find(ctx context.Context, l BlobLoader, root crypto.ID, p string) (*Node, e
 // SkipDir, returned by a Walk callback for a directory, skips its contents.
 var SkipDir = errors.New("skip this directory")
 
+// DefaultMaxEntries bounds the entries a walk visits (Walk) or a restore
+// plans, unless the caller chooses another bound. Trees are content
+// addressed, so a snapshot's directories can name one subtree many times
+// over; such a tree (only a hostile or broken writer makes one) unfolds
+// into a number of entries exponential in its depth, and without a bound
+// a listing or a restore of it would run until memory or patience ran out.
+// Twenty million entries is above the file trees cairn is made for; a
+// restore plans about 300 bytes per entry.
+const DefaultMaxEntries = 20_000_000
+
+// TooManyEntriesError is returned by a walk that met more entries than
+// its bound.
+type TooManyEntriesError struct{ Max int }
+
+func (e *TooManyEntriesError) Error() string {
+	return fmt.Sprintf("the snapshot has more than %d entries (its directories may repeat one another); raise the bound with --max-entries if it is real", e.Max)
+}
+
 // Walk calls fn for every node below the tree id, depth first in name
-// order, with its slash path (dir joined with the node's name).
+// order, with its slash path (dir joined with the node's name). It fails
+// with a *TooManyEntriesError after DefaultMaxEntries nodes.
 func Walk(ctx context.Context, l BlobLoader, id crypto.ID, dir string, fn func(p string, n *Node) error) error {
+	return WalkMax(ctx, l, id, dir, 0, fn)
+}
+
+// WalkMax is Walk with a bound of max nodes (0: DefaultMaxEntries).
+func WalkMax(ctx context.Context, l BlobLoader, id crypto.ID, dir string, max int, fn func(p string, n *Node) error) error {
+	if max <= 0 {
+		max = DefaultMaxEntries
+	}
+	left := max
+	return walk(ctx, l, id, dir, &left, max, fn)
+}
+
+func walk(ctx context.Context, l BlobLoader, id crypto.ID, dir string, left *int, max int, fn func(p string, n *Node) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -146,6 +178,10 @@ func Walk(ctx context.Context, l BlobLoader, id crypto.ID, dir string, fn func(p
 		return err
 	}
 	for i := range t.Nodes {
+		if *left == 0 {
+			return &TooManyEntriesError{Max: max}
+		}
+		*left--
 		n := &t.Nodes[i]
 		p := path.Join(dir, n.Name)
 		switch err := fn(p, n); {
@@ -155,7 +191,7 @@ func Walk(ctx context.Context, l BlobLoader, id crypto.ID, dir string, fn func(p
 			return err
 		}
 		if n.Type == Dir {
-			if err := Walk(ctx, l, n.Subtree, p, fn); err != nil {
+			if err := walk(ctx, l, n.Subtree, p, left, max, fn); err != nil {
 				return err
 			}
 		}

@@ -168,3 +168,36 @@ func TestFindAndWalk(t *testing.T) {
 		t.Fatalf("walk: %v %v", seen, err)
 	}
 }
+
+// TestWalkMax walks a tree whose directories name one subtree twice at
+// every level (a DAG, legal in a content-addressed store): it unfolds into
+// 3*2^20-2 entries, and the walk must stop at its bound with a typed error
+// instead of visiting them all. A tree within the bound walks completely.
+func TestWalkMax(t *testing.T) {
+	m := mapLoader{}
+	put := func(tr *Tree) crypto.ID {
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crypto.Hash(b)
+		m[id] = b
+		return id
+	}
+	id := put(&Tree{Nodes: []Node{{Name: "f", Type: File}}})
+	for range 20 {
+		id = put(&Tree{Nodes: []Node{{Name: "a", Type: Dir, Subtree: id}, {Name: "b", Type: Dir, Subtree: id}}})
+	}
+	ctx := context.Background()
+	visited := 0
+	err := WalkMax(ctx, m, id, "/", 10_000, func(string, *Node) error { visited++; return nil })
+	var tooMany *TooManyEntriesError
+	if !errors.As(err, &tooMany) || tooMany.Max != 10_000 || visited != 10_000 {
+		t.Fatalf("walk of a DAG: %v after %d entries; want TooManyEntriesError after 10000", err, visited)
+	}
+	// Exactly at the bound: 2^21-2 directories and 2^20 files.
+	visited = 0
+	if err := WalkMax(ctx, m, id, "/", 3<<20-2, func(string, *Node) error { visited++; return nil }); err != nil || visited != 3<<20-2 {
+		t.Fatalf("walk within the bound: %v after %d entries", err, visited)
+	}
+}

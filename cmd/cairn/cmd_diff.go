@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path"
@@ -49,6 +50,7 @@ func (a *app) diffCommand() *cobra.Command {
 type diffStats struct {
 	added, removed, changed  int
 	addedBytes, removedBytes uint64
+	visited                  int // entries compared, against --max-entries
 }
 
 func (a *app) diffTrees(ctx context.Context, r *repo.Repository, id1, id2 crypto.ID, dir string, st *diffStats) error {
@@ -82,6 +84,9 @@ func (a *app) diffTrees(ctx context.Context, r *repo.Repository, id1, id2 crypto
 	}
 	i, j := 0, 0
 	for i < len(t1.Nodes) || j < len(t2.Nodes) {
+		if st.visited++; st.visited > cmp.Or(a.maxEntries, tree.DefaultMaxEntries) {
+			return &tree.TooManyEntriesError{Max: cmp.Or(a.maxEntries, tree.DefaultMaxEntries)}
+		}
 		var n1, n2 *tree.Node
 		switch {
 		case j >= len(t2.Nodes) || (i < len(t1.Nodes) && t1.Nodes[i].Name < t2.Nodes[j].Name):

@@ -104,7 +104,7 @@ func (a *app) lsCommand() *cobra.Command {
 			if node.Type != tree.Dir {
 				return print(dir, node)
 			}
-			return tree.Walk(ctx, r, node.Subtree, dir, print)
+			return tree.WalkMax(ctx, r, node.Subtree, dir, a.maxEntries, print)
 		},
 	}
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "long listing: mode, owner, size, time")

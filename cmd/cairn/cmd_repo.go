@@ -41,7 +41,7 @@ func (a *app) out() source.Out {
 
 // sourceRestore is what a source needs to restore its part of sn.
 func (a *app) sourceRestore(r *repo.Repository, sn *repo.Snapshot) source.Restore {
-	return source.Restore{Repo: r, Snapshot: sn, Out: a.out(), Downloads: a.downloadsFor(r)}
+	return source.Restore{Repo: r, Snapshot: sn, Out: a.out(), Downloads: a.downloadsFor(r), MaxEntries: a.maxEntries}
 }
 
 func (a *app) printf(format string, args ...any) {

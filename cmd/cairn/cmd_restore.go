@@ -134,7 +134,7 @@ func (a *app) restoreFiles(ctx context.Context, r *repo.Repository, sn *repo.Sna
 	var written atomic.Int64
 	a.printf("restoring snapshot %s of %s at %s to %s\n", sn.ID.Short(), strings.Join(sn.Paths, ", "), sn.Time.Local().Format("2006-01-02 15:04:05"), target)
 	stopLog := a.logEvery("restore", func() string { return formatBytes(uint64(written.Load())) + " written" })
-	opts.Chown, opts.BytesWritten, opts.Downloads = os.Geteuid() == 0, &written, a.downloadsFor(r)
+	opts.Chown, opts.BytesWritten, opts.Downloads, opts.MaxEntries = os.Geteuid() == 0, &written, a.downloadsFor(r), a.maxEntries
 	opts.Warn = func(p string, err error) { fmt.Fprintf(a.stderr, "error: %s: %v\n", p, unwrapPath(err)) }
 	st, err := restorer.Restore(ctx, r, sn.Tree, opts)
 	stopLog()

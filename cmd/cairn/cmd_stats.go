@@ -38,7 +38,7 @@ func (a *app) statsCommand() *cobra.Command {
 			}
 			var files, restoreSize uint64
 			for _, sn := range sns {
-				if err := tree.Walk(ctx, r, sn.Tree, "/", func(_ string, n *tree.Node) error {
+				if err := tree.WalkMax(ctx, r, sn.Tree, "/", a.maxEntries, func(_ string, n *tree.Node) error {
 					if n.Type == tree.File {
 						files++
 						restoreSize += n.Size

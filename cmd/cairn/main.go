@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -73,6 +74,7 @@ type app struct {
 	passwordCommand string
 	jsonOutput      bool
 	cpuProfile      string
+	maxEntries      int
 	memProfile      string
 	s3Region        string
 	s3CAFile        string
@@ -143,6 +145,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.DurationVar(&a.s3RetryTime, "s3-retry-time", envDuration("CAIRN_S3_RETRY_TIME"), "retry a failing S3 request for at most `duration` (default 2m); env CAIRN_S3_RETRY_TIME")
 	pf.IntVar(&a.uploads, "uploads", 0, "concurrent pack uploads (default 2 for local repositories, 6 for S3)")
 	pf.IntVar(&a.downloads, "downloads", 0, "concurrent pack reads of restore and dump (default 4 for local repositories, 8 for S3)")
+	pf.IntVar(&a.maxEntries, "max-entries", envInt("CAIRN_MAX_ENTRIES"), "fail a listing or restore of a snapshot with more than `n` entries (default 20000000; a restore plans about 300 bytes each); env CAIRN_MAX_ENTRIES")
 	pf.StringVar(&a.cacheDir, "cache-dir", os.Getenv("CAIRN_CACHE_DIR"), "keep the local metadata cache of remote repositories in `dir` (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn); env CAIRN_CACHE_DIR")
 	pf.BoolVar(&a.noCache, "no-cache", false, "do not keep a local metadata cache (a temporary one serves this command)")
 	pf.StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to `file` (for development)")
@@ -217,6 +220,15 @@ func peakHeapProfile(ctx context.Context, path string) {
 // envDuration is the duration in environment variable name, or zero when it
 // is unset or not a duration (the flag's parsing then reports nothing: the
 // default applies).
+// envInt is the integer in environment variable name, or 0.
+func envInt(name string) int {
+	n, err := strconv.Atoi(os.Getenv(name))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 func envDuration(name string) time.Duration {
 	d, err := time.ParseDuration(os.Getenv(name))
 	if err != nil {

@@ -125,6 +125,48 @@ func TestRestoreDelete(t *testing.T) {
 	compareTrees(t, src, restoredPath(target, src), false)
 }
 
+// TestMaxEntries: ls, diff, stats and restore of a snapshot with more
+// entries than --max-entries (or CAIRN_MAX_ENTRIES) fail with one clear
+// line and exit 1; a restore writes nothing. (A tree whose directories
+// repeat one another, which unfolds without end, is tested in tree and
+// restorer.)
+func TestMaxEntries(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	for i := range 30 {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i)), []byte{byte(i)}, 0o644)
+	}
+	c.ok("backup", src)
+	for i := range 30 { // every directory changes: diff compares every entry
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i)), []byte{byte(i), 1}, 0o644)
+	}
+	c.ok("backup", src)
+	sns := c.snapshots()
+	if len(sns) != 2 {
+		t.Fatalf("%d snapshots, want 2", len(sns))
+	}
+	target := filepath.Join(base, "target")
+	for _, args := range [][]string{{"ls", "latest"}, {"stats", "latest"}, {"diff", sns[0].ID, sns[1].ID}, {"restore", "latest", "--target", target}} {
+		res := c.run(append([]string{"--max-entries", "20"}, args...)...)
+		if res.code != 1 || !strings.Contains(res.stderr, "more than 20 entries") || strings.Count(strings.TrimSpace(res.stderr), "\n") > 1 {
+			t.Errorf("%q with --max-entries 20: want exit 1 and one line about the bound: %s", args, res)
+		}
+	}
+	if _, err := os.Stat(target); err == nil {
+		if ents, _ := os.ReadDir(target); len(ents) > 0 {
+			t.Errorf("a restore over the bound wrote %d entries", len(ents))
+		}
+	}
+	c.env = append(c.env, "CAIRN_MAX_ENTRIES=20")
+	if res := c.run("ls", "latest"); res.code != 1 || !strings.Contains(res.stderr, "more than 20 entries") {
+		t.Errorf("ls with CAIRN_MAX_ENTRIES=20: %s", res)
+	}
+	c.ok("--max-entries", "1000", "restore", "latest", "--target", target)
+	compareTrees(t, src, restoredPath(target, src), false)
+}
+
 // slowReader delivers data in small pieces with a pause before each.
 type slowReader struct {
 	data  []byte

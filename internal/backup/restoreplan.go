@@ -310,7 +310,7 @@ func (plan *RestorePlan) restoreFiles(ctx context.Context, rs source.Restore, wa
 	}
 	start := time.Now()
 	res, err := restorer.Restore(ctx, rs.Repo, plan.Snapshot.Tree, restorer.Options{Target: plan.TargetDir, Includes: inc,
-		Chown: os.Geteuid() == 0, Downloads: rs.Downloads, Warn: warn})
+		Chown: os.Geteuid() == 0, Downloads: rs.Downloads, MaxEntries: rs.MaxEntries, Warn: warn})
 	if err != nil {
 		return fmt.Errorf("restore files: %w", err)
 	}

@@ -133,6 +133,9 @@ type Restore struct {
 	Out      Out
 	// Downloads is the number of pack reads in flight (repo.ReadOptions).
 	Downloads int
+	// MaxEntries bounds the entries a file restore plans
+	// (restorer.Options).
+	MaxEntries int
 }
 
 // Dump writes the stored file at path in the snapshot to w.
