@@ -43,7 +43,7 @@ func Start(ctx context.Context, argv []string, path, chunking string, stderr io.
 	if err := c.Start(); err != nil {
 		return source.Capture{}, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	line := strings.Join(argv, " ")
+	line := MaskArgs(argv) // stored in the snapshot and printed: no secrets
 	return source.Capture{
 		Streams: []archiver.Stream{{Path: path, Reader: out, Chunking: chunking}},
 		Records: []repo.Source{{Kind: kind, Name: path, Status: repo.SourceOK, Meta: map[string]string{"command": line}}},

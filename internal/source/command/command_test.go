@@ -62,3 +62,25 @@ func TestCommandMissing(t *testing.T) {
 		t.Error("empty command started")
 	}
 }
+
+// TestCommandRecordMasksSecrets: the command line stored in the snapshot
+// and the failure message show no password given on it.
+func TestCommandRecordMasksSecrets(t *testing.T) {
+	c, err := Start(context.Background(), []string{"sh", "-c", "echo out; exit 2", "--password", "S3cret"}, "/dump", repo.ChunkingFiles, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c.Streams[0].Reader); err != nil {
+		t.Fatal(err)
+	}
+	stored := c.Records[0].Meta["command"]
+	ferr := c.Finish(nil)
+	if ferr == nil {
+		t.Fatal("exit 2 did not fail the source")
+	}
+	for _, s := range []string{stored, ferr.Error()} {
+		if strings.Contains(s, "S3cret") || !strings.Contains(s, "--password ***") {
+			t.Errorf("secret not masked: %q", s)
+		}
+	}
+}
