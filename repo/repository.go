@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 
@@ -53,6 +54,10 @@ type Options struct {
 	// is known and returns the backend to use from then on (the local
 	// metadata cache wraps a remote backend this way).
 	WrapBackend func(repoID string, be backend.Backend) backend.Backend
+	// PreferKey names the key file to try first (the one that opened the
+	// repository last time, Repository.KeyID): when it opens, no other key
+	// file is read. A wrong or missing name only costs the usual order.
+	PreferKey string
 }
 
 // Repository is an open repository. Its methods are safe for concurrent use.
@@ -241,8 +246,18 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	sort.Strings(names)
+	if opts.PreferKey != "" && slices.Contains(names, opts.PreferKey) {
+		if kf, err := loadKeyFile(ctx, be, opts.PreferKey); err == nil {
+			if k, err := kf.Open(password); err == nil {
+				return openWithKey(ctx, be, k, opts.PreferKey, cfgData, opts)
+			}
+		}
+	}
 	var kfs []namedKeyFile
 	for _, name := range names {
+		if name == opts.PreferKey {
+			continue // tried above
+		}
 		kf, err := loadKeyFile(ctx, be, name)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -268,6 +283,11 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 	if key == nil {
 		return nil, ErrWrongPassword
 	}
+	return openWithKey(ctx, be, key, keyID, cfgData, opts)
+}
+
+// openWithKey finishes OpenConfig once key file keyID gave the key.
+func openWithKey(ctx context.Context, be backend.Backend, key *crypto.Key, keyID string, cfgData []byte, opts Options) (*Repository, error) {
 	// Key derivation allocated 64 MiB that is garbage now; left to the
 	// collector it would double the heap goal of the whole run.
 	debug.FreeOSMemory()

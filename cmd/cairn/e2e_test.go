@@ -938,6 +938,46 @@ func (c *cli) keys() []keyInfo {
 	return out
 }
 
+// TestKeyHint: the key file that opened a repository is remembered in
+// the cache directory and tried first next time; a wrong hint is only
+// replaced, and --no-cache remembers nothing.
+func TestKeyHint(t *testing.T) {
+	base := t.TempDir()
+	c := newCLI(t, filepath.Join(base, "repo"))
+	c.init()
+	add := *c
+	add.env = []string{"CAIRN_NEW_PASSWORD=second password"}
+	add.ok("key", "add")
+	second := *c
+	second.password = "second password"
+	cacheDir := filepath.Join(base, "cache")
+	second.env = []string{"CAIRN_CACHE_DIR=" + cacheDir}
+	var current string
+	for _, k := range second.keys() {
+		if k.Current {
+			current = k.ID
+		}
+	}
+	hints, _ := filepath.Glob(filepath.Join(cacheDir, "keys", "*"))
+	if len(hints) != 1 {
+		t.Fatalf("%d key hints in the cache, want 1", len(hints))
+	}
+	if b, err := os.ReadFile(hints[0]); err != nil || strings.TrimSpace(string(b)) != current {
+		t.Fatalf("key hint %q (%v), want %s", b, err, current)
+	}
+	writeFile(t, hints[0], []byte("no-such-key\n"), 0o600)
+	second.ok("snapshots")
+	if b, _ := os.ReadFile(hints[0]); strings.TrimSpace(string(b)) != current {
+		t.Errorf("a wrong hint was not replaced: %q", b)
+	}
+	noCache := *c
+	noCache.env = []string{"CAIRN_CACHE_DIR=" + filepath.Join(base, "cache2")}
+	noCache.ok("--no-cache", "snapshots")
+	if _, err := os.Stat(filepath.Join(base, "cache2", "keys")); err == nil {
+		t.Errorf("--no-cache remembered a key")
+	}
+}
+
 // TestKeys manages passwords.
 func TestKeys(t *testing.T) {
 	base := t.TempDir()

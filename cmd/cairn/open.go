@@ -138,6 +138,22 @@ func (a *app) cacheWrapper(be backend.Backend) func(string, backend.Backend) bac
 	}
 }
 
+// keyHintBase is the cache directory where the key file that opened a
+// repository is remembered (cache.KeyHint), or "" with --no-cache.
+func (a *app) keyHintBase() string {
+	if a.noCache {
+		return ""
+	}
+	if a.cacheDir != "" {
+		return a.cacheDir
+	}
+	base, err := cache.DefaultBase()
+	if err != nil {
+		return ""
+	}
+	return base
+}
+
 // password returns the repository password from, in order: --password-file
 // (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
 // CAIRN_PASSWORD, or a prompt on the terminal.
@@ -220,9 +236,17 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.OpenConfig(ctx, be, cfgData, pw, a.repoOptions(be))
+	opts := a.repoOptions(be)
+	hintBase := a.keyHintBase()
+	if hintBase != "" {
+		opts.PreferKey = cache.KeyHint(hintBase, cfgData)
+	}
+	r, err := repo.OpenConfig(ctx, be, cfgData, pw, opts)
 	if err != nil {
 		return nil, err
+	}
+	if hintBase != "" && r.KeyID() != opts.PreferKey {
+		_ = cache.SaveKeyHint(hintBase, cfgData, r.KeyID()) // only a hint: a read-only cache costs the usual key order
 	}
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
