@@ -66,6 +66,22 @@ func (id *ID) UnmarshalText(b []byte) error {
 // Hash returns the plain BLAKE3-256 hash of data: the storage name of an object.
 func Hash(data []byte) ID { return ID(blake3.Sum256(data)) }
 
+// Hasher computes Hash of a stream: write the bytes, then call Sum.
+type Hasher struct{ h *blake3.Hasher }
+
+// NewHasher returns a Hasher for Hash.
+func NewHasher() *Hasher { return &Hasher{blake3.New()} }
+
+// Write adds p to the hashed stream; it never fails.
+func (h *Hasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// Sum returns the hash of everything written.
+func (h *Hasher) Sum() ID {
+	var id ID
+	h.h.Sum(id[:0])
+	return id
+}
+
 // MasterKeySize is the size of the random master secret.
 const MasterKeySize = 32
 

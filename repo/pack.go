@@ -116,15 +116,24 @@ func DecodePackHeader(b []byte) (index.BlobType, []index.BlobEntry, error) {
 // ReadPackHeader decrypts and decodes the header of a complete pack and
 // checks that the listed blobs fit before it.
 func ReadPackHeader(key *crypto.Key, pack []byte) (index.BlobType, []index.BlobEntry, error) {
-	if len(pack) < 4 {
-		return 0, nil, fmt.Errorf("%w: %d bytes is too short", ErrPackFormat, len(pack))
+	return ReadPackTail(key, pack, int64(len(pack)))
+}
+
+// ReadPackTail is ReadPackHeader for the last len(tail) bytes of a pack of
+// packSize bytes (a reader streaming the pack keeps only its end); the
+// header and its length must lie within tail.
+func ReadPackTail(key *crypto.Key, tail []byte, packSize int64) (index.BlobType, []index.BlobEntry, error) {
+	if len(tail) < 4 || int64(len(tail)) > packSize {
+		return 0, nil, fmt.Errorf("%w: %d bytes is too short", ErrPackFormat, packSize)
 	}
-	hl := int64(binary.LittleEndian.Uint32(pack[len(pack)-4:]))
-	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > int64(len(pack)) {
-		return 0, nil, fmt.Errorf("%w: header length %d does not fit a %d-byte pack", ErrPackFormat, hl, len(pack))
+	hl := int64(binary.LittleEndian.Uint32(tail[len(tail)-4:]))
+	if hl < crypto.Overhead || hl > maxHeaderLength || hl+4 > packSize {
+		return 0, nil, fmt.Errorf("%w: header length %d does not fit a %d-byte pack", ErrPackFormat, hl, packSize)
 	}
-	hstart := int64(len(pack)) - 4 - hl
-	plain, err := key.Open(nil, pack[hstart:len(pack)-4])
+	if hl+4 > int64(len(tail)) {
+		return 0, nil, fmt.Errorf("%w: header length %d is more than the %d bytes after the blobs", ErrPackFormat, hl, len(tail)-4)
+	}
+	plain, err := key.Open(nil, tail[int64(len(tail))-4-hl:len(tail)-4])
 	if err != nil {
 		return 0, nil, fmt.Errorf("pack header: %w", err)
 	}
@@ -132,6 +141,7 @@ func ReadPackHeader(key *crypto.Key, pack []byte) (index.BlobType, []index.BlobE
 	if err != nil {
 		return 0, nil, err
 	}
+	hstart := packSize - 4 - hl
 	if len(blobs) > 0 {
 		last := blobs[len(blobs)-1]
 		if int64(last.Offset)+int64(last.Length) != hstart {
@@ -140,6 +150,10 @@ func ReadPackHeader(key *crypto.Key, pack []byte) (index.BlobType, []index.BlobE
 	}
 	return t, blobs, nil
 }
+
+// MaxPackTail is the most a pack holds after its last blob: the largest
+// header and its length.
+const MaxPackTail = maxHeaderLength + 4
 
 // LoadPackHeader reads only the tail of a stored pack and returns its blob
 // type and blobs (repair index uses it to rebuild the index from packs).

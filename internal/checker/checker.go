@@ -4,8 +4,11 @@
 package checker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -396,48 +399,119 @@ func (c *checker) isTreePack(ctx context.Context, id crypto.ID) bool {
 	return err == nil
 }
 
-// readPack verifies one pack completely and returns the number of blobs checked.
+// readPack verifies one pack completely and returns the number of blobs
+// checked. The pack is streamed, never held whole: each blob is decoded as
+// it passes, the whole stream is hashed, and only the header at its end is
+// kept. The blobs are known beforehand from the index (one request), or
+// for a pack the index does not list from its header (read first).
 func (c *checker) readPack(ctx context.Context, id crypto.ID, t backend.FileType) int {
 	obj := string(t) + "/" + id.String()
 	// Never from the local cache: this verifies what the repository holds.
-	data, err := backend.Unwrap(c.r.Backend()).Load(ctx, backend.Handle{Type: t, Name: id.String()}, 0, 0)
+	be := backend.Unwrap(c.r.Backend())
+	var want []index.BlobEntry
+	if exp, ok := c.indexed[id]; ok {
+		want = slices.Clone(exp.Blobs)
+	} else {
+		var err error
+		if _, want, err = c.r.LoadPackHeader(ctx, t, id); err != nil {
+			if ctx.Err() == nil {
+				c.add(Error, obj, "%v", err)
+			}
+			return 0
+		}
+	}
+	slices.SortFunc(want, func(a, b index.BlobEntry) int { return cmp.Compare(a.Offset, b.Offset) })
+	size := c.stored[id]
+	rc, err := be.Open(ctx, backend.Handle{Type: t, Name: id.String()}, 0, size)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.add(Error, obj, "unreadable: %v", err)
 		}
 		return 0
 	}
-	if got := crypto.Hash(data); got != id {
-		c.add(Error, obj, "content hashes to %s, not its name (pack damaged)", got.Short())
+	defer rc.Close()
+	hasher := crypto.NewHasher()
+	stream := io.TeeReader(rc, hasher)
+	unreadable := func(err error) {
+		if ctx.Err() == nil {
+			c.add(Error, obj, "unreadable: %v", err)
+		}
 	}
-	blobType, blobs, err := repo.ReadPackHeader(c.r.Key(), data)
-	if err != nil {
-		c.add(Error, obj, "%v", err)
-		return 0
-	}
-	if repo.PackType(blobType) != t {
-		c.add(Error, obj, "header says %s blobs but the pack is stored under %s/", blobType, t)
-	}
+	var pos int64
+	var buf []byte
 	checked := 0
-	for _, b := range blobs {
+	for _, b := range want {
 		if ctx.Err() != nil {
 			return checked
 		}
-		if _, err := c.r.DecodeBlob(ctx, b.ID, data[b.Offset:b.Offset+b.Length], nil); err != nil {
+		off, end := int64(b.Offset), int64(b.Offset)+int64(b.Length)
+		if off < pos || end > size {
+			c.add(Error, obj, "blob %s at %d..%d does not fit the pack (%d bytes, previous blob ends at %d)", b.ID.Short(), off, end, size, pos)
+			continue
+		}
+		if _, err := io.CopyN(io.Discard, stream, off-pos); err != nil {
+			unreadable(err)
+			return checked
+		}
+		buf = slices.Grow(buf[:0], int(b.Length))[:b.Length]
+		if _, err := io.ReadFull(stream, buf); err != nil {
+			unreadable(err)
+			return checked
+		}
+		pos = end
+		if _, err := c.r.DecodeBlob(ctx, b.ID, buf, nil); err != nil {
 			c.add(Error, obj, "%v", err)
 		}
 		checked++
+	}
+	// The rest is the header and its length; more than the largest header
+	// is damage, hashed but not kept.
+	tail, err := io.ReadAll(io.LimitReader(stream, min(size-pos, repo.MaxPackTail)))
+	if err == nil {
+		_, err = io.Copy(io.Discard, stream)
+	}
+	if err != nil {
+		unreadable(err)
+		return checked
+	}
+	if got := hasher.Sum(); got != id {
+		c.add(Error, obj, "content hashes to %s, not its name (pack damaged)", got.Short())
+	}
+	blobType, blobs, err := repo.ReadPackTail(c.r.Key(), tail, size)
+	if err != nil {
+		c.add(Error, obj, "%v", err)
+		return checked
+	}
+	if repo.PackType(blobType) != t {
+		c.add(Error, obj, "header says %s blobs but the pack is stored under %s/", blobType, t)
 	}
 	if exp, ok := c.indexed[id]; ok {
 		inHeader := make(map[crypto.ID]index.BlobEntry, len(blobs))
 		for _, b := range blobs {
 			inHeader[b.ID] = b
 		}
+		indexed := make(map[crypto.ID]bool, len(exp.Blobs))
 		for _, e := range exp.Blobs {
+			indexed[e.ID] = true
 			h, ok := inHeader[e.ID]
 			if !ok || h.Offset != e.Offset || h.Length != e.Length || h.Base != e.Base {
 				c.add(Error, obj, "index entry for blob %s does not match the pack header", e.ID.Short())
 			}
+		}
+		// Blobs the header lists and the index does not were not in the
+		// stream's plan: read each on its own.
+		for _, b := range blobs {
+			if indexed[b.ID] || ctx.Err() != nil {
+				continue
+			}
+			stored, err := be.Load(ctx, backend.Handle{Type: t, Name: id.String()}, int64(b.Offset), int64(b.Length))
+			if err == nil {
+				_, err = c.r.DecodeBlob(ctx, b.ID, stored, nil)
+			}
+			if err != nil && ctx.Err() == nil {
+				c.add(Error, obj, "%v", err)
+			}
+			checked++
 		}
 	}
 	return checked
