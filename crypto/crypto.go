@@ -151,7 +151,19 @@ func (k *Key) BlobID(plaintext []byte) ID {
 
 // Seal appends nonce || ciphertext || tag of plaintext to dst.
 func (k *Key) Seal(dst, plaintext []byte) []byte {
-	return seal(k.aead, dst, plaintext)
+	return seal(k.aead, dst, plaintext, nil)
+}
+
+// SealFor is Seal with ad (associated data) authenticated too: the object
+// then opens only with OpenFor and the same ad, so one sealed for one
+// purpose cannot pass for another.
+func (k *Key) SealFor(dst, plaintext, ad []byte) []byte {
+	return seal(k.aead, dst, plaintext, ad)
+}
+
+// OpenFor opens an object sealed with SealFor and the same ad.
+func (k *Key) OpenFor(dst, sealed, ad []byte) ([]byte, error) {
+	return open(k.aead, dst, sealed, ad)
 }
 
 // NonceSize is the length of the nonce that starts every sealed object.
@@ -169,10 +181,10 @@ func (k *Key) OpenInPlace(sealed []byte) ([]byte, error) {
 // Open authenticates and decrypts sealed (nonce || ciphertext || tag),
 // appending the plaintext to dst.
 func (k *Key) Open(dst, sealed []byte) ([]byte, error) {
-	return open(k.aead, dst, sealed)
+	return open(k.aead, dst, sealed, nil)
 }
 
-func seal(aead cipher.AEAD, dst, plaintext []byte) []byte {
+func seal(aead cipher.AEAD, dst, plaintext, ad []byte) []byte {
 	n := len(dst)
 	need := n + Overhead + len(plaintext)
 	if cap(dst) < need {
@@ -187,15 +199,15 @@ func seal(aead cipher.AEAD, dst, plaintext []byte) []byte {
 		// means the system is unusable and sealing must not proceed.
 		panic(fmt.Sprintf("crypto/rand failed: %v", err))
 	}
-	return aead.Seal(dst, nonce, plaintext, nil)
+	return aead.Seal(dst, nonce, plaintext, ad)
 }
 
-func open(aead cipher.AEAD, dst, sealed []byte) ([]byte, error) {
+func open(aead cipher.AEAD, dst, sealed, ad []byte) ([]byte, error) {
 	if len(sealed) < Overhead {
 		return nil, fmt.Errorf("sealed object of %d bytes is shorter than %d: %w", len(sealed), Overhead, ErrUnauthenticated)
 	}
 	nonce := sealed[:chacha20poly1305.NonceSizeX]
-	out, err := aead.Open(dst, nonce, sealed[chacha20poly1305.NonceSizeX:], nil)
+	out, err := aead.Open(dst, nonce, sealed[chacha20poly1305.NonceSizeX:], ad)
 	if err != nil {
 		return nil, ErrUnauthenticated
 	}

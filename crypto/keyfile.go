@@ -76,7 +76,7 @@ func NewKeyFile(k *Key, password string, params KDFParams, host, user string) (*
 		KDF:       "argon2id",
 		Params:    params,
 		Salt:      salt,
-		MasterKey: seal(aead, nil, m[:]),
+		MasterKey: seal(aead, nil, m[:], nil),
 	}, nil
 }
 
@@ -117,7 +117,7 @@ func (kf *KeyFile) Open(password string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("init key-encryption aead: %w", err)
 	}
-	m, err := open(aead, nil, kf.MasterKey)
+	m, err := open(aead, nil, kf.MasterKey, nil)
 	if err != nil {
 		return nil, ErrWrongPassword
 	}

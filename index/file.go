@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/cairn-backup/cairn/crypto"
 )
@@ -347,4 +348,33 @@ func DecodeFile(data []byte) (*File, error) {
 		return nil, fmt.Errorf("%w: a version 3 file without delta blobs", ErrFormat)
 	}
 	return f, nil
+}
+
+// FileBlobs bounds the blobs of an index file that Split writes.
+const FileBlobs = 100000
+
+// Split spreads packs over index files of at most about FileBlobs blobs
+// (prune, migrate); it always returns at least one file, sorted by pack.
+func Split(live []PackEntry, obsolete []ObsoletePack) []*File {
+	sort.Slice(live, func(i, j int) bool { return live[i].ID.Compare(live[j].ID) < 0 })
+	sort.Slice(obsolete, func(i, j int) bool { return obsolete[i].Pack.ID.Compare(obsolete[j].Pack.ID) < 0 })
+	files := []*File{{}}
+	n := 0
+	next := func(blobs int) *File {
+		if n+blobs > FileBlobs && n > 0 {
+			files = append(files, &File{})
+			n = 0
+		}
+		n += blobs
+		return files[len(files)-1]
+	}
+	for _, p := range live {
+		f := next(len(p.Blobs))
+		f.Packs = append(f.Packs, p)
+	}
+	for _, o := range obsolete {
+		f := next(len(o.Pack.Blobs) + 1)
+		f.Obsolete = append(f.Obsolete, o)
+	}
+	return files
 }

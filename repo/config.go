@@ -15,8 +15,13 @@ import (
 // then fits the compact in-memory index entry (index/index.go).
 const MaxInitPackSize = 32 << 20
 
-// FormatVersion is the repository format this program writes and reads.
-const FormatVersion = 1
+// FormatVersion is the repository format init writes. This program reads
+// versions MinFormatVersion to FormatVersion, and writes each repository
+// in its own version until Migrate upgrades it.
+const FormatVersion = 2
+
+// MinFormatVersion is the oldest repository format this program reads.
+const MinFormatVersion = 1
 
 // configMagic precedes the sealed config so its version is readable without a key.
 const configMagic = "CRNC"
@@ -61,8 +66,8 @@ func (c Config) ChunkParams(profile string) chunk.Params {
 }
 
 func (c *Config) validate() error {
-	if c.Version != FormatVersion {
-		return fmt.Errorf("repository format version %d is not supported (this cairn reads version %d)", c.Version, FormatVersion)
+	if err := checkVersion(c.Version); err != nil {
+		return err
 	}
 	if c.Polynomial.Deg() != 53 || !c.Polynomial.Irreducible() {
 		return fmt.Errorf("config: chunker polynomial %v is not irreducible", c.Polynomial)
@@ -90,13 +95,24 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// checkVersion reports a format version this program cannot read.
+func checkVersion(v int) error {
+	if v < MinFormatVersion || v > FormatVersion {
+		return fmt.Errorf("repository format version %d is not supported (this cairn reads versions %d to %d)", v, MinFormatVersion, FormatVersion)
+	}
+	return nil
+}
+
+// encodeConfig seals c in its own format version: the magic, the version
+// byte (readable without a key) and the sealed JSON, bound to the config
+// type from version 2 on.
 func encodeConfig(key *crypto.Key, c *Config) ([]byte, error) {
 	js, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
-	b := append([]byte(configMagic), FormatVersion)
-	return key.Seal(b, js), nil
+	b := append([]byte(configMagic), byte(c.Version))
+	return append(b, sealFile(key, c.Version, adConfig, js)...), nil
 }
 
 // DecodeConfig opens and validates a stored config object.
@@ -104,16 +120,28 @@ func DecodeConfig(key *crypto.Key, data []byte) (*Config, error) {
 	if len(data) < len(configMagic)+1 || string(data[:len(configMagic)]) != configMagic {
 		return nil, fmt.Errorf("config: not a cairn repository (bad magic)")
 	}
-	if v := data[len(configMagic)]; v != FormatVersion {
-		return nil, fmt.Errorf("repository format version %d is not supported (this cairn reads version %d)", v, FormatVersion)
+	v := int(data[len(configMagic)])
+	if err := checkVersion(v); err != nil {
+		return nil, err
 	}
-	js, err := key.Open(nil, data[len(configMagic)+1:])
+	// The version byte is not sealed; the version inside is, and must
+	// agree, so a changed byte cannot make a v2 config read as v1.
+	var js []byte
+	var err error
+	if v >= boundVersion {
+		js, err = key.OpenFor(nil, data[len(configMagic)+1:], adConfig)
+	} else {
+		js, err = key.Open(nil, data[len(configMagic)+1:])
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open config: %w", err)
 	}
 	var c Config
 	if err := json.Unmarshal(js, &c); err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if c.Version != v {
+		return nil, fmt.Errorf("config: version %d inside, %d outside", c.Version, v)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err

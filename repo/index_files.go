@@ -14,7 +14,7 @@ import (
 
 // SaveIndexFile seals and stores an index file, returning its name.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
-	data := r.key.Seal(nil, f.Encode())
+	data := sealFile(r.key, r.cfg.Version, adIndex, f.Encode())
 	id := crypto.Hash(data)
 	if err := r.be.Save(ctx, backend.Handle{Type: backend.Index, Name: id.String()}, data); err != nil {
 		return id, fmt.Errorf("save index %s: %w", id.Short(), err)
@@ -36,7 +36,7 @@ func (r *Repository) LoadIndexFile(ctx context.Context, name string) (*index.Fil
 	if crypto.Hash(data).String() != name {
 		return nil, fmt.Errorf("index %s: %w: content does not match its name", ShortName(name), ErrIndexDamaged)
 	}
-	plain, err := r.key.Open(nil, data)
+	plain, err := openFile(r.key, r.cfg.Version, adIndex, data)
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w: %w", ShortName(name), ErrIndexDamaged, err)
 	}

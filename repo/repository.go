@@ -3,6 +3,7 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -54,6 +55,9 @@ type Options struct {
 	// is known and returns the backend to use from then on (the local
 	// metadata cache wraps a remote backend this way).
 	WrapBackend func(repoID string, be backend.Backend) backend.Backend
+	// FormatVersion is the format init writes (default FormatVersion;
+	// tests of older formats and of Migrate set 1).
+	FormatVersion int
 	// PreferKey names the key file to try first (the one that opened the
 	// repository last time, Repository.KeyID): when it opens, no other key
 	// file is read. A wrong or missing name only costs the usual order.
@@ -156,7 +160,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 		return nil, fmt.Errorf("choose repository id: %w", err)
 	}
 	cfg := &Config{
-		Version:     FormatVersion,
+		Version:     cmp.Or(opts.FormatVersion, FormatVersion),
 		ID:          hex.EncodeToString(rid[:]),
 		Polynomial:  pol,
 		Chunking:    DefaultChunking(),

@@ -81,7 +81,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) (crypto.ID,
 	if err != nil {
 		return crypto.ID{}, fmt.Errorf("encode snapshot: %w", err)
 	}
-	data := r.key.Seal(nil, js)
+	data := sealFile(r.key, r.cfg.Version, adSnapshot, js)
 	id := crypto.Hash(data)
 	if err := r.be.Save(ctx, backend.Handle{Type: backend.Snapshot, Name: id.String()}, data); err != nil {
 		return id, fmt.Errorf("save snapshot: %w", err)
@@ -91,11 +91,11 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) (crypto.ID,
 }
 
 // DecodeSnapshot opens a stored snapshot object.
-func DecodeSnapshot(key *crypto.Key, name string, data []byte) (*Snapshot, error) {
+func (r *Repository) DecodeSnapshot(name string, data []byte) (*Snapshot, error) {
 	if crypto.Hash(data).String() != name {
 		return nil, fmt.Errorf("snapshot %s: content does not match its name", ShortName(name))
 	}
-	js, err := key.Open(nil, data)
+	js, err := openFile(r.key, r.cfg.Version, adSnapshot, data)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", ShortName(name), err)
 	}
@@ -117,7 +117,7 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot,
 	if err != nil {
 		return nil, fmt.Errorf("load snapshot %s: %w", id.Short(), err)
 	}
-	return DecodeSnapshot(r.key, id.String(), data)
+	return r.DecodeSnapshot(id.String(), data)
 }
 
 // ListSnapshots loads every snapshot, oldest first. Snapshots that cannot be
@@ -146,7 +146,7 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 				errs[i] = err
 				return
 			}
-			loaded[i], decodeErrs[i] = DecodeSnapshot(r.key, n, data)
+			loaded[i], decodeErrs[i] = r.DecodeSnapshot(n, data)
 		})
 	}
 	wg.Wait()

@@ -9,13 +9,14 @@ import (
 )
 
 // FuzzDecodeSnapshot feeds arbitrary JSON, sealed with the right key and
-// named by its hash, to DecodeSnapshot: it never panics, and a snapshot it
+// named by its hash, to Repository.DecodeSnapshot: it never panics, and a snapshot it
 // accepts encodes and decodes again to the same fields.
 func FuzzDecodeSnapshot(f *testing.F) {
 	key, err := crypto.KeyFromMaster([crypto.MasterKeySize]byte{7})
 	if err != nil {
 		f.Fatal(err)
 	}
+	r := &Repository{key: key, cfg: Config{Version: FormatVersion}}
 	parent := fuzzID(9)
 	seed, _ := json.Marshal(&Snapshot{Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Tree: fuzzID(1), Paths: []string{"/srv", "/postgres/db.pgdump"},
 		Hostname: "h", Tags: []string{"a", "profile:x"}, Parent: &parent, ProgramVersion: "cairn test",
@@ -27,9 +28,9 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add([]byte(`{"tree":"00"}`))
 	f.Add([]byte(`[1,2,3]`))
 	f.Fuzz(func(t *testing.T, js []byte) {
-		stored := key.Seal(nil, js)
+		stored := sealFile(key, FormatVersion, adSnapshot, js)
 		name := crypto.Hash(stored).String()
-		sn, err := DecodeSnapshot(key, name, stored)
+		sn, err := r.DecodeSnapshot(name, stored)
 		if err != nil {
 			return
 		}
@@ -37,8 +38,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted snapshot does not encode: %v", err)
 		}
-		stored2 := key.Seal(nil, again)
-		sn2, err := DecodeSnapshot(key, crypto.Hash(stored2).String(), stored2)
+		stored2 := sealFile(key, FormatVersion, adSnapshot, again)
+		sn2, err := r.DecodeSnapshot(crypto.Hash(stored2).String(), stored2)
 		if err != nil {
 			t.Fatalf("re-encoded snapshot does not decode: %v", err)
 		}
@@ -46,7 +47,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			t.Fatalf("round trip changed the snapshot: %+v vs %+v", sn, sn2)
 		}
 		// A wrong name is always refused.
-		if _, err := DecodeSnapshot(key, crypto.ID{}.String(), stored); err == nil {
+		if _, err := r.DecodeSnapshot(crypto.ID{}.String(), stored); err == nil {
 			t.Fatal("a snapshot whose name is not its hash was accepted")
 		}
 	})

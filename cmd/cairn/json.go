@@ -7,6 +7,7 @@ import (
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/internal/pruner"
 	"github.com/cairn-backup/cairn/internal/repair"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/restorer"
 )
 
@@ -164,6 +165,29 @@ type repairSnapshotsJSON struct {
 func newRepairSnapshotsJSON(st repair.SnapshotStats, dryRun bool) repairSnapshotsJSON {
 	return repairSnapshotsJSON{MessageType: "repair_snapshots", DryRun: dryRun, Checked: st.Checked, Repaired: st.Repaired,
 		DamagedFiles: st.DamagedFiles, DamagedDirs: st.DamagedDirs, Removed: st.Removed}
+}
+
+type migrateJSON struct {
+	MessageType   string             `json:"message_type"` // "migrate"
+	From          int                `json:"from_version"`
+	To            int                `json:"to_version"`
+	IndexFilesIn  int                `json:"old_index_files"`
+	IndexFilesOut int                `json:"new_index_files"`
+	Snapshots     []snapshotMoveJSON `json:"snapshots"`
+}
+
+type snapshotMoveJSON struct {
+	Old string `json:"old_id"`
+	New string `json:"new_id"`
+}
+
+func newMigrateJSON(res *repo.MigrateResult) migrateJSON {
+	out := migrateJSON{MessageType: "migrate", From: res.From, To: res.To, IndexFilesIn: res.IndexFilesIn, IndexFilesOut: res.IndexFilesOut,
+		Snapshots: []snapshotMoveJSON{}}
+	for _, m := range res.Snapshots {
+		out.Snapshots = append(out.Snapshots, snapshotMoveJSON{Old: m.Old.String(), New: m.New.String()})
+	}
+	return out
 }
 
 type statsJSON struct {

@@ -279,7 +279,7 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 			c.add(Error, obj, "unreadable: %v", err)
 			continue
 		}
-		sn, err := repo.DecodeSnapshot(c.r.Key(), n, data)
+		sn, err := c.r.DecodeSnapshot(n, data)
 		if err != nil {
 			c.add(Error, obj, "%v", err)
 			continue

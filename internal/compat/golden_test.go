@@ -19,11 +19,17 @@ import (
 	"github.com/cairn-backup/cairn/restorer"
 )
 
-var update = flag.Bool("update-golden", false, "rewrite testdata/golden-repo (format v1 only: never for a released version)")
+var (
+	update   = flag.Bool("update-golden", false, "rewrite testdata/golden-repo (format v1: never for a released version)")
+	updateV2 = flag.Bool("update-golden-v2", false, "rewrite testdata/golden-v2-repo (format v2: never once released)")
+)
 
 const goldenPassword = "golden vector password"
 
-var goldenDir = filepath.Join("..", "..", "testdata", "golden-repo")
+var (
+	goldenDir   = filepath.Join("..", "..", "testdata", "golden-repo")
+	goldenV2Dir = filepath.Join("..", "..", "testdata", "golden-v2-repo")
+)
 
 // goldenFiles is the content of the golden snapshot, generated
 // deterministically so the test can recompute it.
@@ -50,7 +56,7 @@ func goldenFiles() map[string][]byte {
 
 var goldenTime = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 
-func writeGolden(t *testing.T) {
+func writeGolden(t *testing.T, goldenDir string, version int) {
 	ctx := context.Background()
 	src := t.TempDir()
 	for name, data := range goldenFiles() {
@@ -71,7 +77,7 @@ func writeGolden(t *testing.T) {
 	be, _ := local.Open(goldenDir)
 	// Cheap KDF parameters keep the test fast; the format is the same.
 	kdf := crypto.KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}
-	r, err := repo.Init(ctx, be, goldenPassword, repo.Options{PackSize: 1 << 20, KDF: &kdf})
+	r, err := repo.Init(ctx, be, goldenPassword, repo.Options{PackSize: 1 << 20, KDF: &kdf, FormatVersion: version})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +98,50 @@ func writeGolden(t *testing.T) {
 
 func TestGoldenRepository(t *testing.T) {
 	if *update {
-		writeGolden(t)
+		writeGolden(t, goldenDir, 1)
 	}
+	checkGolden(t, goldenDir, 1, 14)
+}
+
+// TestGoldenRepositoryV2 reads the golden repository of format version 2
+// (files bound to their type).
+func TestGoldenRepositoryV2(t *testing.T) {
+	if *updateV2 {
+		writeGolden(t, goldenV2Dir, 2)
+	}
+	checkGolden(t, goldenV2Dir, 2, 18)
+}
+
+// TestGoldenV1Migrates upgrades a copy of the version 1 golden repository
+// to version 2: check --read-data finds nothing wrong, and it restores the
+// same files.
+func TestGoldenV1Migrates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	if err := os.CopyFS(dir, os.DirFS(goldenDir)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, be, goldenPassword, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Migrate(ctx)
+	r.Close()
+	if err != nil || res.From != 1 || res.To != 2 || len(res.Snapshots) != 1 {
+		t.Fatalf("migrate: %+v %v", res, err)
+	}
+	checkGolden(t, dir, 2, 14)
+}
+
+// checkGolden opens a golden repository of the given format version
+// (database chunks of 2^dbBits bytes on average), checks it with
+// --read-data and restores its snapshot.
+func checkGolden(t *testing.T, goldenDir string, version, dbBits int) {
+	t.Helper()
 	ctx := context.Background()
 	be, err := local.Open(goldenDir)
 	if err != nil {
@@ -103,8 +151,9 @@ func TestGoldenRepository(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open golden repository: %v", err)
 	}
+	defer r.Close()
 	cfg := r.Config()
-	if cfg.Version != 1 || cfg.PackSize != 1<<20 || cfg.Chunking[repo.ChunkingFiles].AvgBits != 20 || cfg.Chunking[repo.ChunkingDatabase].AvgBits != 14 {
+	if cfg.Version != version || cfg.PackSize != 1<<20 || cfg.Chunking[repo.ChunkingFiles].AvgBits != 20 || cfg.Chunking[repo.ChunkingDatabase].AvgBits != dbBits {
 		t.Fatalf("config: %+v", cfg)
 	}
 	res, err := checker.Check(ctx, r, checker.Options{ReadData: true})

@@ -134,9 +134,6 @@ func addBases(used map[crypto.ID]struct{}, state *repo.IndexState) {
 	}
 }
 
-// indexFileBlobs bounds the blobs per index file prune writes.
-const indexFileBlobs = 100000
-
 // Plan is what one prune pass will do, computed without changing the
 // repository: its Stats are what Execute carries out (and what --dry-run
 // prints).
@@ -221,7 +218,7 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts Options) (*Plan, er
 	if !p.noop {
 		// The superseding list goes in the last file, so until every new
 		// file exists the old ones stay in effect.
-		p.files = splitIndex(p.keep, p.obsolete)
+		p.files = index.Split(p.keep, p.obsolete)
 		p.files[len(p.files)-1].Supersedes = p.state.All
 		st.IndexFilesOut = len(p.files)
 	}
@@ -431,30 +428,4 @@ func (p *Plan) repack(ctx context.Context, r *repo.Repository) error {
 		return fmt.Errorf("write repacked data: %w", err)
 	}
 	return nil
-}
-
-// splitIndex spreads packs over index files of bounded size; it always
-// returns at least one file.
-func splitIndex(live []index.PackEntry, obsolete []index.ObsoletePack) []*index.File {
-	sort.Slice(live, func(i, j int) bool { return live[i].ID.Compare(live[j].ID) < 0 })
-	sort.Slice(obsolete, func(i, j int) bool { return obsolete[i].Pack.ID.Compare(obsolete[j].Pack.ID) < 0 })
-	files := []*index.File{{}}
-	n := 0
-	next := func(blobs int) *index.File {
-		if n+blobs > indexFileBlobs && n > 0 {
-			files = append(files, &index.File{})
-			n = 0
-		}
-		n += blobs
-		return files[len(files)-1]
-	}
-	for _, p := range live {
-		f := next(len(p.Blobs))
-		f.Packs = append(f.Packs, p)
-	}
-	for _, o := range obsolete {
-		f := next(len(o.Pack.Blobs) + 1)
-		f.Obsolete = append(f.Obsolete, o)
-	}
-	return files
 }

@@ -93,6 +93,13 @@ type FileSaver interface {
 	SaveFile(ctx context.Context, h Handle, f *os.File, size int64) error
 }
 
+// Replacer is storage that can replace an object in one step: a reader
+// sees the old content or the new, never neither. Only the config is ever
+// replaced (a format migration); every other object is written once.
+type Replacer interface {
+	Replace(ctx context.Context, h Handle, data []byte) error
+}
+
 // Unwrap returns the storage behind a wrapping backend (such as the local
 // cache), or be itself: for readers that must see what the repository
 // holds, like check --read-data.

@@ -81,6 +81,10 @@ func (b *Backend) path(h backend.Handle) (string, error) {
 // links it into place (never replacing an existing object) and fsyncs the
 // directory, so a crash leaves either the complete object or none.
 func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	return b.save(ctx, h, data, false)
+}
+
+func (b *Backend) save(ctx context.Context, h backend.Handle, data []byte, replace bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -88,7 +92,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	if err != nil {
 		return err
 	}
-	if _, err := os.Lstat(p); err == nil {
+	if _, err := os.Lstat(p); err == nil && !replace {
 		return nil // write-once: same name means same content
 	}
 	dir := filepath.Dir(p)
@@ -118,12 +122,22 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 		_ = os.Remove(tmp)
 		return fmt.Errorf("save %v: %w", h, err)
 	}
-	err = placeNoReplace(tmp, p)
+	if replace {
+		err = os.Rename(tmp, p)
+	} else {
+		err = placeNoReplace(tmp, p)
+	}
 	_ = os.Remove(tmp)
 	if err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
 	return syncDir(dir)
+}
+
+// Replace stores data under h over whatever is there, in one step (a
+// rename): backend.Replacer.
+func (b *Backend) Replace(ctx context.Context, h backend.Handle, data []byte) error {
+	return b.save(ctx, h, data, true)
 }
 
 // placeNoReplace gives the complete file tmp the name p unless p exists:

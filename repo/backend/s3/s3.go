@@ -382,6 +382,12 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	return b.save(ctx, h, func() io.Reader { return bytes.NewReader(data) }, int64(len(data)))
 }
 
+// Replace stores data under h over whatever is there: an S3 PUT replaces
+// an object atomically (backend.Replacer).
+func (b *Backend) Replace(ctx context.Context, h backend.Handle, data []byte) error {
+	return b.Save(ctx, h, data)
+}
+
 // TempDir is the system's temporary directory: packs are built there and
 // uploaded from the file.
 func (b *Backend) TempDir() string { return os.TempDir() }
