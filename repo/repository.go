@@ -58,6 +58,9 @@ type Options struct {
 	// FormatVersion is the format init writes (default FormatVersion;
 	// tests of older formats and of Migrate set 1).
 	FormatVersion int
+	// SnapshotsListed, when set, is given every complete listing of the
+	// snapshots (ListSnapshots without unreadable ones).
+	SnapshotsListed func([]*Snapshot)
 	// PreferKey names the key file to try first (the one that opened the
 	// repository last time, Repository.KeyID): when it opens, no other key
 	// file is read. A wrong or missing name only costs the usual order.

@@ -176,5 +176,8 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*Snapshot, error) {
 	if len(bad) > 0 {
 		return out, fmt.Errorf("unreadable snapshots: %s", strings.Join(bad, "; "))
 	}
+	if r.opts.SnapshotsListed != nil {
+		r.opts.SnapshotsListed(out)
+	}
 	return out, nil
 }

@@ -226,10 +226,13 @@ func (a *app) runForget(ctx context.Context, o forgetOptions, args []string) err
 		}
 		return nil
 	}
+	var removed []crypto.ID
+	defer func() { a.forgetSeen(removed, nil) }() // removed here: no surprise next time
 	for i, sn := range remove {
 		if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: sn.ID.String()}); err != nil && !backend.IsNotFound(err) {
 			return fmt.Errorf("removed %d of %d snapshots; remove snapshot %s: %w", i, len(remove), sn.ID.Short(), err)
 		}
+		removed = append(removed, sn.ID)
 	}
 	a.forgetTextf("removed %d snapshots\n", len(remove))
 	if o.prune && len(remove) > 0 {

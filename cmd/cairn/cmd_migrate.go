@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/cairn-backup/cairn/crypto"
 	"github.com/spf13/cobra"
 )
 
@@ -28,6 +29,11 @@ opened the repository before the migration wrote.`,
 			if err != nil {
 				return err
 			}
+			renamed := map[crypto.ID]crypto.ID{}
+			for _, m := range res.Snapshots {
+				renamed[m.Old] = m.New
+			}
+			a.forgetSeen(nil, renamed)
 			if a.jsonOutput {
 				return a.printJSON(newMigrateJSON(res))
 			}

@@ -978,6 +978,51 @@ func TestKeyHint(t *testing.T) {
 	}
 }
 
+// TestSnapshotGoneWarning: the newest snapshot of a group that this
+// machine listed and that is later gone (deleted behind its back, or the
+// repository put back to an older state) is warned about once; one this
+// machine forgot is not; an older one going (retention) is not.
+func TestSnapshotGoneWarning(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	repoDir := filepath.Join(base, "repo")
+	c := newCLI(t, repoDir)
+	c.env = []string{"CAIRN_CACHE_DIR=" + filepath.Join(base, "cache")}
+	c.init()
+	writeFile(t, filepath.Join(src, "f"), []byte("1"), 0o644)
+	c.ok("backup", src)
+	writeFile(t, filepath.Join(src, "f"), []byte("2"), 0o644)
+	c.ok("backup", src)
+	sns := c.snapshots()
+	if len(sns) != 2 {
+		t.Fatalf("%d snapshots", len(sns))
+	}
+	if res := c.ok("snapshots"); strings.Contains(res.stderr, "is gone") {
+		t.Fatalf("warning without cause: %s", res)
+	}
+	// The newest disappears behind this machine's back.
+	if err := os.Remove(filepath.Join(repoDir, "snapshots", sns[1].ID)); err != nil {
+		t.Fatal(err)
+	}
+	res := c.ok("snapshots")
+	if !strings.Contains(res.stderr, "warning: snapshot "+sns[1].ShortID) || !strings.Contains(res.stderr, "put back to an older state") {
+		t.Errorf("no warning for the vanished newest snapshot: %s", res)
+	}
+	if res := c.ok("snapshots"); strings.Contains(res.stderr, "is gone") {
+		t.Errorf("warned twice: %s", res)
+	}
+	// Forgotten here: no warning, for the newest or an older one.
+	writeFile(t, filepath.Join(src, "f"), []byte("3"), 0o644)
+	c.ok("backup", src)
+	c.ok("forget", "latest")
+	c.ok("forget", sns[0].ID)
+	writeFile(t, filepath.Join(src, "f"), []byte("4"), 0o644)
+	c.ok("backup", src)
+	if res := c.ok("snapshots"); strings.Contains(res.stderr, "is gone") {
+		t.Errorf("warning after forget on this machine: %s", res)
+	}
+}
+
 // TestKeys manages passwords.
 func TestKeys(t *testing.T) {
 	base := t.TempDir()

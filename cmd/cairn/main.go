@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-backup/cairn/internal/seen"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -75,15 +76,19 @@ type app struct {
 	jsonOutput      bool
 	cpuProfile      string
 	maxEntries      int
-	memProfile      string
-	s3Region        string
-	s3CAFile        string
-	s3StallTimeout  time.Duration
-	s3RetryTime     time.Duration
-	uploads         int
-	downloads       int
-	cacheDir        string
-	noCache         bool
+	// seen remembers the newest snapshots this machine listed (nil with
+	// --no-cache); seenMu guards it.
+	seen           *seen.Memory
+	seenMu         sync.Mutex
+	memProfile     string
+	s3Region       string
+	s3CAFile       string
+	s3StallTimeout time.Duration
+	s3RetryTime    time.Duration
+	uploads        int
+	downloads      int
+	cacheDir       string
+	noCache        bool
 	// tempCache makes a remote repository's cache last one command (check
 	// reads what the repository holds, not what this machine kept).
 	tempCache bool

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/seen"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/cache"
@@ -138,6 +140,35 @@ func (a *app) cacheWrapper(be backend.Backend) func(string, backend.Backend) bac
 	}
 }
 
+// observeSnapshots compares a complete listing of the snapshots with the
+// newest ones this machine saw before, and warns about each that is gone:
+// the repository cannot tell a snapshot deleted by someone else, or a
+// repository put back to an older state, from one that never had them.
+func (a *app) observeSnapshots(sns []*repo.Snapshot) {
+	a.seenMu.Lock()
+	defer a.seenMu.Unlock()
+	for _, e := range a.seen.Observe(sns) {
+		fmt.Fprintf(a.stderr, "warning: snapshot %s (%s of %s at %s), the newest this machine had seen of them, is gone from the repository: removed elsewhere, or the repository was put back to an older state\n",
+			e.ID.Short(), strings.Join(e.Paths, ", "), e.Host, e.Time.Local().Format("2006-01-02 15:04:05"))
+	}
+	_ = a.seen.Save() // a read-only cache only loses the memory
+}
+
+// forgetSeen tells the memory of seen snapshots that this machine removed
+// ids (forget), or gave them new IDs (migrate: renamed non-nil).
+func (a *app) forgetSeen(ids []crypto.ID, renamed map[crypto.ID]crypto.ID) {
+	if a.seen == nil {
+		return
+	}
+	a.seenMu.Lock()
+	defer a.seenMu.Unlock()
+	a.seen.Forget(ids)
+	for old, new := range renamed {
+		a.seen.Rename(old, new)
+	}
+	_ = a.seen.Save()
+}
+
 // keyHintBase is the cache directory where the key file that opened a
 // repository is remembered (cache.KeyHint), or "" with --no-cache.
 func (a *app) keyHintBase() string {
@@ -240,6 +271,8 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool) (*repo.Repository, e
 	hintBase := a.keyHintBase()
 	if hintBase != "" {
 		opts.PreferKey = cache.KeyHint(hintBase, cfgData)
+		a.seen = seen.Open(hintBase, cfgData)
+		opts.SnapshotsListed = a.observeSnapshots
 	}
 	r, err := repo.OpenConfig(ctx, be, cfgData, pw, opts)
 	if err != nil {
