@@ -134,6 +134,16 @@ func KeyFromMaster(m [MasterKeySize]byte) (*Key, error) {
 // Master returns the master secret (for sealing it into a key file).
 func (k *Key) Master() [MasterKeySize]byte { return k.master }
 
+// IDKey returns the key of the keyed hash that names blobs.
+func (k *Key) IDKey() [32]byte { return k.idKey }
+
+// WithIDKey returns the key with another blob-ID key and the same master
+// and encryption keys: a repository made from another (init --from-repo)
+// names blobs as that one does while encrypting with keys of its own.
+func (k *Key) WithIDKey(id [32]byte) *Key {
+	return &Key{master: k.master, aead: k.aead, idKey: id}
+}
+
 // BlobID returns the keyed BLAKE3-256 hash of plaintext, the ID of a blob.
 func (k *Key) BlobID(plaintext []byte) ID {
 	h, ok := k.idHashers.Get().(*blake3.Hasher)

@@ -43,6 +43,22 @@ type Config struct {
 	Chunking    map[string]chunk.Params `json:"chunking"`
 	PackSize    int                     `json:"pack_size"`
 	Compression string                  `json:"compression"`
+	// BlobIDKey, when set (version 2 only, 64 hex digits), is the key of
+	// the keyed hash that names blobs, instead of the one derived from
+	// the master key: init --from-repo copies its source's, so the same
+	// data gets the same IDs in both repositories.
+	BlobIDKey string `json:"blob_id_key,omitempty"`
+}
+
+// Template is what init --from-repo takes from another repository so that
+// the same data is cut at the same places and gets the same blob IDs in
+// both, while each keeps its own master and encryption keys (docs/
+// format.md §6): copying between them then moves only what the
+// destination lacks.
+type Template struct {
+	Polynomial chunker.Pol
+	Chunking   map[string]chunk.Params
+	BlobIDKey  [32]byte
 }
 
 // DefaultChunking returns the chunk parameters init writes: about 1 MiB for
@@ -82,6 +98,11 @@ func (c *Config) validate() error {
 	}
 	if _, err := hex.DecodeString(c.ID); err != nil || len(c.ID) != 64 {
 		return fmt.Errorf("config: invalid repository id %q", c.ID)
+	}
+	if c.BlobIDKey != "" {
+		if b, err := hex.DecodeString(c.BlobIDKey); err != nil || len(b) != 32 || c.Version < boundVersion {
+			return fmt.Errorf("config: invalid blob ID key (64 hex digits, format version 2 or later)")
+		}
 	}
 	if c.Compression != "zstd" {
 		return fmt.Errorf("config: unknown compression %q", c.Compression)
@@ -147,4 +168,15 @@ func DecodeConfig(key *crypto.Key, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// keyFor returns the key a repository with config c uses: the master's
+// derived blob-ID key, or the one the config names.
+func keyFor(key *crypto.Key, c *Config) *crypto.Key {
+	if c.BlobIDKey == "" {
+		return key
+	}
+	var id [32]byte
+	hex.Decode(id[:], []byte(c.BlobIDKey)) // validated
+	return key.WithIDKey(id)
 }

@@ -55,6 +55,9 @@ type Options struct {
 	// is known and returns the backend to use from then on (the local
 	// metadata cache wraps a remote backend this way).
 	WrapBackend func(repoID string, be backend.Backend) backend.Backend
+	// From makes init take another repository's chunking and blob IDs
+	// (init --from-repo).
+	From *Template
 	// FormatVersion is the format init writes (default FormatVersion;
 	// tests of older formats and of Migrate set 1).
 	FormatVersion int
@@ -173,6 +176,9 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if opts.Chunking != nil {
 		cfg.Chunking = opts.Chunking
 	}
+	if t := opts.From; t != nil {
+		cfg.Polynomial, cfg.Chunking, cfg.BlobIDKey = t.Polynomial, t.Chunking, hex.EncodeToString(t.BlobIDKey[:])
+	}
 	if cfg.PackSize > MaxInitPackSize {
 		return nil, fmt.Errorf("pack size %d MiB is above the %d MiB limit", cfg.PackSize>>20, MaxInitPackSize>>20)
 	}
@@ -183,7 +189,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRepository(ctx, be, key, "", cfg, opts)
+	r, err := newRepository(ctx, be, keyFor(key, cfg), "", cfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +308,7 @@ func openWithKey(ctx context.Context, be backend.Backend, key *crypto.Key, keyID
 	if err != nil {
 		return nil, err
 	}
-	return newRepository(ctx, be, key, keyID, cfg, opts)
+	return newRepository(ctx, be, keyFor(key, cfg), keyID, cfg, opts)
 }
 
 type namedKeyFile struct {
@@ -334,6 +340,12 @@ func (r *Repository) Backend() backend.Backend { return r.be }
 
 // Config returns the repository configuration.
 func (r *Repository) Config() Config { return r.cfg }
+
+// Template returns what a repository made from this one shares with it
+// (init --from-repo).
+func (r *Repository) Template() Template {
+	return Template{Polynomial: r.cfg.Polynomial, Chunking: r.cfg.Chunking, BlobIDKey: r.key.IDKey()}
+}
 
 // Key returns the master key.
 func (r *Repository) Key() *crypto.Key { return r.key }

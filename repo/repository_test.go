@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 )
@@ -81,5 +82,47 @@ func TestPreferKey(t *testing.T) {
 	}
 	if _, err := Open(ctx, be, "wrong", Options{KDF: &testKDF, PreferKey: first}); !errors.Is(err, ErrWrongPassword) {
 		t.Errorf("wrong password with a hint: %v", err)
+	}
+}
+
+// TestInitFrom: a repository made from another cuts and names data as the
+// source does (same polynomial, chunking, blob IDs), also after reopening,
+// but its master and encryption keys are its own.
+func TestInitFrom(t *testing.T) {
+	ctx := context.Background()
+	src, _ := newTestRepo(t, Options{})
+	defer src.Close()
+	data := []byte("the same content in both repositories")
+	res, err := src.SaveBlob(ctx, index.DataBlob, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := src.Template()
+	dst, dir := newTestRepo(t, Options{From: &tpl})
+	if got := dst.Key().BlobID(data); got != res.ID {
+		t.Errorf("blob ID %s in the new repository, %s in its source", got.Short(), res.ID.Short())
+	}
+	if dst.Key().Master() == src.Key().Master() || dst.Config().ID == src.Config().ID {
+		t.Error("the new repository shares its source's master key or ID")
+	}
+	if dst.Config().Polynomial != src.Config().Polynomial || dst.Config().Chunking["database"] != src.Config().Chunking["database"] {
+		t.Error("chunking not taken from the source")
+	}
+	if _, err := dst.Key().Open(nil, src.Key().Seal(nil, data)); err == nil {
+		t.Error("the new repository's key opens what its source sealed")
+	}
+	dst.Close()
+	again, err := reopen(t, dir, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := again.Key().BlobID(data); got != res.ID {
+		t.Errorf("after reopening: blob ID %s, want %s", got.Short(), res.ID.Short())
+	}
+	// Version 1 has no room for a blob-ID key.
+	be, _ := local.Open(t.TempDir())
+	if _, err := Init(ctx, be, "secret", Options{KDF: &testKDF, From: &tpl, FormatVersion: 1}); err == nil {
+		t.Error("version 1 repository made from another")
 	}
 }

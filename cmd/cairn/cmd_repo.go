@@ -53,6 +53,7 @@ func (a *app) printf(format string, args ...any) {
 
 func (a *app) initCommand() *cobra.Command {
 	var packSizeMiB int
+	var from fromFlags
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -63,6 +64,19 @@ func (a *app) initCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opts := a.repoOptions(be)
+			opts.PackSize = packSizeMiB << 20
+			if from.repo != "" {
+				// The source first: a wrong source password fails before
+				// the new one is asked for.
+				src, err := a.openFrom(ctx, from)
+				if err != nil {
+					return err
+				}
+				tpl := src.Template()
+				src.Close()
+				opts.From = &tpl
+			}
 			pw, err := a.password(ctx, "enter a password for the new repository: ", true)
 			if err != nil {
 				return err
@@ -70,8 +84,6 @@ func (a *app) initCommand() *cobra.Command {
 			if pw == "" {
 				return errors.New("an empty password is not allowed")
 			}
-			opts := a.repoOptions(be)
-			opts.PackSize = packSizeMiB << 20
 			r, err := repo.Init(ctx, be, pw, opts)
 			if err != nil {
 				return err
@@ -82,11 +94,15 @@ func (a *app) initCommand() *cobra.Command {
 				return a.printJSON(initJSON{MessageType: "initialized", ID: cfg.ID, Repository: be.Location()})
 			}
 			a.printf("created cairn repository %s at %s\n", cfg.ID[:10], be.Location())
+			if from.repo != "" {
+				a.printf("it cuts and names data as %s does (same chunking and blob IDs, keys of its own)\n", from.repo)
+			}
 			a.printf("keep the password safe: without it the data cannot be recovered\n")
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB` (1..32)")
+	from.register(cmd)
 	return cmd
 }
 

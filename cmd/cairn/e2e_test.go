@@ -160,6 +160,7 @@ type snapshotInfo struct {
 	Tags     []string        `json:"tags"`
 	Paths    []string        `json:"paths"`
 	Parent   string          `json:"parent"`
+	Tree     string          `json:"tree"`
 	Summary  json.RawMessage `json:"summary"`
 }
 

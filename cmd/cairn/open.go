@@ -22,12 +22,19 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 )
 
-// openBackend parses a repository location.
+// openBackend parses the repository location.
 func (a *app) openBackend() (backend.Backend, error) {
-	loc := a.repoLocation
-	if loc == "" {
+	if a.repoLocation == "" {
 		return nil, &exitCodeError{exitError, errors.New("no repository given: use -r/--repo or set CAIRN_REPOSITORY")}
 	}
+	return a.openBackendAt(a.repoLocation, "")
+}
+
+// openBackendAt parses a repository location. An S3 repository takes its
+// credentials and region from envPrefix+AWS_ACCESS_KEY_ID, ... when that
+// is set (CAIRN_FROM_ for a source repository on another server), else
+// from AWS_ACCESS_KEY_ID, ...
+func (a *app) openBackendAt(loc, envPrefix string) (backend.Backend, error) {
 	switch {
 	case strings.HasPrefix(loc, "local:"):
 		return local.Open(strings.TrimPrefix(loc, "local:"))
@@ -38,6 +45,14 @@ func (a *app) openBackend() (backend.Backend, error) {
 		cfg, err := s3.Parse(loc)
 		if err != nil {
 			return nil, &exitCodeError{exitError, err}
+		}
+		if envPrefix != "" {
+			for v, field := range map[string]*string{"AWS_ACCESS_KEY_ID": &cfg.AccessKeyID, "AWS_SECRET_ACCESS_KEY": &cfg.SecretAccessKey,
+				"AWS_SESSION_TOKEN": &cfg.SessionToken, "AWS_DEFAULT_REGION": &cfg.Region} {
+				if val, ok := os.LookupEnv(envPrefix + v); ok {
+					*field = val
+				}
+			}
 		}
 		if a.s3Region != "" {
 			cfg.Region = a.s3Region
@@ -189,17 +204,23 @@ func (a *app) keyHintBase() string {
 // (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
 // CAIRN_PASSWORD, or a prompt on the terminal.
 func (a *app) password(ctx context.Context, prompt string, confirm bool) (string, error) {
-	if a.passwordFile != "" {
-		b, err := os.ReadFile(a.passwordFile)
+	return readPassword(ctx, a.passwordFile, a.passwordCommand, "CAIRN_PASSWORD", prompt, confirm)
+}
+
+// readPassword returns a password from file, else the output of command,
+// else the environment variable env, else a prompt on the terminal.
+func readPassword(ctx context.Context, file, command, env, prompt string, confirm bool) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("read password file: %w", err)
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	if a.passwordCommand != "" {
-		return runPasswordCommand(ctx, a.passwordCommand)
+	if command != "" {
+		return runPasswordCommand(ctx, command)
 	}
-	if pw, ok := os.LookupEnv("CAIRN_PASSWORD"); ok {
+	if pw, ok := os.LookupEnv(env); ok {
 		return pw, nil
 	}
 	return promptPassword(prompt, confirm)
