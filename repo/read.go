@@ -31,6 +31,9 @@ type ReadOptions struct {
 	// Ordered calls fn once at a time in the order of the IDs (dump);
 	// otherwise fn is called from several goroutines as blobs are ready.
 	Ordered bool
+	// Sealed gives fn each blob's stored bytes as they are, neither
+	// opened nor decoded, and reads no delta bases (copy).
+	Sealed bool
 	// Budget bounds the stored bytes read ahead of decoding (default 32
 	// MiB per download, at least 128 MiB). The window that the oldest
 	// unfinished blob needs is always started, so the bound may be
@@ -197,7 +200,7 @@ func (br *blobReader) plan() {
 	}
 	for i, id := range br.ids {
 		u := &br.uses[i]
-		if base, ok := br.r.DeltaBase(id); ok {
+		if base, ok := br.r.DeltaBase(id); ok && !br.opts.Sealed {
 			if u.base, u.err = access(base, i); u.err != nil {
 				u.err = fmt.Errorf("blob %s: base: %w", id.Short(), u.err)
 				continue
@@ -385,6 +388,9 @@ func (br *blobReader) decode(i int, dst []byte) (plain []byte, inPlace bool, err
 			}
 			return nil, false, s.err
 		}
+	}
+	if br.opts.Sealed {
+		return u.target.data, true, nil
 	}
 	var sb *sealedBase
 	if u.base != nil {

@@ -69,6 +69,9 @@ type Snapshot struct {
 	// Original is set on a snapshot made by 'repair snapshots': the
 	// damaged snapshot it replaces.
 	Original *crypto.ID `json:"original,omitempty"`
+	// CopiedFrom is set on a snapshot made by 'copy': its ID in the
+	// repository it was copied from.
+	CopiedFrom *crypto.ID `json:"copied_from,omitempty"`
 
 	// ID is the storage name; not stored.
 	ID crypto.ID `json:"-"`

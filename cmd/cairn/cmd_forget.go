@@ -127,6 +127,12 @@ func toSnapshotJSON(sn *repo.Snapshot) snapshotJSON {
 	if sn.Parent != nil {
 		j.Parent = sn.Parent.String()
 	}
+	if sn.Original != nil {
+		j.Original = sn.Original.String()
+	}
+	if sn.CopiedFrom != nil {
+		j.CopiedFrom = sn.CopiedFrom.String()
+	}
 	if j.Tags == nil {
 		j.Tags = []string{}
 	}

@@ -22,6 +22,8 @@ type snapshotJSON struct {
 	Paths          []string      `json:"paths"`
 	Tree           string        `json:"tree"`
 	Parent         string        `json:"parent,omitempty"`
+	Original       string        `json:"original,omitempty"`
+	CopiedFrom     string        `json:"copied_from,omitempty"`
 	ProgramVersion string        `json:"program_version"`
 	Summary        *repo.Summary `json:"summary,omitempty"`
 	Sources        []repo.Source `json:"sources,omitempty"`
@@ -96,6 +98,9 @@ func (a *app) snapshotsCommand() *cobra.Command {
 				}
 				fmt.Fprintf(a.stdout, "%-9s %-19s %-16s %-16s %10s  %s\n", sn.ID.Short(), sn.Time.Local().Format("2006-01-02 15:04:05"),
 					sn.Hostname, strings.Join(sn.Tags, ","), size, strings.Join(sn.Paths, ", "))
+				if sn.CopiedFrom != nil {
+					fmt.Fprintf(a.stdout, "%-9s copy of snapshot %s of another repository\n", "", sn.CopiedFrom.Short())
+				}
 				if showSources(sn) {
 					for _, src := range sn.Sources {
 						status := src.Status

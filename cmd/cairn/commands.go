@@ -8,7 +8,7 @@ func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.initCommand(), a.keyCommand(),
 		a.backupCommand(), a.snapshotsCommand(), a.lsCommand(), a.diffCommand(), a.dumpCommand(),
-		a.restoreCommand(), a.forgetCommand(), a.pruneCommand(),
+		a.restoreCommand(), a.copyCommand(), a.forgetCommand(), a.pruneCommand(),
 		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.migrateCommand(),
 	}
 }

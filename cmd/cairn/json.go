@@ -190,6 +190,23 @@ func newMigrateJSON(res *repo.MigrateResult) migrateJSON {
 	return out
 }
 
+type copiedJSON struct {
+	MessageType string `json:"message_type"` // "copied"
+	From        string `json:"source_snapshot"`
+	To          string `json:"snapshot_id"`
+	Blobs       int    `json:"blobs_copied"`
+	Stored      int64  `json:"bytes_stored"`
+}
+
+type copySummaryJSON struct {
+	MessageType   string  `json:"message_type"` // "copy_summary"
+	Copied        int     `json:"snapshots_copied"`
+	Present       int     `json:"snapshots_present"`
+	Blobs         int     `json:"blobs_copied"`
+	Stored        int64   `json:"bytes_stored"`
+	TotalDuration float64 `json:"total_duration"`
+}
+
 type statsJSON struct {
 	SnapshotsCount      int    `json:"snapshots_count"`
 	TotalFileCount      uint64 `json:"total_file_count"`

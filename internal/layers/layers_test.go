@@ -23,7 +23,7 @@ var layer = map[string]int{
 	"repo": 2,
 
 	"archiver": 3, "restorer": 3, "internal/checker": 3, "internal/pruner": 3, "internal/repair": 3,
-	"internal/retention": 3, "internal/seen": 3,
+	"internal/retention": 3, "internal/seen": 3, "internal/copier": 3,
 
 	"internal/source": 4, "internal/source/command": 4, "internal/source/postgres": 4, "internal/source/redis": 4,
 

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-backup/cairn/internal/copier"
+	"github.com/cairn-backup/cairn/internal/retention"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+func (a *app) copyCommand() *cobra.Command {
+	var from fromFlags
+	var hosts, tags, paths []string
+	cmd := &cobra.Command{
+		Use:   "copy --from-repo SRC [SNAPSHOT...]",
+		Short: "Copy snapshots from another repository (made with init --from-repo) into this one",
+		Long: `Copy the snapshots of the repository --from-repo names that this one does not
+have yet (all of them, or those named, narrowed by --host, --tag, --path),
+with every blob they need that this repository lacks: read pack by pack,
+moved sealed (re-encrypted with this repository's key, never decompressed),
+then the index, then the snapshot, which records its original's ID. The
+destination must have been made with 'cairn init --from-repo' from the
+source (or the other way round), so that both name blobs alike.
+Interrupted, it leaves no snapshot behind and the next run goes on.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			src, err := a.openFrom(ctx, from)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			if err := src.LoadIndex(ctx); err != nil {
+				return fmt.Errorf("source repository: load index: %w", err)
+			}
+			dst, err := a.openRepo(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer dst.Close()
+			all, err := src.ListSnapshots(ctx)
+			if err != nil {
+				return fmt.Errorf("source repository: %w", err)
+			}
+			var sns []*repo.Snapshot
+			if len(args) > 0 {
+				for _, ref := range args {
+					sn, err := repo.SelectSnapshot(all, ref, "")
+					if err != nil {
+						return fmt.Errorf("source repository: %w", err)
+					}
+					if !slices.Contains(sns, sn) {
+						sns = append(sns, sn)
+					}
+				}
+				slices.SortStableFunc(sns, func(x, y *repo.Snapshot) int { return x.Time.Compare(y.Time) })
+			} else {
+				sns = all
+			}
+			sns = slices.DeleteFunc(sns, func(sn *repo.Snapshot) bool {
+				return len(hosts) > 0 && !slices.Contains(hosts, sn.Hostname) || !retention.MatchTags(sn.Tags, tags) ||
+					len(paths) > 0 && !slices.ContainsFunc(sn.Paths, func(p string) bool { return slices.Contains(paths, p) })
+			})
+			start := time.Now()
+			res, err := copier.Copy(ctx, dst, src, sns, copier.Options{Downloads: a.downloadsFor(src), Copied: func(c copier.Copied) {
+				if a.jsonOutput {
+					_ = a.printJSON(copiedJSON{MessageType: "copied", From: c.From.String(), To: c.To.String(), Blobs: c.Blobs, Stored: c.Stored})
+					return
+				}
+				a.printf("snapshot %s copied as %s: %d blobs, %s stored\n", c.From.Short(), c.To.Short(), c.Blobs, formatBytes(uint64(c.Stored)))
+			}})
+			if err != nil {
+				return err
+			}
+			sum := copySummaryJSON{MessageType: "copy_summary", Copied: len(res.Copied), Present: len(res.Present), TotalDuration: time.Since(start).Seconds()}
+			for _, c := range res.Copied {
+				sum.Blobs += c.Blobs
+				sum.Stored += c.Stored
+			}
+			if a.jsonOutput {
+				return a.printJSON(sum)
+			}
+			a.printf("%d snapshots copied (%d blobs, %s stored), %d already here, in %s\n", sum.Copied, sum.Blobs,
+				formatBytes(uint64(sum.Stored)), sum.Present, time.Since(start).Round(10*time.Millisecond))
+			return nil
+		},
+	}
+	from.register(cmd)
+	fl := cmd.Flags()
+	fl.StringArrayVar(&hosts, "host", nil, "only snapshots of `host` (repeatable)")
+	fl.StringArrayVar(&tags, "tag", nil, "only snapshots with the `tags` (comma-separated: all of them; repeated: any)")
+	fl.StringArrayVar(&paths, "path", nil, "only snapshots that include `path` (repeatable)")
+	return cmd
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/repo/backend/s3/s3test"
+)
+
+// copySummary is copy's --json summary.
+type copySummary struct {
+	Copied  int   `json:"snapshots_copied"`
+	Present int   `json:"snapshots_present"`
+	Blobs   int   `json:"blobs_copied"`
+	Stored  int64 `json:"bytes_stored"`
+}
+
+// copyFrom runs copy --json and returns its summary.
+func (c *cli) copyFrom(args ...string) copySummary {
+	c.t.Helper()
+	res := c.ok(append([]string{"--json", "copy"}, args...)...)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	var s copySummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
+		c.t.Fatalf("copy --json: %v\n%s", err, res)
+	}
+	return s
+}
+
+// TestCopy copies a file tree and a series of database nights (stored as
+// deltas) from a local repository to one on MinIO made from it, and from
+// there back to a third, local one: every snapshot restores byte for byte
+// from each copy, check --read-data passes, a second copy moves nothing,
+// an interrupted copy resumes without duplicates, and a repository not
+// made from the source is refused.
+func TestCopy(t *testing.T) {
+	srv := s3test.StartT(t)
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	writeFile(t, filepath.Join(data, "big.bin"), randomBytes(31, 5<<20), 0o644)
+	writeFile(t, filepath.Join(data, "etc", "app.conf"), []byte("key = value\n"), 0o600)
+	if err := os.Symlink("etc/app.conf", filepath.Join(data, "conf")); err != nil {
+		t.Fatal(err)
+	}
+	src := newCLI(t, filepath.Join(base, "src"))
+	src.password = "source password"
+	src.init("--pack-size", "1")
+	src.ok("backup", data)
+	nights := [][]byte{pgLikeDump(60000, 0), pgLikeDump(60000, 30), pgLikeDump(60000, 17)}
+	deltas := uint64(0)
+	for _, n := range nights {
+		deltas += src.backupStdinJSON(n).DeltaBlobs
+	}
+	if deltas == 0 {
+		t.Fatal("the nights were not stored as deltas: the copy of deltas is not tested")
+	}
+	srcSnaps := src.snapshots()
+
+	s3env := []string{"AWS_ACCESS_KEY_ID=" + srv.User, "AWS_SECRET_ACCESS_KEY=" + srv.Password}
+	dst := newCLI(t, "s3:"+srv.URL()+"/cairn-copy/offsite")
+	dst.env = append(s3env, "CAIRN_FROM_PASSWORD=source password")
+	dst.init("--pack-size", "1", "--from-repo", src.repo)
+
+	// Interrupted after the first snapshot: copy that one alone, then
+	// remove its snapshot file (its packs and index stay).
+	first := dst.copyFrom("--from-repo", src.repo, srcSnaps[0].ID)
+	if first.Copied != 1 || first.Blobs == 0 {
+		t.Fatalf("first copy: %+v", first)
+	}
+	if len(dst.snapshots()) != 1 {
+		t.Fatal("one snapshot copied, not one listed")
+	}
+	all := dst.copyFrom("--from-repo", src.repo)
+	if all.Copied != len(srcSnaps)-1 || all.Present != 1 {
+		t.Fatalf("copy of the rest: %+v", all)
+	}
+	again := dst.copyFrom("--from-repo", src.repo)
+	if again.Copied != 0 || again.Blobs != 0 || again.Present != len(srcSnaps) {
+		t.Fatalf("second copy moved something: %+v", again)
+	}
+	dst.checkReadData()
+
+	// Each copy names its original and restores byte for byte.
+	dstSnaps := dst.snapshots()
+	if len(dstSnaps) != len(srcSnaps) {
+		t.Fatalf("%d snapshots copied, %d in the source", len(dstSnaps), len(srcSnaps))
+	}
+	res := dst.ok("--json", "snapshots")
+	for _, sn := range srcSnaps {
+		if !strings.Contains(res.stdout, `"copied_from":"`+sn.ID+`"`) {
+			t.Errorf("no copy names %s as its original", sn.ShortID)
+		}
+	}
+	verify := func(c *cli, snaps []snapshotInfo) {
+		t.Helper()
+		target := filepath.Join(t.TempDir(), "r")
+		c.ok("restore", snaps[0].ID, "--target", target)
+		compareTrees(t, data, restoredPath(target, data), false)
+		for i, night := range nights {
+			got := c.ok("dump", snaps[i+1].ID, "/db.pgdump").stdout
+			if !bytes.Equal([]byte(got), night) {
+				t.Errorf("night %d from %s: %d bytes differ from the %d backed up", i+1, c.repo, len(got), len(night))
+			}
+		}
+	}
+	verify(dst, dstSnaps)
+
+	// From MinIO back to a local repository made from it.
+	back := newCLI(t, filepath.Join(base, "back"))
+	back.env = []string{"CAIRN_FROM_AWS_ACCESS_KEY_ID=" + srv.User, "CAIRN_FROM_AWS_SECRET_ACCESS_KEY=" + srv.Password, "CAIRN_FROM_PASSWORD=" + dst.password}
+	back.init("--from-repo", dst.repo)
+	if s := back.copyFrom("--from-repo", dst.repo); s.Copied != len(srcSnaps) {
+		t.Fatalf("copy from MinIO: %+v", s)
+	}
+	back.checkReadData()
+	verify(back, back.snapshots())
+
+	// A repository not made from the source is refused.
+	other := newCLI(t, filepath.Join(base, "other"))
+	other.env = []string{"CAIRN_FROM_PASSWORD=source password"}
+	other.init()
+	if res := other.run("copy", "--from-repo", src.repo); res.code != 1 || !strings.Contains(res.stderr, "init --from-repo") {
+		t.Errorf("copy into an unrelated repository: %s", res)
+	}
+}
