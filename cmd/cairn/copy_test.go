@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend/s3/s3test"
 )
@@ -126,4 +129,70 @@ func TestCopy(t *testing.T) {
 	if res := other.run("copy", "--from-repo", src.repo); res.code != 1 || !strings.Contains(res.stderr, "init --from-repo") {
 		t.Errorf("copy into an unrelated repository: %s", res)
 	}
+}
+
+// TestCopyKilled kills copy with SIGKILL once packs have arrived, then
+// copies again: check passes after the kill and after the second copy,
+// the destination indexes each blob once (as many as the source), and the
+// copy restores byte for byte.
+func TestCopyKilled(t *testing.T) {
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	for i := range 40 {
+		writeFile(t, filepath.Join(data, fmt.Sprintf("f%02d.bin", i)), randomBytes(uint64(100+i), 1<<20+i), 0o644)
+	}
+	src := newCLI(t, filepath.Join(base, "src"))
+	src.init("--pack-size", "1")
+	src.ok("backup", data)
+	dst := newCLI(t, filepath.Join(base, "dst"))
+	dst.env = []string{"CAIRN_FROM_PASSWORD=" + src.password}
+	dst.init("--pack-size", "1", "--from-repo", src.repo)
+
+	cmd := dst.command(context.Background(), nil, "copy", "--from-repo", src.repo)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	killed := false
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !killed; {
+		packs, _ := filepath.Glob(filepath.Join(dst.repo, "data", "*", "*"))
+		select {
+		case <-done:
+			t.Fatal("copy ended before it could be killed: the test needs a larger source")
+		default:
+		}
+		if len(packs) >= 3 {
+			_ = cmd.Process.Kill()
+			<-done
+			killed = true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !killed {
+		t.Fatal("no pack arrived within a minute")
+	}
+	if n := len(dst.snapshots()); n != 0 {
+		t.Fatalf("a killed copy left %d snapshots", n)
+	}
+	if res := dst.run("check"); res.code != 0 {
+		t.Fatalf("check after a killed copy: %s", res)
+	}
+	if s := dst.copyFrom("--from-repo", src.repo); s.Copied != 1 {
+		t.Fatalf("copy after the kill: %+v", s)
+	}
+	dst.checkReadData()
+	blobs := func(c *cli) float64 {
+		var st map[string]any
+		if err := json.Unmarshal([]byte(c.ok("--json", "stats").stdout), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st["total_blob_count"].(float64)
+	}
+	if s, d := blobs(src), blobs(dst); s != d {
+		t.Errorf("the destination indexes %v blobs, the source %v", d, s)
+	}
+	target := filepath.Join(base, "target")
+	dst.ok("restore", "latest", "--target", target)
+	compareTrees(t, data, restoredPath(target, data), false)
 }
