@@ -135,6 +135,13 @@ var transientCodes = map[string]bool{
 	"XMinioBackendDown": true,
 }
 
+// permissionOf names the S3 permission each operation needs.
+var permissionOf = map[string]string{
+	"remove": "s3:DeleteObject (forget and prune delete: run them with credentials that may, for instance from a trusted host)",
+	"save":   "s3:PutObject", "load": "s3:GetObject", "open": "s3:GetObject", "stat": "s3:GetObject",
+	"list": "s3:ListBucket",
+}
+
 var accessCodes = map[string]bool{
 	"AccessDenied": true, "InvalidAccessKeyId": true, "SignatureDoesNotMatch": true,
 	"InvalidToken": true, "ExpiredToken": true, "AllAccessDisabled": true,
@@ -339,6 +346,11 @@ func (b *Backend) fail(op, obj string, err error) error {
 		var resp minio.ErrorResponse
 		errors.As(err, &resp)
 		msg := "access denied (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+		// Credentials that work but lack one permission (a backup-only
+		// user) say which.
+		if perm, ok := permissionOf[op]; ok && resp.Code == "AccessDenied" {
+			msg = "access denied: these credentials lack " + perm
+		}
 		switch resp.Code {
 		case "InvalidAccessKeyId":
 			msg = "unknown access key (check AWS_ACCESS_KEY_ID)"
