@@ -154,7 +154,15 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) (*bac
 	if err != nil {
 		return nil, err
 	}
+	// Offsite copies come before the summary, which --json prints last.
+	var offsiteErr error
+	if f.profile != nil && len(f.profile.Offsite) > 0 {
+		offsiteErr = a.copyOffsite(ctx, r, res.ID, f.profile)
+	}
 	a.printBackupSummary(res.ID, res.Archive, res.Parent, time.Since(start))
+	if offsiteErr != nil {
+		return res, offsiteErr
+	}
 	if res.Unreadable > 0 || res.Skipped > 0 {
 		return res, fmt.Errorf("%w: %d file(s) or directories and %d source(s) were skipped", errPartial, res.Unreadable, res.Skipped)
 	}

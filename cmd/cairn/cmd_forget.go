@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/retention"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -61,6 +62,8 @@ type forgetOptions struct {
 	config  string
 	// groupByChanged: --group-by was given (a profile groups by host).
 	groupByChanged bool
+	// profile is the loaded --config profile.
+	profile *profile.Profile
 }
 
 func (a *app) forgetCommand() *cobra.Command {
@@ -184,7 +187,54 @@ func (a *app) runForget(ctx context.Context, o forgetOptions, args []string) err
 		return err
 	}
 	defer r.Close()
+	if err := a.forgetIn(ctx, r, o, p, by, args); err != nil {
+		return err
+	}
+	if o.profile == nil || len(args) > 0 {
+		return nil
+	}
+	// Each offsite repository of the profile with its own policy.
+	for _, off := range o.profile.Offsite {
+		op, err := policyOf(off.Retention)
+		if err != nil {
+			return fmt.Errorf("offsite %s: %w", off.Name, err)
+		}
+		if op.Empty() {
+			a.forgetTextf("offsite %s: no [offsite.retention] policy, nothing removed\n", off.Name)
+			continue
+		}
+		a.forgetTextf("offsite %s:\n", off.Name)
+		err = func() error {
+			dst, err := a.openOffsite(ctx, off)
+			if err != nil {
+				return err
+			}
+			defer dst.Close()
+			return a.forgetIn(ctx, dst, o, op, by, nil)
+		}()
+		if err != nil {
+			return fmt.Errorf("offsite %s: %w", off.Name, err)
+		}
+	}
+	return nil
+}
 
+// policyOf is a profile's retention as a policy.
+func policyOf(rt profile.Retention) (retention.Policy, error) {
+	p := retention.Policy{Last: rt.KeepLast, Hourly: rt.KeepHourly, Daily: rt.KeepDaily, Weekly: rt.KeepWeekly,
+		Monthly: rt.KeepMonthly, Yearly: rt.KeepYearly, Tags: rt.KeepTags}
+	if rt.KeepWithin != "" {
+		m, d, err := retention.ParseWithin(rt.KeepWithin)
+		if err != nil {
+			return p, fmt.Errorf("keep_within: %w", err)
+		}
+		p.WithinMonths, p.Within = m, d
+	}
+	return p, p.Validate()
+}
+
+// forgetIn applies policy p (or removes the snapshots args names) in r.
+func (a *app) forgetIn(ctx context.Context, r *repo.Repository, o forgetOptions, p retention.Policy, by retention.GroupBy, args []string) error {
 	var groups []retention.Group
 	if len(args) > 0 {
 		g, err := o.namedSnapshots(ctx, r, args)

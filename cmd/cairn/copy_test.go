@@ -196,3 +196,84 @@ func TestCopyKilled(t *testing.T) {
 	dst.ok("restore", "latest", "--target", target)
 	compareTrees(t, data, restoredPath(target, data), false)
 }
+
+// TestProfileOffsite: backup --config copies each new snapshot to the
+// profile's offsite repositories (one local, one on MinIO whose
+// credentials are in its own env_file, not in cairn's environment), and
+// forget --config applies each offsite's own retention. An offsite that
+// cannot be opened fails the backup with one message, after the snapshot
+// was written.
+func TestProfileOffsite(t *testing.T) {
+	srv := s3test.StartT(t)
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	writeFile(t, filepath.Join(data, "f.txt"), []byte("night 0"), 0o644)
+	pw := filepath.Join(base, "pw")
+	writeFile(t, pw, []byte("primary password\n"), 0o600)
+	offPW := filepath.Join(base, "offsite-pw")
+	writeFile(t, offPW, []byte("offsite password\n"), 0o600)
+	envFile := filepath.Join(base, "offsite.env")
+	writeFile(t, envFile, []byte("AWS_ACCESS_KEY_ID="+srv.User+"\nAWS_SECRET_ACCESS_KEY="+srv.Password+"\n"), 0o600)
+	primary, near, far := filepath.Join(base, "primary"), filepath.Join(base, "near"), "s3:"+srv.URL()+"/cairn-far/repo"
+
+	c := newCLI(t, "")
+	c.password = "primary password"
+	c.env = []string{"CAIRN_FROM_PASSWORD=primary password"}
+	c.ok("-r", primary, "init")
+	offsite := newCLI(t, "")
+	offsite.password = "offsite password"
+	offsite.env = []string{"CAIRN_FROM_PASSWORD=primary password", "AWS_ACCESS_KEY_ID=" + srv.User, "AWS_SECRET_ACCESS_KEY=" + srv.Password}
+	offsite.ok("-r", near, "init", "--from-repo", primary)
+	offsite.ok("-r", far, "init", "--from-repo", primary)
+
+	profileText := func(extra string) string {
+		return "name = \"app\"\nrepository = \"" + primary + "\"\npassword_file = \"" + pw + "\"\n" +
+			"[files]\npaths = [\"" + data + "\"]\n[retention]\nkeep_last = 3\n" +
+			"[[offsite]]\nname = \"near\"\nrepository = \"" + near + "\"\npassword_file = \"" + offPW + "\"\n[offsite.retention]\nkeep_last = 1\n" +
+			"[[offsite]]\nname = \"far\"\nrepository = \"" + far + "\"\npassword_file = \"" + offPW + "\"\nenv_file = \"" + envFile + "\"\n[offsite.retention]\nkeep_last = 2\n" + extra
+	}
+	cfg := filepath.Join(base, "app.toml")
+	writeFile(t, cfg, []byte(profileText("")), 0o600)
+	cli := newCLI(t, "") // no AWS_* variables: the far offsite's are in its env_file
+	cli.password = "primary password"
+	for night := 1; night <= 3; night++ {
+		writeFile(t, filepath.Join(data, "f.txt"), []byte(fmt.Sprintf("night %d", night)), 0o644)
+		res := cli.ok("backup", "--config", cfg)
+		if !strings.Contains(res.stdout, "offsite near: snapshot") || !strings.Contains(res.stdout, "offsite far: snapshot") {
+			t.Fatalf("night %d: no offsite copies reported: %s", night, res)
+		}
+	}
+	count := func(loc string) int {
+		t.Helper()
+		o := *offsite
+		o.repo = loc
+		return len(o.snapshots())
+	}
+	if n, f := count(near), count(far); n != 3 || f != 3 {
+		t.Fatalf("offsites hold %d and %d snapshots after 3 nights, want 3 each", n, f)
+	}
+	cli.ok("forget", "--config", cfg)
+	if n, f := count(near), count(far); n != 1 || f != 2 {
+		t.Errorf("after forget --config: near %d, far %d snapshots; want 1 and 2", n, f)
+	}
+	o := *offsite
+	o.repo = near
+	target := filepath.Join(base, "target")
+	o.ok("restore", "latest", "--target", target)
+	if b, err := os.ReadFile(filepath.Join(restoredPath(target, data), "f.txt")); err != nil || string(b) != "night 3" {
+		t.Errorf("restore from the offsite copy: %q %v", b, err)
+	}
+
+	// An offsite that cannot be opened fails the backup loudly; the
+	// snapshot itself is written.
+	writeFile(t, cfg, []byte(profileText("[[offsite]]\nname = \"bad\"\nrepository = \""+filepath.Join(base, "missing")+"\"\npassword_file = \""+offPW+"\"\n")), 0o600)
+	res := cli.run("backup", "--config", cfg)
+	if res.code != 1 || !strings.Contains(res.stderr, "was written, but its copy failed: offsite bad") {
+		t.Errorf("backup with a missing offsite: %s", res)
+	}
+	p := *c
+	p.repo = primary
+	if n := len(p.snapshots()); n != 4 {
+		t.Errorf("primary holds %d snapshots, want 4", n)
+	}
+}

@@ -8,6 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/internal/copier"
+	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -29,7 +32,7 @@ func (a *app) openFrom(ctx context.Context, f fromFlags) (*repo.Repository, erro
 	if f.repo == "" {
 		return nil, &exitCodeError{exitError, errors.New("no source repository: use --from-repo or set CAIRN_FROM_REPOSITORY")}
 	}
-	be, err := a.openBackendAt(f.repo, "CAIRN_FROM_")
+	be, err := a.openBackendAt(f.repo, envWithPrefix("CAIRN_FROM_"))
 	if err != nil {
 		return nil, err
 	}
@@ -46,4 +49,77 @@ func (a *app) openFrom(ctx context.Context, f fromFlags) (*repo.Repository, erro
 		return nil, fmt.Errorf("source repository %s: %w", be.Location(), err)
 	}
 	return r, nil
+}
+
+// openOffsite opens an offsite repository of a profile, with its index,
+// its password and its own credentials (env_file).
+func (a *app) openOffsite(ctx context.Context, o profile.Offsite) (*repo.Repository, error) {
+	env, err := profile.ReadEnvFile(o.EnvFile)
+	if err != nil {
+		return nil, err
+	}
+	be, err := a.openBackendAt(o.Repository, func(name string) (string, bool) { v, ok := env[name]; return v, ok })
+	if err != nil {
+		return nil, err
+	}
+	cfgData, err := repo.ReadConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := readPassword(ctx, o.PasswordFile, o.PasswordCommand, "", "enter the password of "+be.Location()+": ", false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.OpenConfig(ctx, be, cfgData, pw, a.repoOptions(be))
+	if err != nil {
+		return nil, err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("load index: %w", err)
+	}
+	return r, nil
+}
+
+// copyOffsite copies snapshot id of r to each offsite repository of the
+// profile. Every offsite is tried; the error names those that failed.
+func (a *app) copyOffsite(ctx context.Context, r *repo.Repository, id crypto.ID, p *profile.Profile) error {
+	sn, err := r.LoadSnapshot(ctx, id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range p.Offsite {
+		err := func() error {
+			dst, err := a.openOffsite(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer dst.Close()
+			res, err := copier.Copy(ctx, dst, r, []*repo.Snapshot{sn}, copier.Options{Downloads: a.downloadsFor(r)})
+			if err != nil {
+				return err
+			}
+			for _, c := range res.Copied {
+				if a.jsonOutput {
+					_ = a.printJSON(copiedJSON{MessageType: "copied", Offsite: o.Name, From: c.From.String(), To: c.To.String(), Blobs: c.Blobs, Stored: c.Stored})
+					continue
+				}
+				a.printf("offsite %s: snapshot %s copied as %s (%d blobs, %s stored)\n", o.Name, c.From.Short(), c.To.Short(), c.Blobs, formatBytes(uint64(c.Stored)))
+			}
+			return nil
+		}()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("offsite %s: %w", o.Name, err))
+		}
+	}
+	if len(errs) > 0 {
+		// Exit 1 whatever the cause: the backup's own repository is fine
+		// (not 10 or 12, which would say it is missing or locked).
+		return &exitCodeError{exitError, fmt.Errorf("snapshot %s was written, but its copy failed: %w", id.Short(), errors.Join(errs...))}
+	}
+	return nil
 }

@@ -192,6 +192,7 @@ func newMigrateJSON(res *repo.MigrateResult) migrateJSON {
 
 type copiedJSON struct {
 	MessageType string `json:"message_type"` // "copied"
+	Offsite     string `json:"offsite,omitempty"`
 	From        string `json:"source_snapshot"`
 	To          string `json:"snapshot_id"`
 	Blobs       int    `json:"blobs_copied"`

@@ -27,14 +27,19 @@ func (a *app) openBackend() (backend.Backend, error) {
 	if a.repoLocation == "" {
 		return nil, &exitCodeError{exitError, errors.New("no repository given: use -r/--repo or set CAIRN_REPOSITORY")}
 	}
-	return a.openBackendAt(a.repoLocation, "")
+	return a.openBackendAt(a.repoLocation, nil)
+}
+
+// envWithPrefix looks variables up in the environment under prefix+name.
+func envWithPrefix(prefix string) func(string) (string, bool) {
+	return func(name string) (string, bool) { return os.LookupEnv(prefix + name) }
 }
 
 // openBackendAt parses a repository location. An S3 repository takes its
-// credentials and region from envPrefix+AWS_ACCESS_KEY_ID, ... when that
-// is set (CAIRN_FROM_ for a source repository on another server), else
-// from AWS_ACCESS_KEY_ID, ...
-func (a *app) openBackendAt(loc, envPrefix string) (backend.Backend, error) {
+// credentials and region (AWS_ACCESS_KEY_ID, ...) from creds where that
+// has them (the CAIRN_FROM_ variables of a source repository, an
+// offsite's env_file), else from the environment.
+func (a *app) openBackendAt(loc string, creds func(name string) (string, bool)) (backend.Backend, error) {
 	switch {
 	case strings.HasPrefix(loc, "local:"):
 		return local.Open(strings.TrimPrefix(loc, "local:"))
@@ -46,10 +51,10 @@ func (a *app) openBackendAt(loc, envPrefix string) (backend.Backend, error) {
 		if err != nil {
 			return nil, &exitCodeError{exitError, err}
 		}
-		if envPrefix != "" {
+		if creds != nil {
 			for v, field := range map[string]*string{"AWS_ACCESS_KEY_ID": &cfg.AccessKeyID, "AWS_SECRET_ACCESS_KEY": &cfg.SecretAccessKey,
 				"AWS_SESSION_TOKEN": &cfg.SessionToken, "AWS_DEFAULT_REGION": &cfg.Region} {
-				if val, ok := os.LookupEnv(envPrefix + v); ok {
+				if val, ok := creds(v); ok {
 					*field = val
 				}
 			}

@@ -134,6 +134,7 @@ func (a *app) applyForgetProfile(o *forgetOptions, named bool) error {
 	if err != nil {
 		return err
 	}
+	o.profile = p
 	if len(o.tags) == 0 {
 		o.tags = []string{p.Tag()}
 	} else {

@@ -35,6 +35,22 @@ type Profile struct {
 	Retention Retention `toml:"retention"`
 	Restore   Restore   `toml:"restore"`
 	Notify    Notify    `toml:"notify"`
+	// Offsite repositories get a copy of each snapshot backup --config
+	// writes, and their own retention in forget --config.
+	Offsite []Offsite `toml:"offsite"`
+}
+
+// Offsite is a repository made with init --from-repo from the profile's,
+// that receives a copy of each new snapshot.
+type Offsite struct {
+	Name            string `toml:"name"`
+	Repository      string `toml:"repository"`
+	PasswordFile    string `toml:"password_file"`
+	PasswordCommand string `toml:"password_command"`
+	// EnvFile (mode 0600) holds this repository's AWS_* credentials; they
+	// apply to it alone, not to the profile's repository.
+	EnvFile   string    `toml:"env_file"`
+	Retention Retention `toml:"retention"`
 }
 
 // Notify pings a monitoring URL around each backup --config, with the
@@ -153,6 +169,20 @@ func (p *Profile) Validate() error {
 	if p.Restore.RedisTarget != "" && p.Restore.RedisRDBDir != "" {
 		errs = append(errs, errors.New("restore: give redis_target or redis_rdb_dir, not both"))
 	}
+	seen := map[string]bool{}
+	for i, o := range p.Offsite {
+		switch {
+		case o.Name == "" || strings.ContainsAny(o.Name, " ,"):
+			errs = append(errs, fmt.Errorf("offsite %d: name %q: use letters, digits, - and _", i+1, o.Name))
+		case seen[o.Name]:
+			errs = append(errs, fmt.Errorf("offsite %s: the name is used twice", o.Name))
+		case o.Repository == "":
+			errs = append(errs, fmt.Errorf("offsite %s: no repository", o.Name))
+		case o.PasswordFile == "" && o.PasswordCommand == "":
+			errs = append(errs, fmt.Errorf("offsite %s: give password_file or password_command", o.Name))
+		}
+		seen[o.Name] = true
+	}
 	return errors.Join(errs...)
 }
 
@@ -186,17 +216,23 @@ func RedactURL(u string) string {
 // and # comments skipped, an "export " prefix and quotes around the value
 // allowed. A file that others may read is refused: it holds secrets.
 func (p *Profile) ReadEnvFile() (map[string]string, error) {
-	if p.EnvFile == "" {
+	return ReadEnvFile(p.EnvFile)
+}
+
+// ReadEnvFile reads NAME=VALUE lines from path (none when path is empty),
+// refusing a file that others may read.
+func ReadEnvFile(path string) (map[string]string, error) {
+	if path == "" {
 		return nil, nil
 	}
-	fi, err := os.Stat(p.EnvFile)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("env_file: %w", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("env_file %s is readable by others (mode %v): it holds secrets, chmod 600 it", p.EnvFile, fi.Mode().Perm())
+		return nil, fmt.Errorf("env_file %s is readable by others (mode %v): it holds secrets, chmod 600 it", path, fi.Mode().Perm())
 	}
-	data, err := os.ReadFile(p.EnvFile)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("env_file: %w", err)
 	}
@@ -210,7 +246,7 @@ func (p *Profile) ReadEnvFile() (map[string]string, error) {
 		name, value, ok := strings.Cut(line, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return nil, fmt.Errorf("env_file %s line %d: want NAME=VALUE", p.EnvFile, i+1)
+			return nil, fmt.Errorf("env_file %s line %d: want NAME=VALUE", path, i+1)
 		}
 		value = strings.TrimSpace(value)
 		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
