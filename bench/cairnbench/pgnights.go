@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -518,6 +520,9 @@ func (b *bench) runPGNights() error {
 			return fmt.Errorf("night %d: no snapshot ID in the backup summaries (cairn %q, restic %q)", ni.Night, snaps[ni.Night][0], snaps[ni.Night][1])
 		}
 	}
+	if err := b.nightsCopy(c, r, len(nights)); err != nil {
+		return err
+	}
 	last, mid := len(nights), len(nights)/2
 	for _, n := range []int{last, mid} {
 		ni := nights[n-1]
@@ -545,5 +550,44 @@ func checkSHA256(p string, ni nightInfo) error {
 	if got != ni.SHA256 {
 		return fmt.Errorf("restored %s (%d bytes) has sha256 %s, want %s (%s, %d bytes)", p, fileSize(p), got, ni.SHA256, ni.File, ni.DumpBytes)
 	}
+	return nil
+}
+
+// Phase name of the offsite copy row.
+const nightsCopyPhase = "copy all nights to S3"
+
+// nightsCopy copies each tool's repository of the series to a new one on
+// MinIO behind the latency proxy (cairn copy into a repository made with
+// init --from-repo; restic copy into one made with --copy-chunker-params),
+// and counts the requests and bytes.
+func (b *bench) nightsCopy(c, r *repoT, nights int) error {
+	e, err := b.startS3()
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	cacheDir := filepath.Join(b.work, nightsDataset, "copy-cache")
+	cd, rd := b.s3Repo(e, "cairn", cacheDir+"-cairn"), b.s3Repo(e, "restic", cacheDir+"-restic")
+	cd.env = append(cd.env, "CAIRN_FROM_PASSWORD="+password)
+	rd.env = append(rd.env, "RESTIC_FROM_PASSWORD="+password)
+	for _, x := range []struct {
+		repo *repoT
+		args []string
+	}{{cd, []string{"init", "--from-repo", c.dir}}, {rd, []string{"init", "--from-repo", r.dir, "--copy-chunker-params"}}} {
+		cmd := exec.CommandContext(b.ctx, x.repo.bin, x.repo.cmdArgs(x.args...)...)
+		cmd.Env = b.environ(x.repo)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s init on S3: %v: %s", x.repo.tool, err, bytes.TrimSpace(out))
+		}
+	}
+	b.res.Notes = append(b.res.Notes, fmt.Sprintf("pgnights: %q copies each tool's repository of all %d nights to a new repository on MinIO behind the latency proxy "+
+		"(cairn copy into one made with init --from-repo, restic copy into one made with init --copy-chunker-params); repo is the bucket's size afterwards", nightsCopyPhase, nights))
+	row, err := b.pair(nightsDataset, nightsCopyPhase,
+		inv{repo: cd, args: []string{"copy", "--from-repo", c.dir}, input: c.bytes()},
+		inv{repo: rd, args: []string{"copy", "--from-repo", r.dir}, input: r.bytes()})
+	if err != nil {
+		return err
+	}
+	b.logf("   pgnights: copied %s (cairn) and %s (restic) to S3", fmtBytes(row.Cairn.RepoBytes), fmtBytes(row.Restic.RepoBytes))
 	return nil
 }
