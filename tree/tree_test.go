@@ -90,15 +90,7 @@ func (m mapLoader) LoadBlob(_ context.Context, id crypto.ID, dst []byte) ([]byte
 // directories, one missing) and checks what Preload loads.
 func TestPreload(t *testing.T) {
 	m := mapLoader{}
-	put := func(tr *Tree) crypto.ID {
-		b, err := tr.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := crypto.Hash(b)
-		m[id] = b
-		return id
-	}
+	put := m.putter(t)
 	file := Node{Name: "f", Type: File}
 	leaf := put(&Tree{Nodes: []Node{file}})
 	missing := crypto.ID{7}
@@ -133,15 +125,7 @@ func TestPreload(t *testing.T) {
 
 func TestFindAndWalk(t *testing.T) {
 	m := mapLoader{}
-	put := func(tr *Tree) crypto.ID {
-		b, err := tr.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := crypto.Hash(b)
-		m[id] = b
-		return id
-	}
+	put := m.putter(t)
 	sub := put(&Tree{Nodes: []Node{{Name: "c", Type: File, Size: 3}, {Name: "d", Type: Dir, Subtree: put(&Tree{})}}})
 	root := put(&Tree{Nodes: []Node{{Name: "a", Type: File}, {Name: "b", Type: Dir, Subtree: sub}}})
 	ctx := context.Background()
@@ -175,15 +159,7 @@ func TestFindAndWalk(t *testing.T) {
 // instead of visiting them all. A tree within the bound walks completely.
 func TestWalkMax(t *testing.T) {
 	m := mapLoader{}
-	put := func(tr *Tree) crypto.ID {
-		b, err := tr.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := crypto.Hash(b)
-		m[id] = b
-		return id
-	}
+	put := m.putter(t)
 	id := put(&Tree{Nodes: []Node{{Name: "f", Type: File}}})
 	for range 20 {
 		id = put(&Tree{Nodes: []Node{{Name: "a", Type: Dir, Subtree: id}, {Name: "b", Type: Dir, Subtree: id}}})
@@ -199,5 +175,18 @@ func TestWalkMax(t *testing.T) {
 	visited = 0
 	if err := WalkMax(ctx, m, id, "/", 3<<20-2, func(string, *Node) error { visited++; return nil }); err != nil || visited != 3<<20-2 {
 		t.Fatalf("walk within the bound: %v after %d entries", err, visited)
+	}
+}
+
+// putter returns a function that stores a tree in m and returns its ID.
+func (m mapLoader) putter(t *testing.T) func(*Tree) crypto.ID {
+	return func(tr *Tree) crypto.ID {
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crypto.Hash(b)
+		m[id] = b
+		return id
 	}
 }

@@ -26,32 +26,7 @@ var testKDF = crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 func TestReadDataSubsets(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	os.MkdirAll(src, 0o755)
-	rng := rand.New(rand.NewPCG(4, 2))
-	for i := 0; i < 12; i++ {
-		b := make([]byte, 600<<10)
-		for j := range b {
-			b[j] = byte(rng.Uint32())
-		}
-		os.WriteFile(filepath.Join(src, string(rune('a'+i))), b, 0o644)
-	}
-	be, _ := local.Open(filepath.Join(dir, "repo"))
-	r, err := repo.Init(ctx, be, "pw", repo.Options{PackSize: 1 << 20, KDF: &testKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := archiver.Run(ctx, r, []string{src}, nil, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.SaveSnapshot(ctx, &repo.Snapshot{Time: time.Now(), Tree: res.Tree, Paths: []string{src}}); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	randomRepo(t, dir, 12, 600<<10, 4)
 	check := func(n, m int) *Result {
 		be, _ := local.Open(filepath.Join(dir, "repo"))
 		r, err := repo.Open(ctx, be, "pw", repo.Options{KDF: &testKDF})
@@ -137,32 +112,7 @@ func (p *packReads) Open(ctx context.Context, h backend.Handle, off, n int64) (i
 func TestReadDataStreams(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	os.MkdirAll(src, 0o755)
-	rng := rand.New(rand.NewPCG(6, 1))
-	for i := 0; i < 6; i++ {
-		b := make([]byte, 700<<10)
-		for j := range b {
-			b[j] = byte(rng.Uint32())
-		}
-		os.WriteFile(filepath.Join(src, string(rune('a'+i))), b, 0o644)
-	}
-	be, _ := local.Open(filepath.Join(dir, "repo"))
-	r, err := repo.Init(ctx, be, "pw", repo.Options{PackSize: 1 << 20, KDF: &testKDF})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := archiver.Run(ctx, r, []string{src}, nil, archiver.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.SaveSnapshot(ctx, &repo.Snapshot{Time: time.Now(), Tree: res.Tree, Paths: []string{src}}); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	randomRepo(t, dir, 6, 700<<10, 6)
 	check := func() (*Result, *packReads) {
 		t.Helper()
 		lbe, _ := local.Open(filepath.Join(dir, "repo"))
@@ -204,5 +154,38 @@ func TestReadDataStreams(t *testing.T) {
 		if !found {
 			t.Errorf("%s: not reported: %+v", name, res.Findings)
 		}
+	}
+}
+
+// randomRepo backs up n incompressible files of size bytes (random from
+// seed) into a new repository in dir/repo (1 MiB packs, password "pw").
+func randomRepo(t *testing.T, dir string, n, size int, seed uint64) {
+	t.Helper()
+	ctx := context.Background()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	for i := 0; i < n; i++ {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		os.WriteFile(filepath.Join(src, string(rune('a'+i))), b, 0o644)
+	}
+	be, _ := local.Open(filepath.Join(dir, "repo"))
+	r, err := repo.Init(ctx, be, "pw", repo.Options{PackSize: 1 << 20, KDF: &testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	res, err := archiver.Run(ctx, r, []string{src}, nil, archiver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SaveSnapshot(ctx, &repo.Snapshot{Time: time.Now(), Tree: res.Tree, Paths: []string{src}}); err != nil {
+		t.Fatal(err)
 	}
 }
