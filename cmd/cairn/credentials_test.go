@@ -39,18 +39,8 @@ func TestBackupOnlyCredentials(t *testing.T) {
 	admin.env = []string{"AWS_ACCESS_KEY_ID=" + srv.User, "AWS_SECRET_ACCESS_KEY=" + srv.Password, "CAIRN_FROM_PASSWORD=" + local.password}
 	admin.init("--pack-size", "1", "--from-repo", local.repo)
 
-	sts, err := credentials.NewSTSAssumeRole(srv.URL(), credentials.STSAssumeRoleOptions{AccessKey: srv.User, SecretKey: srv.Password,
-		Policy: backupOnlyPolicy, DurationSeconds: 3600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sts.GetWithContext(nil)
-	if err != nil {
-		t.Fatalf("AssumeRole: %v", err)
-	}
 	host := *admin
-	host.env = []string{"AWS_ACCESS_KEY_ID=" + v.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + v.SecretAccessKey, "AWS_SESSION_TOKEN=" + v.SessionToken,
-		"CAIRN_FROM_PASSWORD=" + local.password}
+	host.env = append(stsCredentials(t, srv, backupOnlyPolicy, ""), "CAIRN_FROM_PASSWORD="+local.password)
 	if s := host.copyFrom("--from-repo", local.repo); s.Copied != 1 {
 		t.Fatalf("copy with backup-only credentials: %+v", s)
 	}
@@ -77,4 +67,45 @@ func TestBackupOnlyCredentials(t *testing.T) {
 	}
 	admin.ok("prune", "--max-unused", "0", "--grace", "0")
 	admin.checkReadData()
+}
+
+// stsCredentials returns temporary credentials of srv (its AssumeRole
+// API) restricted by policy, as AWS_ACCESS_KEY_ID, ... entries with prefix.
+func stsCredentials(t *testing.T, srv *s3test.Server, policy, prefix string) []string {
+	t.Helper()
+	sts, err := credentials.NewSTSAssumeRole(srv.URL(), credentials.STSAssumeRoleOptions{AccessKey: srv.User, SecretKey: srv.Password,
+		Policy: policy, DurationSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sts.GetWithContext(nil)
+	if err != nil {
+		t.Fatalf("AssumeRole: %v", err)
+	}
+	return []string{prefix + "AWS_ACCESS_KEY_ID=" + v.AccessKeyID, prefix + "AWS_SECRET_ACCESS_KEY=" + v.SecretAccessKey, prefix + "AWS_SESSION_TOKEN=" + v.SessionToken}
+}
+
+// TestCopyS3ToS3 copies between two MinIO servers, each reached with
+// temporary credentials that only it accepts: the source's from the
+// CAIRN_FROM_ variables, the destination's from AWS_*.
+func TestCopyS3ToS3(t *testing.T) {
+	one, two := s3test.StartT(t), s3test.StartT(t)
+	const all = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`
+	data := filepath.Join(t.TempDir(), "data")
+	writeFile(t, filepath.Join(data, "x.bin"), randomBytes(51, 3<<20), 0o644)
+	src := newCLI(t, "s3:"+one.URL()+"/cairn-one/repo")
+	src.env = stsCredentials(t, one, all, "")
+	src.init("--pack-size", "1")
+	src.ok("backup", data)
+
+	dst := newCLI(t, "s3:"+two.URL()+"/cairn-two/repo")
+	dst.env = append(append(stsCredentials(t, two, all, ""), stsCredentials(t, one, all, "CAIRN_FROM_")...), "CAIRN_FROM_PASSWORD="+src.password)
+	dst.init("--pack-size", "1", "--from-repo", src.repo)
+	if s := dst.copyFrom("--from-repo", src.repo); s.Copied != 1 || s.Blobs == 0 {
+		t.Fatalf("copy between two servers: %+v", s)
+	}
+	dst.checkReadData()
+	target := filepath.Join(t.TempDir(), "r")
+	dst.ok("restore", "latest", "--target", target)
+	compareTrees(t, data, restoredPath(target, data), false)
 }
