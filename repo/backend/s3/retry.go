@@ -348,7 +348,7 @@ func (b *Backend) fail(op, obj string, err error) error {
 		msg := "access denied (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
 		// Credentials that work but lack one permission (a backup-only
 		// user) say which.
-		if perm, ok := permissionOf[op]; ok && resp.Code == "AccessDenied" {
+		if perm, ok := permissionOf[op]; ok && resp.Code == "AccessDenied" && b.cfg.AccessKeyID != "" {
 			msg = "access denied: these credentials lack " + perm
 		}
 		switch resp.Code {
