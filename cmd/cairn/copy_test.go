@@ -277,3 +277,23 @@ func TestProfileOffsite(t *testing.T) {
 		t.Errorf("primary holds %d snapshots, want 4", n)
 	}
 }
+
+// TestCopySameSnapshot: a destination snapshot with the same tree, time,
+// host, paths and tags as a source snapshot counts as its copy, whatever
+// its ID (a source migrated since the copy has new IDs).
+func TestCopySameSnapshot(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	writeFile(t, filepath.Join(data, "a.txt"), []byte("same\n"), 0o644)
+	repos := t.TempDir()
+	src := newCLI(t, filepath.Join(repos, "src"))
+	src.init()
+	dst := newCLI(t, filepath.Join(repos, "dst"))
+	dst.env = []string{"CAIRN_FROM_PASSWORD=" + src.password}
+	dst.init("--from-repo", src.repo)
+	for _, c := range []*cli{src, dst} {
+		c.ok("backup", "--time", "2026-11-30 03:00:00", "--host", "h", data)
+	}
+	if s := dst.copyFrom("--from-repo", src.repo); s.Copied != 0 || s.Present != 1 {
+		t.Errorf("the same snapshot under another ID was copied again: %+v", s)
+	}
+}

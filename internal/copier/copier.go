@@ -44,7 +44,8 @@ type Result struct {
 
 // Copy copies the snapshots sns of src (oldest first) that dst does not
 // hold yet: a snapshot of dst is src's when it records src's ID as its
-// origin (or is src's snapshot itself).
+// origin, is src's snapshot itself, or has the same tree, time, host,
+// paths and tags (src migrated since, which changed its IDs).
 func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, opts Options) (*Result, error) {
 	if dst.Key().IDKey() != src.Key().IDKey() {
 		return nil, repo.ErrOtherIDs
@@ -54,11 +55,13 @@ func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, 
 		return nil, fmt.Errorf("destination: %w", err)
 	}
 	copies := map[crypto.ID]crypto.ID{} // source ID -> destination ID
+	same := map[string]crypto.ID{}      // sameKey -> destination ID
 	for _, sn := range have {
 		copies[sn.ID] = sn.ID
 		if sn.CopiedFrom != nil {
 			copies[*sn.CopiedFrom] = sn.ID
 		}
+		same[sameKey(sn)] = sn.ID
 	}
 	st, err := src.ReadIndexState(ctx, nil)
 	if err != nil {
@@ -76,6 +79,13 @@ func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, 
 			res.Present = append(res.Present, sn.ID)
 			continue
 		}
+		// The same snapshot under another ID: the source was migrated
+		// (IDs change), or the copy's record was lost.
+		if id, ok := same[sameKey(sn)]; ok {
+			copies[sn.ID] = id
+			res.Present = append(res.Present, sn.ID)
+			continue
+		}
 		c, err := copySnapshot(ctx, dst, src, sn, entries, copies, opts)
 		if err != nil {
 			return res, fmt.Errorf("copy snapshot %s: %w", sn.ID.Short(), err)
@@ -87,6 +97,12 @@ func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, 
 		}
 	}
 	return res, nil
+}
+
+// sameKey identifies a snapshot by what it holds and when, not by its ID:
+// repositories made one from the other name the same tree alike.
+func sameKey(sn *repo.Snapshot) string {
+	return fmt.Sprintf("%s|%d|%s|%q|%q", sn.Tree, sn.Time.UnixNano(), sn.Hostname, sn.Paths, sn.Tags)
 }
 
 // entry is a blob as the source's index lists it.
