@@ -28,14 +28,11 @@ source (or the other way round), so that both name blobs alike.
 Interrupted, it leaves no snapshot behind and the next run goes on.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			src, err := a.openFrom(ctx, from)
+			src, err := a.openFrom(ctx, from, true)
 			if err != nil {
 				return err
 			}
 			defer src.Close()
-			if err := src.LoadIndex(ctx); err != nil {
-				return fmt.Errorf("source repository: load index: %w", err)
-			}
 			dst, err := a.openRepo(ctx, true)
 			if err != nil {
 				return err
@@ -65,13 +62,8 @@ Interrupted, it leaves no snapshot behind and the next run goes on.`,
 					len(paths) > 0 && !slices.ContainsFunc(sn.Paths, func(p string) bool { return slices.Contains(paths, p) })
 			})
 			start := time.Now()
-			res, err := copier.Copy(ctx, dst, src, sns, copier.Options{Downloads: a.downloadsFor(src), Copied: func(c copier.Copied) {
-				if a.jsonOutput {
-					_ = a.printJSON(copiedJSON{MessageType: "copied", From: c.From.String(), To: c.To.String(), Blobs: c.Blobs, Stored: c.Stored})
-					return
-				}
-				a.printf("snapshot %s copied as %s: %d blobs, %s stored\n", c.From.Short(), c.To.Short(), c.Blobs, formatBytes(uint64(c.Stored)))
-			}})
+			res, err := copier.Copy(ctx, dst, src, sns, copier.Options{Downloads: a.downloadsFor(src),
+				Copied: func(c copier.Copied) { a.reportCopied("", c) }})
 			if err != nil {
 				return err
 			}

@@ -69,7 +69,7 @@ func (a *app) initCommand() *cobra.Command {
 			if from.repo != "" {
 				// The source first: a wrong source password fails before
 				// the new one is asked for.
-				src, err := a.openFrom(ctx, from)
+				src, err := a.openFrom(ctx, from, false)
 				if err != nil {
 					return err
 				}

@@ -27,26 +27,50 @@ func (f *fromFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.passwordCommand, "from-password-command", os.Getenv("CAIRN_FROM_PASSWORD_COMMAND"), "run `command` for the other repository's password; env CAIRN_FROM_PASSWORD_COMMAND")
 }
 
-// openFrom opens the repository --from-repo names (config and keys only).
-func (a *app) openFrom(ctx context.Context, f fromFlags) (*repo.Repository, error) {
-	if f.repo == "" {
-		return nil, &exitCodeError{exitError, errors.New("no source repository: use --from-repo or set CAIRN_FROM_REPOSITORY")}
-	}
-	be, err := a.openBackendAt(f.repo, envWithPrefix("CAIRN_FROM_"))
+// otherRepo is a repository besides the one -r names: where it is, the S3
+// credentials it takes before AWS_* (nil: none), and its password.
+type otherRepo struct {
+	loc                                        string
+	creds                                      func(name string) (string, bool)
+	passwordFile, passwordCommand, passwordEnv string
+}
+
+// openOther opens another repository, with its index when loadIndex.
+func (a *app) openOther(ctx context.Context, o otherRepo, loadIndex bool) (*repo.Repository, error) {
+	be, err := a.openBackendAt(o.loc, o.creds)
 	if err != nil {
 		return nil, err
 	}
 	cfgData, err := repo.ReadConfig(ctx, be)
 	if err != nil {
-		return nil, fmt.Errorf("source repository: %w", err)
+		return nil, err
 	}
-	pw, err := readPassword(ctx, f.passwordFile, f.passwordCommand, "CAIRN_FROM_PASSWORD", "enter the password of "+be.Location()+": ", false)
+	pw, err := readPassword(ctx, o.passwordFile, o.passwordCommand, o.passwordEnv, "enter the password of "+be.Location()+": ", false)
 	if err != nil {
 		return nil, err
 	}
 	r, err := repo.OpenConfig(ctx, be, cfgData, pw, a.repoOptions(be))
 	if err != nil {
-		return nil, fmt.Errorf("source repository %s: %w", be.Location(), err)
+		return nil, fmt.Errorf("%s: %w", be.Location(), err)
+	}
+	if loadIndex {
+		if err := r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("%s: load index: %w", be.Location(), err)
+		}
+	}
+	return r, nil
+}
+
+// openFrom opens the repository --from-repo names.
+func (a *app) openFrom(ctx context.Context, f fromFlags, loadIndex bool) (*repo.Repository, error) {
+	if f.repo == "" {
+		return nil, &exitCodeError{exitError, errors.New("no source repository: use --from-repo or set CAIRN_FROM_REPOSITORY")}
+	}
+	r, err := a.openOther(ctx, otherRepo{loc: f.repo, creds: envWithPrefix("CAIRN_FROM_"),
+		passwordFile: f.passwordFile, passwordCommand: f.passwordCommand, passwordEnv: "CAIRN_FROM_PASSWORD"}, loadIndex)
+	if err != nil {
+		return nil, fmt.Errorf("source repository: %w", err)
 	}
 	return r, nil
 }
@@ -58,27 +82,22 @@ func (a *app) openOffsite(ctx context.Context, o profile.Offsite) (*repo.Reposit
 	if err != nil {
 		return nil, err
 	}
-	be, err := a.openBackendAt(o.Repository, func(name string) (string, bool) { v, ok := env[name]; return v, ok })
-	if err != nil {
-		return nil, err
+	return a.openOther(ctx, otherRepo{loc: o.Repository, creds: func(name string) (string, bool) { v, ok := env[name]; return v, ok },
+		passwordFile: o.PasswordFile, passwordCommand: o.PasswordCommand}, true)
+}
+
+// reportCopied prints one copied snapshot (of an offsite when offsite is
+// set): a "copied" JSON line, or a line of text.
+func (a *app) reportCopied(offsite string, c copier.Copied) {
+	if a.jsonOutput {
+		_ = a.printJSON(copiedJSON{MessageType: "copied", Offsite: offsite, From: c.From.String(), To: c.To.String(), Blobs: c.Blobs, Stored: c.Stored})
+		return
 	}
-	cfgData, err := repo.ReadConfig(ctx, be)
-	if err != nil {
-		return nil, err
+	prefix := ""
+	if offsite != "" {
+		prefix = "offsite " + offsite + ": "
 	}
-	pw, err := readPassword(ctx, o.PasswordFile, o.PasswordCommand, "", "enter the password of "+be.Location()+": ", false)
-	if err != nil {
-		return nil, err
-	}
-	r, err := repo.OpenConfig(ctx, be, cfgData, pw, a.repoOptions(be))
-	if err != nil {
-		return nil, err
-	}
-	if err := r.LoadIndex(ctx); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("load index: %w", err)
-	}
-	return r, nil
+	a.printf("%ssnapshot %s copied as %s: %d blobs, %s stored\n", prefix, c.From.Short(), c.To.Short(), c.Blobs, formatBytes(uint64(c.Stored)))
 }
 
 // copyOffsite copies snapshot id of r to each offsite repository of the
@@ -96,18 +115,9 @@ func (a *app) copyOffsite(ctx context.Context, r *repo.Repository, id crypto.ID,
 				return err
 			}
 			defer dst.Close()
-			res, err := copier.Copy(ctx, dst, r, []*repo.Snapshot{sn}, copier.Options{Downloads: a.downloadsFor(r)})
-			if err != nil {
-				return err
-			}
-			for _, c := range res.Copied {
-				if a.jsonOutput {
-					_ = a.printJSON(copiedJSON{MessageType: "copied", Offsite: o.Name, From: c.From.String(), To: c.To.String(), Blobs: c.Blobs, Stored: c.Stored})
-					continue
-				}
-				a.printf("offsite %s: snapshot %s copied as %s (%d blobs, %s stored)\n", o.Name, c.From.Short(), c.To.Short(), c.Blobs, formatBytes(uint64(c.Stored)))
-			}
-			return nil
+			_, err = copier.Copy(ctx, dst, r, []*repo.Snapshot{sn}, copier.Options{Downloads: a.downloadsFor(r),
+				Copied: func(c copier.Copied) { a.reportCopied(o.Name, c) }})
+			return err
 		}()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -137,11 +137,7 @@ func (a *app) cacheWrapper(be backend.Backend) func(string, backend.Backend) bac
 	warn := func(err error) { fmt.Fprintf(a.stderr, "warning: %v\n", err) }
 	return func(id string, be backend.Backend) backend.Backend {
 		if !a.noCache && !a.tempCache {
-			base := a.cacheDir
-			var err error
-			if base == "" {
-				base, err = cache.DefaultBase()
-			}
+			base, err := a.cacheBase()
 			var c *cache.Cache
 			if err == nil {
 				c, err = cache.Open(base, id, warn)
@@ -195,14 +191,20 @@ func (a *app) keyHintBase() string {
 	if a.noCache {
 		return ""
 	}
-	if a.cacheDir != "" {
-		return a.cacheDir
-	}
-	base, err := cache.DefaultBase()
+	base, err := a.cacheBase()
 	if err != nil {
 		return ""
 	}
 	return base
+}
+
+// cacheBase is the directory that holds the local caches: --cache-dir, or
+// cache.DefaultBase.
+func (a *app) cacheBase() (string, error) {
+	if a.cacheDir != "" {
+		return a.cacheDir, nil
+	}
+	return cache.DefaultBase()
 }
 
 // password returns the repository password from, in order: --password-file

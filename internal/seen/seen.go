@@ -6,19 +6,15 @@
 package seen
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/zeebo/blake3"
-
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/cache"
 )
 
 // Entry is the newest snapshot seen of one group.
@@ -43,8 +39,7 @@ const dir = "seen"
 // kept below base (the cache directory); a missing or unreadable file is
 // an empty memory.
 func Open(base string, sealedConfig []byte) *Memory {
-	sum := blake3.Sum256(sealedConfig)
-	m := &Memory{path: filepath.Join(base, dir, hex.EncodeToString(sum[:16])), Groups: map[string]Entry{}}
+	m := &Memory{path: cache.ClientFile(base, dir, sealedConfig), Groups: map[string]Entry{}}
 	if b, err := os.ReadFile(m.path); err == nil {
 		var loaded Memory
 		if json.Unmarshal(b, &loaded) == nil && loaded.Groups != nil {
@@ -123,18 +118,5 @@ func (m *Memory) Save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(m.path), 0o700); err != nil {
-		return err
-	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := m.path + ".tmp-" + hex.EncodeToString(rnd[:])
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, m.path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
+	return cache.WriteClientFile(m.path, b)
 }

@@ -26,40 +26,25 @@ const Masked = "***"
 // by the same rule. It cannot know every program's options: a secret
 // passed any other way is stored as given, so pass secrets through the
 // environment or a file instead.
-func MaskArgs(argv []string) string {
-	out := make([]string, len(argv))
-	mysql := false
-	nextSecret := false
-	for i, a := range argv {
-		if i == 0 || strings.Contains(a, " ") {
-			mysql = mysql || isMySQL(firstWord(a))
-		}
-		if nextSecret && !strings.HasPrefix(a, "-") {
-			out[i], nextSecret = Masked, false
-			continue
-		}
-		if strings.ContainsAny(a, " \t\n") {
-			out[i] = maskWords(a)
-			continue
-		}
-		out[i], nextSecret = maskWord(a, mysql)
-	}
-	return strings.Join(out, " ")
-}
+func MaskArgs(argv []string) string { return maskWords(argv) }
 
-// maskWords masks the words of one argument that holds a command line.
-func maskWords(s string) string {
-	words := strings.Fields(s)
+// maskWords masks a sequence of words; one that holds a command line of
+// its own (sh -c "...") is masked as a sequence in turn.
+func maskWords(words []string) string {
+	out := make([]string, len(words))
 	mysql, next := false, false
 	for i, w := range words {
-		mysql = mysql || isMySQL(strings.Trim(w, `'"`))
-		if next && !strings.HasPrefix(w, "-") {
-			words[i], next = Masked, false
-			continue
+		switch {
+		case next && !strings.HasPrefix(w, "-"):
+			out[i], next = Masked, false
+		case strings.ContainsAny(w, " \t\n"):
+			out[i] = maskWords(strings.Fields(w))
+		default:
+			mysql = mysql || isMySQL(strings.Trim(w, `'"`))
+			out[i], next = maskWord(w, mysql)
 		}
-		words[i], next = maskWord(w, mysql)
 	}
-	return strings.Join(words, " ")
+	return strings.Join(out, " ")
 }
 
 // maskWord masks one word; next reports that the word is an option whose
@@ -130,12 +115,4 @@ func maskURL(s string) string {
 func isMySQL(prog string) bool {
 	base := filepath.Base(prog)
 	return strings.HasPrefix(base, "mysql") || strings.HasPrefix(base, "mariadb")
-}
-
-func firstWord(s string) string {
-	f := strings.Fields(s)
-	if len(f) == 0 {
-		return ""
-	}
-	return strings.Trim(f[0], `'"`)
 }

@@ -10,19 +10,36 @@ import (
 )
 
 // keyHintDir holds, per repository, the name of the key file that opened
-// it last (repo.Options.PreferKey). A repository is known here by the hash
-// of its sealed config, which is read before any key: its ID is inside.
+// it last (repo.Options.PreferKey).
 const keyHintDir = "keys"
 
-func keyHintPath(base string, sealedConfig []byte) string {
+// ClientFile is where a client keeps a file of its own about a repository
+// (a key hint, the snapshots it saw): base/dir/<h>, where <h> names the
+// repository by the hash of its sealed config, which is read before any
+// key (its ID is inside).
+func ClientFile(base, dir string, sealedConfig []byte) string {
 	sum := blake3.Sum256(sealedConfig)
-	return filepath.Join(base, keyHintDir, hex.EncodeToString(sum[:16]))
+	return filepath.Join(base, dir, hex.EncodeToString(sum[:16]))
+}
+
+// WriteClientFile writes a ClientFile through a temporary name and a
+// rename, so processes sharing it never read half of one, creating its
+// directory and the cache directory tag.
+func WriteClientFile(p string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	base := filepath.Dir(filepath.Dir(p))
+	if _, err := os.Stat(filepath.Join(base, tagFile)); err != nil {
+		_ = writeAtomic(filepath.Join(base, tagFile), []byte(tagContent))
+	}
+	return writeAtomic(p, data)
 }
 
 // KeyHint returns the key file that last opened the repository whose
 // sealed config is given, or "" when none is remembered under base.
 func KeyHint(base string, sealedConfig []byte) string {
-	b, err := os.ReadFile(keyHintPath(base, sealedConfig))
+	b, err := os.ReadFile(ClientFile(base, keyHintDir, sealedConfig))
 	if err != nil {
 		return ""
 	}
@@ -33,12 +50,5 @@ func KeyHint(base string, sealedConfig []byte) string {
 // repository. It is a hint, not a secret: a name, nothing derived from the
 // password or the key.
 func SaveKeyHint(base string, sealedConfig []byte, name string) error {
-	p := keyHintPath(base, sealedConfig)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	if _, err := os.Stat(filepath.Join(base, tagFile)); err != nil {
-		_ = writeAtomic(filepath.Join(base, tagFile), []byte(tagContent))
-	}
-	return writeAtomic(p, []byte(name+"\n"))
+	return WriteClientFile(ClientFile(base, keyHintDir, sealedConfig), []byte(name+"\n"))
 }
