@@ -4,11 +4,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/restic/chunker"
 
 	"github.com/cairn-backup/cairn/chunk"
 	"github.com/cairn-backup/cairn/crypto"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // MaxInitPackSize is the largest pack size init accepts: every blob offset
@@ -48,6 +50,22 @@ type Config struct {
 	// the master key: init --from-repo copies its source's, so the same
 	// data gets the same IDs in both repositories.
 	BlobIDKey string `json:"blob_id_key,omitempty"`
+	// ObjectLock, when set, gives every object written an S3 Object Lock
+	// retention (init --s3-object-lock; docs/format.md §6).
+	ObjectLock *ObjectLockConfig `json:"object_lock,omitempty"`
+}
+
+// ObjectLockConfig is the retention of a repository on a bucket with S3
+// Object Lock: every object is locked in Mode for RetentionSeconds after
+// it is written, and extended while it is still needed (cairn lock).
+type ObjectLockConfig struct {
+	Mode             backend.LockMode `json:"mode"`
+	RetentionSeconds int64            `json:"retention_seconds"`
+}
+
+// Lock returns the retention as the backend takes it.
+func (c ObjectLockConfig) Lock() backend.ObjectLock {
+	return backend.ObjectLock{Mode: c.Mode, Period: time.Duration(c.RetentionSeconds) * time.Second}
 }
 
 // Template is what init --from-repo takes from another repository so that
@@ -106,6 +124,11 @@ func (c *Config) validate() error {
 	}
 	if c.Compression != "zstd" {
 		return fmt.Errorf("config: unknown compression %q", c.Compression)
+	}
+	if l := c.ObjectLock; l != nil {
+		if _, err := backend.ParseLockMode(string(l.Mode)); err != nil || l.RetentionSeconds < 1 {
+			return fmt.Errorf("config: invalid object lock %q for %d seconds", l.Mode, l.RetentionSeconds)
+		}
 	}
 	for k, p := range c.Chunking {
 		// The chunker's window is 64 bytes; smaller minimums never cut.

@@ -68,6 +68,9 @@ type Options struct {
 	// repository last time, Repository.KeyID): when it opens, no other key
 	// file is read. A wrong or missing name only costs the usual order.
 	PreferKey string
+	// ObjectLock makes init create a repository whose objects are locked
+	// (S3 Object Lock; the bucket is made with locking if init makes it).
+	ObjectLock *ObjectLockConfig
 }
 
 // Repository is an open repository. Its methods are safe for concurrent use.
@@ -132,6 +135,13 @@ func newRepository(ctx context.Context, be backend.Backend, key *crypto.Key, key
 	if err != nil {
 		return nil, fmt.Errorf("init zstd decoder: %w", err)
 	}
+	if l := cfg.ObjectLock; l != nil {
+		locker, ok := backend.AsLocker(be)
+		if !ok {
+			return nil, fmt.Errorf("%s: the repository locks its objects (S3 Object Lock), which this storage cannot", be.Location())
+		}
+		locker.UseObjectLock(l.Lock())
+	}
 	if opts.WrapBackend != nil {
 		be = opts.WrapBackend(cfg.ID, be)
 	}
@@ -152,9 +162,22 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	} else if !backend.IsNotFound(err) {
 		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
 	}
+	var locker backend.Locker
+	if l := opts.ObjectLock; l != nil {
+		var ok bool
+		if locker, ok = backend.AsLocker(be); !ok {
+			return nil, fmt.Errorf("init %s: object lock needs an S3 repository", be.Location())
+		}
+		locker.UseObjectLock(l.Lock())
+	}
 	if c, ok := be.(interface{ Create(context.Context) error }); ok {
 		if err := c.Create(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if locker != nil {
+		if err := locker.CheckObjectLock(ctx); err != nil {
+			return nil, fmt.Errorf("init %s: %w", be.Location(), err)
 		}
 	}
 	pol, err := chunker.RandomPolynomial()
@@ -172,6 +195,7 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 		Chunking:    DefaultChunking(),
 		PackSize:    opts.PackSize,
 		Compression: "zstd",
+		ObjectLock:  opts.ObjectLock,
 	}
 	if opts.Chunking != nil {
 		cfg.Chunking = opts.Chunking

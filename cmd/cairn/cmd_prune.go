@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/pruner"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // pruneFlags are shared by prune and forget --prune.
@@ -77,16 +78,39 @@ func (a *app) runPrune(ctx context.Context, r *repo.Repository, f pruneFlags) er
 	if !a.quiet && !a.jsonOutput {
 		opts.Log = func(format string, args ...any) { fmt.Fprintf(a.stdout, format+"\n", args...) }
 	}
+	locked := r.Config().ObjectLock != nil && !f.dryRun
+	var early backend.PurgeStats
+	if locked {
+		// First bring back packs someone else hid, which prune would
+		// take for damage, and delete what earlier runs removed.
+		if early, err = r.PurgeLocked(ctx, time.Now()); err != nil {
+			return err
+		}
+	}
 	st, err := pruner.Prune(ctx, r, opts)
 	if err != nil {
 		return err
 	}
+	var lock *lockJSON
+	if locked {
+		// The removals above only hid objects; purge those whose lock
+		// has passed, and report the rest.
+		if lock, err = a.lockMaintenance(ctx, r, early); err != nil {
+			return err
+		}
+	}
 	if a.jsonOutput {
-		return a.printJSON(newPruneJSON(st, f.dryRun))
+		if err := a.printJSON(newPruneJSON(st, f.dryRun)); err != nil || lock == nil {
+			return err
+		}
+		return a.printJSON(lock)
 	}
 	verb := "freed"
-	if f.dryRun {
+	switch {
+	case f.dryRun:
 		verb = "would free"
+	case locked:
+		verb = "removed" // hidden: the space is freed as the locks pass
 	}
 	a.printf("%s %s now; %s in %d packs await deletion after the %v grace period\n", verb, formatBytes(uint64(st.BytesFreed)), formatBytes(uint64(st.BytesPending)), st.PacksMarked+st.PacksPending+st.PacksRepacked+st.StrayPacks, f.grace)
 	if st.PacksRepacked > 0 {

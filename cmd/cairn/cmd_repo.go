@@ -44,6 +44,11 @@ func (a *app) sourceRestore(r *repo.Repository, sn *repo.Snapshot) source.Restor
 	return source.Restore{Repo: r, Snapshot: sn, Out: a.out(), Downloads: a.downloadsFor(r), MaxEntries: a.maxEntries}
 }
 
+// warnf writes a warning line to standard error, with or without --json.
+func (a *app) warnf(format string, args ...any) {
+	fmt.Fprintf(a.stderr, "warning: "+format+"\n", args...)
+}
+
 func (a *app) printf(format string, args ...any) {
 	// With --json, standard output carries JSON only.
 	if !a.quiet && !a.jsonOutput {
@@ -54,6 +59,8 @@ func (a *app) printf(format string, args ...any) {
 func (a *app) initCommand() *cobra.Command {
 	var packSizeMiB int
 	var from fromFlags
+	var lockMode string
+	var lockDays float64
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -66,6 +73,9 @@ func (a *app) initCommand() *cobra.Command {
 			}
 			opts := a.repoOptions(be)
 			opts.PackSize = packSizeMiB << 20
+			if opts.ObjectLock, err = objectLockOption(lockMode, lockDays); err != nil {
+				return err
+			}
 			if from.repo != "" {
 				// The source first: a wrong source password fails before
 				// the new one is asked for.
@@ -97,11 +107,17 @@ func (a *app) initCommand() *cobra.Command {
 			if from.repo != "" {
 				a.printf("it cuts and names data as %s does (same chunking and blob IDs, keys of its own)\n", from.repo)
 			}
+			if l := cfg.ObjectLock; l != nil {
+				a.printf("every object is locked (%s) for %v after it is written; run 'cairn lock extend' (or forget --prune) at least every %v\n",
+					l.Mode, formatPeriod(l.Lock().Period), formatPeriod(l.Lock().Period/2))
+			}
 			a.printf("keep the password safe: without it the data cannot be recovered\n")
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB` (1..32)")
+	cmd.Flags().StringVar(&lockMode, "s3-object-lock", "", "lock every object with S3 Object Lock in `mode` governance or compliance (a bucket cairn creates gets locking)")
+	cmd.Flags().Float64Var(&lockDays, "s3-lock-days", 0, "with --s3-object-lock: keep each object locked for `days` after it is written or last extended (fractions allowed)")
 	from.register(cmd)
 	return cmd
 }

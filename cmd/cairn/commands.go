@@ -9,6 +9,6 @@ func (a *app) commands() []*cobra.Command {
 		a.initCommand(), a.keyCommand(),
 		a.backupCommand(), a.snapshotsCommand(), a.lsCommand(), a.diffCommand(), a.dumpCommand(),
 		a.restoreCommand(), a.copyCommand(), a.forgetCommand(), a.pruneCommand(),
-		a.checkCommand(), a.repairCommand(), a.statsCommand(), a.migrateCommand(),
+		a.lockCommand(), a.checkCommand(), a.repairCommand(), a.statsCommand(), a.migrateCommand(),
 	}
 }

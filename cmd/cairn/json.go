@@ -251,6 +251,22 @@ type pruneJSON struct {
 	IndexFilesWritten    int    `json:"index_files_written"`
 }
 
+// lockJSON reports lock extend, and the object lock part of prune.
+type lockJSON struct {
+	MessageType string     `json:"message_type"` // "lock_extend" or "lock_maintenance"
+	Extended    int        `json:"extended"`     // objects whose retention was extended
+	Until       time.Time  `json:"until,omitzero"`
+	LastPass    time.Time  `json:"last_pass,omitzero"`
+	Purged      int        `json:"purged,omitempty"` // versions of removed objects deleted
+	PurgedBytes int64      `json:"purged_bytes,omitempty"`
+	Locked      int        `json:"locked,omitempty"` // versions of removed objects still locked
+	LockedBytes int64      `json:"locked_bytes,omitempty"`
+	FirstUnlock *time.Time `json:"first_unlock,omitempty"`
+	LastUnlock  *time.Time `json:"last_unlock,omitempty"`
+	Restored    int        `json:"restored,omitempty"`
+	Overwritten int        `json:"overwritten,omitempty"`
+}
+
 func newPruneJSON(st pruner.Stats, dryRun bool) pruneJSON {
 	return pruneJSON{MessageType: "prune_summary", DryRun: dryRun, Snapshots: st.Snapshots, UsedBlobs: st.UsedBlobs,
 		PacksKept: st.PacksKept, PacksRepacked: st.PacksRepacked, PacksMarkedUnused: st.PacksMarked,

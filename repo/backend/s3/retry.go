@@ -140,6 +140,10 @@ var permissionOf = map[string]string{
 	"remove": "s3:DeleteObject (forget and prune delete: run them with credentials that may, for instance from a trusted host)",
 	"save":   "s3:PutObject", "load": "s3:GetObject", "open": "s3:GetObject", "stat": "s3:GetObject",
 	"list": "s3:ListBucket",
+	// Object lock: writes carry a retention, prune purges old versions.
+	"retain": "s3:PutObjectRetention", "get retention": "s3:GetObjectRetention",
+	"list versions": "s3:ListBucketVersions", "remove version": "s3:DeleteObjectVersion (prune deletes what has come unlocked: run it with credentials that may)",
+	"check object lock": "s3:GetBucketObjectLockConfiguration",
 }
 
 var accessCodes = map[string]bool{
@@ -349,6 +353,9 @@ func (b *Backend) fail(op, obj string, err error) error {
 		// Credentials that work but lack one permission (a backup-only
 		// user) say which.
 		if perm, ok := permissionOf[op]; ok && resp.Code == "AccessDenied" && b.cfg.AccessKeyID != "" {
+			if op == "save" && b.lock.Load() != nil {
+				perm += " or s3:PutObjectRetention (the repository locks its objects)"
+			}
 			msg = "access denied: these credentials lack " + perm
 		}
 		switch resp.Code {

@@ -211,6 +211,8 @@ type Backend struct {
 	// (If-None-Match: *) with 501 Not Implemented; from then on Save checks
 	// for the object first and uploads unconditionally.
 	noConditional atomic.Bool
+	// lock, once set (UseObjectLock), is the retention every write gets.
+	lock atomic.Pointer[backend.ObjectLock]
 }
 
 // Open returns a backend for cfg. It does not contact the server: the
@@ -353,7 +355,9 @@ func (b *Backend) Create(ctx context.Context) error {
 		return nil
 	}
 	err = b.retry(ctx, "create bucket", func(a *attempt) error {
-		err := b.client.MakeBucket(a.ctx, b.cfg.Bucket, minio.MakeBucketOptions{Region: b.cfg.Region})
+		// A bucket for locked objects must be made with locking (which
+		// also turns on versioning); it cannot be added afterwards.
+		err := b.client.MakeBucket(a.ctx, b.cfg.Bucket, minio.MakeBucketOptions{Region: b.cfg.Region, ObjectLocking: b.lock.Load() != nil})
 		switch minio.ToErrorResponse(err).Code {
 		case "BucketAlreadyOwnedByYou":
 			return nil // a retry after a lost response, or a concurrent init
@@ -379,13 +383,13 @@ func (b *Backend) Create(ctx context.Context) error {
 // server answers a conditional PUT with 501 Not Implemented, this backend
 // checks with a HEAD and uploads unconditionally from then on.
 func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
-	return b.save(ctx, h, func() io.Reader { return bytes.NewReader(data) }, int64(len(data)))
+	return b.save(ctx, h, func() io.Reader { return bytes.NewReader(data) }, int64(len(data)), false)
 }
 
-// Replace stores data under h over whatever is there: an S3 PUT replaces
-// an object atomically (backend.Replacer).
+// Replace stores data under h over whatever is there, with an
+// unconditional PUT: S3 replaces an object atomically (backend.Replacer).
 func (b *Backend) Replace(ctx context.Context, h backend.Handle, data []byte) error {
-	return b.Save(ctx, h, data)
+	return b.save(ctx, h, func() io.Reader { return bytes.NewReader(data) }, int64(len(data)), true)
 }
 
 // TempDir is the system's temporary directory: packs are built there and
@@ -395,12 +399,12 @@ func (b *Backend) TempDir() string { return os.TempDir() }
 // SaveFile uploads the first size bytes of f; every attempt reads the file
 // again from the start.
 func (b *Backend) SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error {
-	return b.save(ctx, h, func() io.Reader { return io.NewSectionReader(f, 0, size) }, size)
+	return b.save(ctx, h, func() io.Reader { return io.NewSectionReader(f, 0, size) }, size, false)
 }
 
 // save uploads the body that open returns (called once for the checksums
-// and once per attempt).
-func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Reader, size int64) error {
+// and once per attempt): write-once unless overwrite is set.
+func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Reader, size int64, overwrite bool) error {
 	key, err := b.key(h)
 	if err != nil {
 		return err
@@ -411,7 +415,10 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Rea
 	sha := sha256.New()
 	var md5h hash.Hash
 	w := io.Writer(sha)
-	if b.cfg.SendMD5 {
+	lock := b.lock.Load()
+	// S3 demands Content-MD5 (or another checksum) on a PUT that sets a
+	// retention.
+	if b.cfg.SendMD5 || lock != nil {
 		md5h = md5.New()
 		w = io.MultiWriter(sha, md5h)
 	}
@@ -425,8 +432,8 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Rea
 	}
 	err = b.retry(ctx, "save "+h.String(), func(a *attempt) error {
 		for {
-			conditional := !b.noConditional.Load()
-			if !conditional {
+			conditional := !b.noConditional.Load() && !overwrite
+			if !conditional && !overwrite {
 				_, err := b.client.StatObject(a.ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
 				if err == nil {
 					return nil // write-once: the name is the content
@@ -442,6 +449,10 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Rea
 			}
 			if conditional {
 				opts.SetMatchETagExcept("*")
+			}
+			if lock != nil {
+				opts.Mode = minio.RetentionMode(lock.Mode)
+				opts.RetainUntilDate = time.Now().Add(lock.Period)
 			}
 			_, err := b.core.PutObject(a.ctx, b.cfg.Bucket, key, a.reader(open()), size, md5b64, shaHex, opts)
 			switch kindOf(err) {

@@ -650,3 +650,24 @@ func TestPlainOverNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestReplace: Replace overwrites the config (a format migration), which
+// the write-once conditional PUT of Save would keep as it is.
+func TestReplace(t *testing.T) {
+	srv := s3test.Shared(t)
+	be := open(t, configFor(srv, srv.Endpoint, newBucketName("replace"), "p"))
+	ctx := context.Background()
+	if err := be.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h := backend.Handle{Type: backend.Config}
+	for _, body := range []string{"old config", "new config"} {
+		if err := be.Replace(ctx, h, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := be.Load(ctx, h, 0, 0)
+		if err != nil || string(got) != body {
+			t.Fatalf("after Replace with %q the config holds %q (%v)", body, got, err)
+		}
+	}
+}
