@@ -104,7 +104,9 @@ func (r *Repository) ExtendRetention(ctx context.Context, now time.Time, progres
 // with object lock once its retention has passed (before that a removal
 // only hides an object), and makes visible again any hidden pack that the
 // index still lists: a removal cairn never makes, so someone else's.
-func (r *Repository) PurgeLocked(ctx context.Context, now time.Time) (backend.PurgeStats, error) {
+// passStart and passUntil describe the last retention extension known
+// (zero if none; backend.PurgeOptions).
+func (r *Repository) PurgeLocked(ctx context.Context, now, passStart, passUntil time.Time) (backend.PurgeStats, error) {
 	locker, _, err := r.locker()
 	if err != nil {
 		return backend.PurgeStats{}, err
@@ -125,5 +127,5 @@ func (r *Repository) PurgeLocked(ctx context.Context, now time.Time) (backend.Pu
 		_, obsolete := st.Obsolete[id]
 		return live || obsolete
 	}
-	return locker.Purge(ctx, now, keep)
+	return locker.Purge(ctx, backend.PurgeOptions{Now: now, Keep: keep, PassStart: passStart, PassUntil: passUntil})
 }

@@ -155,6 +155,13 @@ last one (--force runs it anyway); forget --prune runs it too.`,
 	return cmd
 }
 
+// purgeLocked runs a purge with what this machine knows of the last
+// extension.
+func (a *app) purgeLocked(ctx context.Context, r *repo.Repository, now time.Time) (backend.PurgeStats, error) {
+	rec, _ := a.readLockRecord(r.Config().ID)
+	return r.PurgeLocked(ctx, now, rec.Extended, rec.Until)
+}
+
 // lockMaintenance is what prune does on a repository with object lock:
 // delete what was removed and has come unlocked, report what stays
 // locked until when, and extend the retention when it is due.
@@ -162,7 +169,7 @@ last one (--force runs it anyway); forget --prune runs it too.`,
 // superseded by this one's).
 func (a *app) lockMaintenance(ctx context.Context, r *repo.Repository, early backend.PurgeStats) (*lockJSON, error) {
 	now := time.Now()
-	st, err := r.PurgeLocked(ctx, now)
+	st, err := a.purgeLocked(ctx, r, now)
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func (a *app) runPrune(ctx context.Context, r *repo.Repository, f pruneFlags) er
 	if locked {
 		// First bring back packs someone else hid, which prune would
 		// take for damage, and delete what earlier runs removed.
-		if early, err = r.PurgeLocked(ctx, time.Now()); err != nil {
+		if early, err = a.purgeLocked(ctx, r, time.Now()); err != nil {
 			return err
 		}
 	}

@@ -55,7 +55,19 @@ type Locker interface {
 	// object that keep reports as still needed is made visible again
 	// instead (its delete marker is deleted). It never deletes older
 	// versions of an object that is still visible, except the config's.
-	Purge(ctx context.Context, now time.Time, keep func(Handle) bool) (PurgeStats, error)
+	Purge(ctx context.Context, opts PurgeOptions) (PurgeStats, error)
+}
+
+// PurgeOptions direct a Purge.
+type PurgeOptions struct {
+	Now time.Time
+	// Keep reports a removed object that is still needed.
+	Keep func(Handle) bool
+	// PassStart and PassUntil describe the last retention extension
+	// known (zero if none): objects visible when it started are locked
+	// until PassUntil at least, so Purge does not try to delete them
+	// before (a refused delete costs a request and a retention read).
+	PassStart, PassUntil time.Time
 }
 
 // PurgeStats reports what Purge did and what it had to leave.

@@ -113,7 +113,8 @@ func (b *Backend) handleOf(key string) (backend.Handle, bool) {
 // version still locked by its write date plus the period costs no
 // request, one whose date was extended costs a refused delete and a
 // retention read (to report when it unlocks).
-func (b *Backend) Purge(ctx context.Context, now time.Time, keep func(backend.Handle) bool) (backend.PurgeStats, error) {
+func (b *Backend) Purge(ctx context.Context, opts backend.PurgeOptions) (backend.PurgeStats, error) {
+	now := opts.Now
 	var st backend.PurgeStats
 	versions, err := b.listVersions(ctx)
 	if err != nil {
@@ -156,6 +157,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, keep func(backend.Ha
 				doomed = append(doomed, v)
 			}
 		}
+		hidden := latest.LastModified // when the newest version was superseded
 		restore := false
 		switch {
 		case !latest.IsDeleteMarker && h.Type == backend.Config:
@@ -167,7 +169,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, keep func(backend.Ha
 			continue
 		case len(doomed) == 0:
 			// Only delete markers left: removing them finishes the purge.
-		case keep(h):
+		case opts.Keep != nil && opts.Keep(h):
 			restore = true
 		}
 		wg.Add(1)
@@ -186,17 +188,23 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, keep func(backend.Ha
 			}
 			left := 0
 			for _, v := range doomed {
-				until := time.Time{}
-				if period > 0 && now.Before(v.LastModified.Add(period)) {
-					until = v.LastModified.Add(period)
-				} else if err := b.removeVersion(ctx, key, v.VersionID); err == nil {
-					record(func() { st.Deleted++; st.DeletedBytes += v.Size })
-					continue
-				} else if t, rerr := b.retainedUntil(ctx, key, v.VersionID); rerr == nil && t.After(now) {
+				until := v.LastModified.Add(period)
+				if !opts.PassStart.IsZero() && v.LastModified.Before(opts.PassStart) && hidden.After(opts.PassStart) && opts.PassUntil.After(until) {
+					until = opts.PassUntil // still visible during the last extension
+				}
+				if period == 0 || !now.Before(until) { // else certainly locked: no request
+					err := b.removeVersion(ctx, key, v.VersionID)
+					if err == nil {
+						record(func() { st.Deleted++; st.DeletedBytes += v.Size })
+						continue
+					}
+					// Refused: extended by another machine, or no permission.
+					t, rerr := b.retainedUntil(ctx, key, v.VersionID)
+					if rerr != nil || !t.After(now) {
+						record(func() { firstErr = cmpErr(firstErr, err) })
+						return
+					}
 					until = t
-				} else {
-					record(func() { firstErr = cmpErr(firstErr, err) })
-					return
 				}
 				left++
 				record(func() {
