@@ -19,6 +19,7 @@ import (
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/internal/profile"
 	"github.com/cairn-backup/cairn/internal/retention"
+	"github.com/cairn-backup/cairn/internal/walarchive"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -291,6 +292,11 @@ func (a *app) forgetIn(ctx context.Context, r *repo.Repository, o forgetOptions,
 		removed = append(removed, sn.ID)
 	}
 	a.forgetTextf("removed %d snapshots\n", len(remove))
+	if len(remove) > 0 {
+		if err := a.forgetWAL(ctx, r); err != nil {
+			return err
+		}
+	}
 	if o.prune && len(remove) > 0 {
 		a.forgetTextf("running prune\n")
 		return a.pruneAfterForget(ctx, r)
@@ -451,6 +457,29 @@ func parseAtFlag(s string) (time.Time, error) {
 		return t, fmt.Errorf("--at: %w", err)
 	}
 	return t, nil
+}
+
+// forgetWAL removes the archived WAL that no remaining base backup needs
+// (walarchive.Unneeded); prune then frees its data.
+func (a *app) forgetWAL(ctx context.Context, r *repo.Repository) error {
+	files, err := r.ListWALFiles(ctx)
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	sns, err := r.ListSnapshots(ctx)
+	if err != nil {
+		return fmt.Errorf("%w; archived WAL left as it is", err)
+	}
+	old := walarchive.Unneeded(files, sns)
+	for i, f := range old {
+		if err := r.RemoveWALFile(ctx, f); err != nil {
+			return fmt.Errorf("removed %d of %d WAL files older than every kept base backup: %w", i, len(old), err)
+		}
+	}
+	if len(old) > 0 {
+		a.forgetTextf("removed %d archived WAL files older than every kept base backup\n", len(old))
+	}
+	return nil
 }
 
 // snapshotOrAt checks that restore got exactly one of SNAPSHOT and --at,

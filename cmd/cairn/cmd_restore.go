@@ -22,6 +22,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	var target, host, at, config string
 	var dryRun, inPlace, deleteExtra bool
 	var includes, excludes, tags []string
+	var pitr pitrFlags
 	sources := newSources()
 	cmd := &cobra.Command{
 		Use:   "restore (SNAPSHOT | --at TIME) (--target DIR | --pg-target URL | --redis-target URL | --redis-rdb-dir DIR)",
@@ -29,6 +30,10 @@ func (a *app) restoreCommand() *cobra.Command {
 		Args:  cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if pitr.enabled {
+				bin, _ := cmd.Flags().GetString("pg-bin")
+				return a.pitrRestore(ctx, args, at, target, bin, pitr)
+			}
 			if config != "" {
 				return a.runProfileRestore(ctx, config, args, at, host, target, dryRun, inPlace)
 			}
@@ -94,6 +99,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	for _, s := range sources {
 		s.RestoreFlags(fl)
 	}
+	pitr.register(fl)
 	return cmd
 }
 

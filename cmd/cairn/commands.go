@@ -9,6 +9,7 @@ func (a *app) commands() []*cobra.Command {
 		a.initCommand(), a.keyCommand(),
 		a.backupCommand(), a.snapshotsCommand(), a.lsCommand(), a.diffCommand(), a.dumpCommand(),
 		a.restoreCommand(), a.copyCommand(), a.forgetCommand(), a.pruneCommand(),
+		a.walPushCommand(), a.walFetchCommand(), a.walStatusCommand(),
 		a.lockCommand(), a.checkCommand(), a.repairCommand(), a.statsCommand(), a.migrateCommand(),
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/internal/walarchive"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/tree"
@@ -63,6 +64,7 @@ func (f Finding) String() string {
 type Result struct {
 	Findings     []Finding
 	Snapshots    int
+	WALFiles     int
 	IndexFiles   int
 	Packs        int
 	PacksRead    int
@@ -90,6 +92,7 @@ type checker struct {
 	// packs awaiting deletion by prune
 	obsolete      map[crypto.ID]index.ObsoletePack
 	snapshotNames []string
+	wal           []*repo.WALFile
 	stored        map[crypto.ID]int64 // packs in the backend -> size
 }
 
@@ -113,7 +116,7 @@ func Check(ctx context.Context, r *repo.Repository, opts Options) (*Result, erro
 	// Snapshots are listed first and the index read after: a snapshot is
 	// written after its index files, so a backup running meanwhile cannot
 	// make check see a snapshot without its index.
-	steps := []func(context.Context) error{c.listSnapshots, c.checkKeys, c.loadIndex, c.listPacks, c.checkSnapshots}
+	steps := []func(context.Context) error{c.listSnapshots, c.listWAL, c.checkKeys, c.loadIndex, c.listPacks, c.checkSnapshots, c.checkWAL}
 	if opts.ReadData {
 		steps = append(steps, c.readData)
 	}
@@ -257,6 +260,50 @@ func (c *checker) listSnapshots(ctx context.Context) error {
 		c.snapshotNames = append(c.snapshotNames, fi.Name)
 		return nil
 	})
+}
+
+// listWAL reads the records of archived WAL (before the index, like the
+// snapshots: a record is written after its blobs' index file).
+func (c *checker) listWAL(ctx context.Context) error {
+	files, err := c.r.ListWALFiles(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.add(Error, "wal", "%v", err)
+	}
+	c.wal = files
+	c.res.WALFiles = len(files)
+	return nil
+}
+
+// checkWAL checks that every archived WAL file's blobs are stored, and
+// reports gaps in the sequence of segments of each timeline: a recovery
+// cannot replay across one.
+func (c *checker) checkWAL(ctx context.Context) error {
+	for _, f := range c.wal {
+		obj := "WAL " + f.Name + " of system " + f.SystemID
+		for _, b := range f.Blobs {
+			l, ok := c.r.Lookup(b)
+			switch {
+			case !ok:
+				c.add(Error, obj, "data blob %s is not in the index", b.Short())
+			default:
+				if _, ok := c.stored[l.Pack]; !ok {
+					c.add(Error, obj, "data blob %s is in missing pack %s", b.Short(), l.Pack.Short())
+				}
+			}
+		}
+	}
+	for _, s := range walarchive.Summarize(c.wal) {
+		for _, t := range s.Timelines {
+			for _, g := range t.Gaps {
+				c.add(Error, "WAL of system "+s.SystemID, "timeline %d: %d segment(s) missing between %s and %s: recovery cannot replay past %s",
+					t.Timeline, g.Missing, g.After, g.Before, g.After)
+			}
+		}
+	}
+	return ctx.Err()
 }
 
 func (c *checker) checkSnapshots(ctx context.Context) error {

@@ -16,6 +16,7 @@ const tools = 99
 var layer = map[string]int{
 	"crypto": 0, "chunk": 0, "pathmatch": 0, "repo/backend": 0, "internal/delta": 0,
 	"internal/pgstream": 0, "internal/rdb": 0, "internal/profile": 0, "internal/tailbuf": 0, "internal/procenv": 0,
+	"internal/pgwal": 0,
 
 	"index": 1, "tree": 1, "repo/backend/local": 1, "repo/backend/s3": 1, "repo/backend/cache": 1,
 	"internal/fsmeta": 1,
@@ -24,6 +25,7 @@ var layer = map[string]int{
 
 	"archiver": 3, "restorer": 3, "internal/checker": 3, "internal/pruner": 3, "internal/repair": 3,
 	"internal/retention": 3, "internal/seen": 3, "internal/copier": 3,
+	"internal/walarchive": 3,
 
 	"internal/source": 4, "internal/source/command": 4, "internal/source/postgres": 4, "internal/source/redis": 4,
 

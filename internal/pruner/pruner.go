@@ -237,6 +237,11 @@ func (p *Plan) findUsed(ctx context.Context, r *repo.Repository, logf func(strin
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnsafe, err)
 	}
+	// Archived WAL is recorded like snapshots, after its blobs.
+	wal, err := r.ListWALFiles(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsafe, err)
+	}
 	if p.state, err = r.ReadIndexState(ctx, nil); err != nil {
 		return fmt.Errorf("%w: %v (run 'cairn repair index')", ErrUnsafe, err)
 	}
@@ -246,6 +251,11 @@ func (p *Plan) findUsed(ctx context.Context, r *repo.Repository, logf func(strin
 	logf("finding data used by %d snapshots", len(sns))
 	if p.used, err = usedBlobs(ctx, r, sns); err != nil {
 		return err
+	}
+	for _, f := range wal {
+		for _, b := range f.Blobs {
+			p.used[b] = struct{}{}
+		}
 	}
 	addBases(p.used, p.state)
 	p.Stats.UsedBlobs = len(p.used)

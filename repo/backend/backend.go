@@ -21,11 +21,14 @@ const (
 	TreePack FileType = "tree"
 	Index    FileType = "index"
 	Snapshot FileType = "snapshots"
+	// WAL holds the records of archived PostgreSQL WAL files, named by a
+	// keyed hash of the server and the file name (docs/format.md §19).
+	WAL FileType = "wal"
 )
 
 // AllTypes lists every object type, config first.
 func AllTypes() []FileType {
-	return []FileType{Config, Key, DataPack, TreePack, Index, Snapshot}
+	return []FileType{Config, Key, DataPack, TreePack, Index, Snapshot, WAL}
 }
 
 // Handle names one object.

@@ -41,10 +41,16 @@ type BackupOptions struct {
 	Bin       string // directory of the client programs (default: PATH)
 	// Optional: a failing database is recorded as skipped (profiles).
 	Optional bool
+	// BaseURL, when set, is a server to take a physical base backup of
+	// (pg_basebackup), for point-in-time recovery with its archived WAL.
+	BaseURL string
+	// BaseSpread asks for a spread checkpoint instead of a fast one.
+	BaseSpread bool
 }
 
-// Enabled reports whether any database is to be dumped.
-func (f BackupOptions) Enabled() bool { return len(f.URLs) > 0 }
+// Enabled reports whether any database is to be dumped or base backup
+// taken.
+func (f BackupOptions) Enabled() bool { return len(f.URLs) > 0 || f.BaseURL != "" }
 
 // RestoreOptions say where and how to restore a dump.
 type RestoreOptions struct {
@@ -65,7 +71,7 @@ func (f RestoreOptions) Enabled() bool { return f.Target != "" }
 // once) and returns their captures. Each Finish fails, so that no snapshot
 // is written, unless its program exited 0 after writing a complete dump.
 func start(ctx context.Context, f BackupOptions, o source.Out) (out []source.Capture, err error) {
-	if !f.Enabled() {
+	if len(f.URLs) == 0 {
 		return nil, nil
 	}
 	if f.Format != pgstream.FormatCustom && f.Format != pgstream.FormatPlain {

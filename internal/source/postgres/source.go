@@ -38,6 +38,8 @@ func (s *Source) BackupFlags(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.NoGlobals, "pg-no-globals", false, "do not store roles and tablespaces (pg_dumpall --globals-only, which needs a superuser)")
 	fl.DurationVar(&f.LockWait, "pg-lock-wait-timeout", 5*time.Minute, "fail the backup rather than wait longer than `duration` for a table lock (0: wait forever)")
 	fl.StringVar(&f.Bin, "pg-bin", os.Getenv("CAIRN_PG_BIN"), "`directory` of pg_dump and pg_dumpall (default: PATH); env CAIRN_PG_BIN")
+	fl.StringVar(&f.BaseURL, "pg-base", "", "take a physical base backup of the PostgreSQL server at `URL` (pg_basebackup; the server must archive its WAL with 'cairn wal-push')")
+	fl.BoolVar(&f.BaseSpread, "pg-base-spread-checkpoint", false, "let the base backup wait for a spread checkpoint instead of asking for a fast one")
 }
 
 // FromProfile implements source.Source: the profile's databases are added
@@ -65,7 +67,18 @@ func (s *Source) Optional() bool { return s.backup.Optional }
 
 // Start implements source.Source.
 func (s *Source) Start(ctx context.Context, o source.Out) ([]source.Capture, error) {
-	return start(ctx, s.backup, o)
+	out, err := start(ctx, s.backup, o)
+	if err != nil || s.backup.BaseURL == "" {
+		return out, err
+	}
+	base, err := startBase(ctx, s.backup, o)
+	if err != nil {
+		for _, c := range out {
+			_ = c.Finish(nil)
+		}
+		return nil, err
+	}
+	return append(out, base), nil
 }
 
 // RestoreFlags implements source.Source.
