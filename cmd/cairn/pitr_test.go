@@ -323,6 +323,21 @@ func TestPITR(t *testing.T) {
 	if r := e.cairnAs("check"); r.code != 1 || !strings.Contains(r.stdout+r.stderr, "missing between") {
 		t.Errorf("check with a WAL segment deleted: want exit 1 and the gap: %s", r)
 	}
+
+	// A second base backup; forgetting the first drops the WAL only it
+	// needed (the gap with it), so check passes again.
+	e.ok("backup", "--pg-base", e.srv.URL("postgres"), "--pg-bin", e.srv.BinDir)
+	if r := e.ok("forget", "--keep-last", "1"); !strings.Contains(r.stdout, "archived WAL files older than every kept base backup") {
+		t.Errorf("forget of the first base backup left its WAL: %s", r)
+	}
+	res = e.ok("--json", "wal-status")
+	if err := json.Unmarshal([]byte(res.stdout), &status); err != nil || len(status) != 1 || len(status[0].BaseBackups) != 1 {
+		t.Fatalf("wal-status after forget: %v %s", err, res)
+	}
+	if start := status[0].BaseBackups[0]["start_segment"]; status[0].Timelines[0].First != start {
+		t.Errorf("after forget the archive starts at %s, want the kept base backup's %v", status[0].Timelines[0].First, start)
+	}
+	e.ok("check")
 }
 
 func mustLocal(t *testing.T, dir string) *local.Backend {

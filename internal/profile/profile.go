@@ -73,6 +73,11 @@ type Postgres struct {
 	Globals  bool   `toml:"globals"`
 	Optional bool   `toml:"optional"`
 	Bin      string `toml:"bin"` // directory of pg_dump/pg_restore/psql
+	// PITR adds a physical base backup of BaseURL (pg_basebackup) to every
+	// backup, for point-in-time recovery with the WAL the server archives
+	// with cairn wal-push. BaseURL needs a role with REPLICATION.
+	PITR    bool   `toml:"pitr"`
+	BaseURL string `toml:"base_url"`
 }
 
 // Redis is the optional cache source.
@@ -145,13 +150,16 @@ func (p *Profile) Validate() error {
 	if strings.ContainsAny(p.Name, " ,") || p.Name == "" {
 		errs = append(errs, fmt.Errorf("name %q: use letters, digits, - and _", p.Name))
 	}
-	if len(p.Postgres.Databases) == 0 && p.Redis.URL == "" && p.Redis.RDBFile == "" && len(p.Files.Paths) == 0 {
+	if len(p.Postgres.Databases) == 0 && !p.Postgres.PITR && p.Redis.URL == "" && p.Redis.RDBFile == "" && len(p.Files.Paths) == 0 {
 		errs = append(errs, errors.New("no sources: give postgres.databases, redis.url or files.paths"))
 	}
 	for _, u := range p.Postgres.Databases {
 		if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 			errs = append(errs, fmt.Errorf("postgres.databases: %q is not a postgres:// URL", RedactURL(u)))
 		}
+	}
+	if p.Postgres.PITR && !strings.HasPrefix(p.Postgres.BaseURL, "postgres://") && !strings.HasPrefix(p.Postgres.BaseURL, "postgresql://") {
+		errs = append(errs, errors.New("postgres.pitr = true needs postgres.base_url, the postgres:// URL of a role with REPLICATION for pg_basebackup"))
 	}
 	switch p.Postgres.Format {
 	case "", "custom", "plain":

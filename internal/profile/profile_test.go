@@ -31,6 +31,7 @@ func TestProfileErrors(t *testing.T) {
 		"bad format":  "[postgres]\ndatabases = [\"postgres://h/db\"]\nformat = \"tar\"\n",
 		"both redis":  "[files]\npaths=[\"/a\"]\n[restore]\nredis_target=\"redis://x\"\nredis_rdb_dir=\"/d\"\n",
 		"toml syntax": "[files\n",
+		"pitr no url": "[postgres]\ndatabases = [\"postgres://h/db\"]\npitr = true\n",
 	}
 	for name, body := range cases {
 		p := filepath.Join(dir, "p.toml")
@@ -43,6 +44,10 @@ func TestProfileErrors(t *testing.T) {
 	p, err := Load(filepath.Join(dir, "ok.toml"))
 	if err != nil || p.Name != "ok" || p.Tag() != "profile:ok" {
 		t.Fatalf("minimal profile: %+v %v", p, err)
+	}
+	os.WriteFile(filepath.Join(dir, "pitr.toml"), []byte("[postgres]\npitr = true\nbase_url = \"postgres://replicator@h/postgres\"\n"), 0o600)
+	if p, err := Load(filepath.Join(dir, "pitr.toml")); err != nil || !p.Postgres.PITR {
+		t.Fatalf("a profile of base backups only: %+v %v", p, err)
 	}
 	if got := RedactURL("postgres://u:secret@h/db"); strings.Contains(got, "secret") {
 		t.Fatalf("password not redacted: %s", got)

@@ -57,6 +57,9 @@ func (s *Source) FromProfile(p *profile.Profile, changed func(string) bool) {
 		f.Bin = pp.Bin
 	}
 	f.Optional = f.Optional || pp.Optional
+	if pp.PITR && f.BaseURL == "" {
+		f.BaseURL = pp.BaseURL
+	}
 }
 
 // BackupEnabled implements source.Source.
