@@ -169,6 +169,8 @@ func pitrScenario(t *testing.T, e *pitrEnv) {
 	insert(1)
 	e.switchAndWait()
 	insert(2)
+	e.query("postgres", "SELECT pg_create_restore_point('before_batch_3')::text")
+	lsn := e.query("postgres", "SELECT pg_current_wal_insert_lsn()::text")
 	e.switchAndWait()
 	time.Sleep(1100 * time.Millisecond)
 	between := e.query("postgres", "SELECT clock_timestamp()")
@@ -176,10 +178,23 @@ func pitrScenario(t *testing.T, e *pitrEnv) {
 	insert(3)
 	e.switchAndWait()
 
-	target := filepath.Join(e.dir, "restored")
 	// As root, the restore gives the data directory its parent's owner
 	// (the server's user) and runs the temporary server as that user.
-	res := e.ok("--json", "restore", "--pg-pitr", "--at", between, "--target", target, "--verify", "--pg-bin", e.srv.BinDir)
+	for i, how := range [][]string{{"--at", between}, {"--target-name", "before_batch_3"}, {"--lsn", lsn}} {
+		recoverTo(t, e, filepath.Join(e.dir, fmt.Sprintf("restored-%d", i)), how...)
+	}
+	// A target after the last archived WAL is refused, naming it.
+	later := time.Now().Add(time.Hour).Format(time.RFC3339)
+	if r := e.cairnAs("restore", "--pg-pitr", "--at", later, "--target", filepath.Join(e.dir, "later")); r.code == 0 || !strings.Contains(r.stderr, "archived at") {
+		t.Errorf("a target after the archive: %s", r)
+	}
+}
+
+// recoverTo runs restore --pg-pitr --verify with the target how and
+// checks that batches 1 and 2 are back and batch 3 is not.
+func recoverTo(t *testing.T, e *pitrEnv, target string, how ...string) {
+	t.Helper()
+	res := e.ok(append(append([]string{"--json", "restore", "--pg-pitr"}, how...), "--target", target, "--verify", "--pg-bin", e.srv.BinDir)...)
 	var out struct {
 		MessageType string                          `json:"message_type"`
 		Verified    bool                            `json:"verified"`
@@ -196,12 +211,7 @@ func pitrScenario(t *testing.T, e *pitrEnv) {
 		}
 	}
 	if rows != 200 {
-		t.Fatalf("recovered to %s: orders has %d rows, want 200 (batches 1 and 2, not 3): %s", between, rows, res)
-	}
-	// A target after the last archived WAL is refused, naming it.
-	later := time.Now().Add(time.Hour).Format(time.RFC3339)
-	if r := e.cairnAs("restore", "--pg-pitr", "--at", later, "--target", filepath.Join(e.dir, "later")); r.code == 0 || !strings.Contains(r.stderr, "archived at") {
-		t.Errorf("a target after the archive: %s", r)
+		t.Fatalf("recovered to %v: orders has %d rows, want 200 (batches 1 and 2, not 3): %s", how, rows, res)
 	}
 }
 
