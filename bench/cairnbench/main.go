@@ -51,7 +51,7 @@
 // Usage (from the repository root; scripts/bench.sh builds cairn and installs
 // restic first):
 //
-//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files,s3,pgnights,realtree] [-nights 8] [-s3-delay 30ms] [-json PATH] [-keep] [-work DIR]
+//	go run ./bench/cairnbench [-quick] [-datasets pg,redis,files,s3,pgnights,realtree,pitr] [-nights 8] [-s3-delay 30ms] [-json PATH] [-keep] [-work DIR]
 //
 // -quick uses a small corpus (pgbench -s 5, 5,000 files, 3 nights of a
 // 100 MB database) as a smoke test that finishes in a few minutes once the
@@ -225,7 +225,7 @@ func parseOptions(root string) (options, profile, string, error) {
 		d = strings.TrimSpace(d)
 		switch d {
 		case "":
-		case "pg", "redis", "files", "s3", nightsDataset, realtreeDataset:
+		case "pg", "redis", "files", "s3", nightsDataset, realtreeDataset, pitrDataset:
 			o.datasets[d] = true
 		default:
 			return fail(fmt.Errorf("-datasets: unknown data set %q (%s)", d, strings.Join(allDatasets, ", ")))
@@ -261,7 +261,7 @@ func (b *bench) runDatasets(root string) []string {
 		name string
 		fn   func() error
 	}{{"pg", b.runPG}, {"redis", b.runRedis}, {"files", b.runFiles}, {"s3", b.runS3},
-		{nightsDataset, b.runPGNights}, {realtreeDataset, b.runRealtree}} {
+		{nightsDataset, b.runPGNights}, {realtreeDataset, b.runRealtree}, {pitrDataset, b.runPITR}} {
 		if !o.datasets[ds.name] {
 			continue
 		}
@@ -294,7 +294,7 @@ func (b *bench) runDatasets(root string) []string {
 }
 
 // allDatasets is the default -datasets list, in the order they run.
-var allDatasets = []string{"pg", "redis", "files", "s3", nightsDataset, realtreeDataset}
+var allDatasets = []string{"pg", "redis", "files", "s3", nightsDataset, realtreeDataset, pitrDataset}
 
 // repoRoot is the directory of cairn's go.mod, searched upwards from the
 // working directory.

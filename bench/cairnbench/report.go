@@ -101,6 +101,8 @@ func (b *bench) finish() {
 		case realtreeDataset:
 			realtreeTargets(r, add)
 			continue
+		case pitrDataset:
+			continue // sizes and archive throughput, reported as they are
 		}
 		if r.PgDumpAlone > 0 {
 			v := r.Cairn.Seconds / r.PgDumpAlone

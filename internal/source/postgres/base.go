@@ -35,7 +35,7 @@ func startBase(ctx context.Context, f BackupOptions, o source.Out) (source.Captu
 	p := BaseDir + sys + "/base.tar"
 	srcs := []repo.Source{{Kind: walarchive.KindBase, Name: p, Status: repo.SourceOK, Meta: map[string]string{"connection": c.String()}}}
 	return source.Capture{
-		Streams: []archiver.Stream{{Path: p, Reader: b.Reader, Chunking: repo.ChunkingFiles}},
+		Streams: []archiver.Stream{{Path: p, Reader: b.Reader, Chunking: repo.ChunkingDatabase}},
 		Records: srcs,
 		Finish: func(res *archiver.Result) error {
 			if res == nil {
