@@ -37,16 +37,16 @@ type pitrDay struct {
 type pitrInfo struct {
 	Scale int `json:"pgbench_scale"`
 	// The burst: WAL piled up while archiving was off, then drained.
-	BurstSegments          int64   `json:"burst_segments"`
-	BurstDrainSeconds      float64 `json:"burst_drain_seconds"`
-	BurstSegmentsPerSecond float64 `json:"burst_segments_per_second"`
-	BurstMBPerSecond       float64 `json:"burst_mb_per_second"`
-	Days            []pitrDay `json:"days"`
-	FullCopiesBytes int64     `json:"full_copies_bytes"`
-	CairnBaseBytes  int64     `json:"cairn_base_backups_bytes"`
-	ResticBaseBytes int64     `json:"restic_base_backups_bytes"`
-	CairnWALBytes   int64     `json:"cairn_wal_bytes"`
-	WALBytes        int64     `json:"wal_bytes"` // segments archived x segment size
+	BurstSegments          int64     `json:"burst_segments"`
+	BurstDrainSeconds      float64   `json:"burst_drain_seconds"`
+	BurstSegmentsPerSecond float64   `json:"burst_segments_per_second"`
+	BurstMBPerSecond       float64   `json:"burst_mb_per_second"`
+	Days                   []pitrDay `json:"days"`
+	FullCopiesBytes        int64     `json:"full_copies_bytes"`
+	CairnBaseBytes         int64     `json:"cairn_base_backups_bytes"`
+	ResticBaseBytes        int64     `json:"restic_base_backups_bytes"`
+	CairnWALBytes          int64     `json:"cairn_wal_bytes"`
+	WALBytes               int64     `json:"wal_bytes"` // segments archived x segment size
 }
 
 func (b *bench) runPITR() error {
