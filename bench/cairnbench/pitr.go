@@ -214,7 +214,15 @@ func (b *bench) pitrBurst(s *pgtest.Server, dur time.Duration, info *pitrInfo) e
 	}
 	time.Sleep(time.Second) // the reload reaches the archiver
 	archived0, _ := archiverCounts(s)
-	if out, err := s.ClientErr("pgbench", "-n", "-c", "4", "-j", "2", "-T", strconv.Itoa(int(2*dur.Seconds())), "bench"); err != nil {
+	// A bulk load writes WAL much faster than pgbench: about 50 segments.
+	rows := 8_000_000
+	if b.o.quick {
+		rows = 1_000_000
+	}
+	if _, err := psql(s, "bench", fmt.Sprintf("CREATE TABLE pitr_burst AS SELECT g, md5(g::text) AS a, md5((g * 7)::text) AS b FROM generate_series(1, %d) g", rows)); err != nil {
+		return err
+	}
+	if out, err := s.ClientErr("pgbench", "-n", "-c", "4", "-j", "2", "-T", strconv.Itoa(int(dur.Seconds())), "bench"); err != nil {
 		return fmt.Errorf("pgbench: %v: %s", err, out)
 	}
 	backlog := readyFiles(filepath.Join(s.Dir, "data"))
@@ -226,6 +234,9 @@ func (b *bench) pitrBurst(s *pgtest.Server, dur time.Duration, info *pitrInfo) e
 		return err
 	}
 	info.BurstDrainSeconds = time.Since(t0).Seconds()
+	if _, err := psql(s, "bench", "DROP TABLE pitr_burst"); err != nil {
+		return err
+	}
 	archived1, _ := archiverCounts(s)
 	info.BurstSegments = archived1 - archived0
 	info.BurstSegmentsPerSecond = float64(info.BurstSegments) / info.BurstDrainSeconds

@@ -34,6 +34,11 @@ func (a *app) restoreCommand() *cobra.Command {
 				bin, _ := cmd.Flags().GetString("pg-bin")
 				return a.pitrRestore(ctx, args, at, target, bin, pitr)
 			}
+			for _, name := range []string{"lsn", "xid", "target-name", "pg-system-id", "target-action", "verify", "pg-verify-user"} {
+				if cmd.Flags().Changed(name) {
+					return fmt.Errorf("--%s goes with --pg-pitr", name)
+				}
+			}
 			if config != "" {
 				return a.runProfileRestore(ctx, config, args, at, host, target, dryRun, inPlace)
 			}

@@ -257,24 +257,22 @@ func (a *app) walFetch(ctx context.Context, name, dst, dataDir, sys string, pref
 	if err != nil {
 		return err
 	}
-	names := []string{name}
-	if spool != "" && prefetch > 0 && f.SegmentSize > 0 {
-		if err := os.MkdirAll(spool, 0o700); err == nil {
-			names = append(names, walarchive.NextSegments(name, prefetch, f.SegmentSize)...)
-		}
-	}
-	target := func(n string) string {
-		if n == name {
-			return dst
-		}
-		return filepath.Join(spool, n)
-	}
-	done, err := walarchive.Fetch(ctx, r, sys, names, target, a.downloadsFor(r))
-	if err != nil && (len(done) == 0 || done[0] != name) {
+	done, err := walarchive.Fetch(ctx, r, sys, []string{name}, func(string) string { return dst }, a.downloadsFor(r))
+	if err != nil {
 		return err
 	}
 	if len(done) == 0 {
 		return &walNotFound{name} // removed since it was looked up
+	}
+	// The next segments, for the calls that follow; recovery does not
+	// wait on them failing (each call fetches its own file again).
+	if spool != "" && prefetch > 0 && f.SegmentSize > 0 {
+		if err := os.MkdirAll(spool, 0o700); err == nil {
+			next := walarchive.NextSegments(name, prefetch, f.SegmentSize)
+			if _, err := walarchive.Fetch(ctx, r, sys, next, func(n string) string { return filepath.Join(spool, n) }, a.downloadsFor(r)); err != nil {
+				a.warnf("wal-fetch: prefetch after %s: %v", name, err)
+			}
+		}
 	}
 	return nil
 }
