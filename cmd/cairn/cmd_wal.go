@@ -27,15 +27,25 @@ import (
 // the failure for the end of the archive and promoting too early.
 const exitRecoveryAbort = 126
 
-// walClientDir is a directory of this machine's state about the WAL of
-// repository whose sealed config is given (acknowledged pushes, prefetched
-// files), per server; "" without a cache directory.
-func (a *app) walClientDir(kind string, sealedConfig []byte, sys string) string {
+// walClientDir is a directory of this machine's state about the WAL that
+// server sys archives into the repository (acknowledged pushes, prefetched
+// files); "" without a cache directory. It reads the repository's sealed
+// config (which names it), not the key.
+func (a *app) walClientDir(ctx context.Context, kind, sys string) (string, error) {
+	be, err := a.openBackend()
+	if err != nil {
+		return "", err
+	}
+	cfgData, err := repo.ReadConfig(ctx, be)
+	be.Close()
+	if err != nil {
+		return "", err
+	}
 	base := a.keyHintBase()
 	if base == "" {
-		return ""
+		return "", nil
 	}
-	return filepath.Join(cache.ClientFile(base, kind, sealedConfig), sys)
+	return filepath.Join(cache.ClientFile(base, kind, cfgData), sys), nil
 }
 
 // dataDirSystemID returns the system identifier of the cluster in dir
@@ -104,16 +114,10 @@ func (a *app) walPush(ctx context.Context, path, dataDir string, batch int) erro
 	if _, err := pgwal.ParseName(name); err != nil {
 		return err
 	}
-	be, err := a.openBackend()
+	acks, err := a.walClientDir(ctx, "wal-acks", sys)
 	if err != nil {
 		return err
 	}
-	cfgData, err := repo.ReadConfig(ctx, be)
-	be.Close()
-	if err != nil {
-		return err
-	}
-	acks := a.walClientDir("wal-acks", cfgData, sys)
 	acked := func(p string) bool {
 		if acks == "" {
 			return false
@@ -229,16 +233,10 @@ func (a *app) walFetch(ctx context.Context, name, dst, dataDir, sys string, pref
 			return err
 		}
 	}
-	be, err := a.openBackend()
+	spool, err := a.walClientDir(ctx, "wal-prefetch", sys)
 	if err != nil {
 		return err
 	}
-	cfgData, err := repo.ReadConfig(ctx, be)
-	be.Close()
-	if err != nil {
-		return err
-	}
-	spool := a.walClientDir("wal-prefetch", cfgData, sys)
 	if spool != "" {
 		cleanSpool(spool, time.Hour)
 		if err := moveFile(filepath.Join(spool, name), dst); err == nil {

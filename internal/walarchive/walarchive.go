@@ -14,8 +14,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/chunk"
@@ -163,8 +165,11 @@ func (p *Pusher) prepare(ctx context.Context, sys, path string, pool *chunk.Buff
 	}
 	f := &repo.WALFile{SystemID: sys, Name: name, Size: int64(len(data)), Hash: hash, SegmentSize: segSize,
 		Time: p.now(), Hostname: p.Hostname}
+	// Cut first (the chunks are slices of data), then compress, encrypt
+	// and pack them on every core.
 	ch := chunk.New(bytes.NewReader(data), r.Config().Polynomial, r.Config().ChunkParams(repo.ChunkingFiles), pool)
-	for {
+	var chunks [][]byte
+	for off := 0; ; {
 		bp, err := ch.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -172,12 +177,32 @@ func (p *Pusher) prepare(ctx context.Context, sys, path string, pool *chunk.Buff
 		if err != nil {
 			return nil, err
 		}
-		sr, err := r.SaveBlob(ctx, index.DataBlob, *bp)
+		n := len(*bp)
 		pool.Put(bp)
-		if err != nil {
-			return nil, &repoError{fmt.Errorf("store %s: %w", name, err)}
-		}
-		f.Blobs = append(f.Blobs, sr.ID)
+		chunks = append(chunks, data[off:off+n])
+		off += n
+	}
+	f.Blobs = make([]crypto.ID, len(chunks))
+	errs := make([]error, len(chunks))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(runtime.GOMAXPROCS(0), len(chunks)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				sr, err := r.SaveBlob(ctx, index.DataBlob, chunks[i])
+				f.Blobs[i], errs[i] = sr.ID, err
+			}
+		}()
+	}
+	for i := range chunks {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, &repoError{fmt.Errorf("store %s: %w", name, err)}
 	}
 	return f, nil
 }
