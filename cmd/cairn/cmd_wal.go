@@ -95,7 +95,7 @@ with different content it fails loudly. Every ordinary failure exits 1.`,
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "pg-data", "", "the server's data `directory` (default: the working directory, where PostgreSQL runs archive_command)")
-	cmd.Flags().IntVar(&batch, "batch", 16, "archive up to `N` ready WAL files in one run")
+	cmd.Flags().IntVar(&batch, "batch", 64, "archive up to `N` ready WAL files in one run")
 	return cmd
 }
 
