@@ -130,7 +130,13 @@ func (a *app) walPush(ctx context.Context, path, dataDir string, batch int) erro
 		return err == nil && got == string(want)
 	}
 	if acked(path) {
-		return nil // pushed by an earlier run that took it along
+		// Pushed by an earlier run that took it along. PostgreSQL asks
+		// for each file once: the acknowledgement has served.
+		_ = os.Remove(filepath.Join(acks, name))
+		return nil
+	}
+	if acks != "" {
+		cleanSpool(acks, 7*24*time.Hour) // acknowledgements PostgreSQL never asked for
 	}
 	paths := []string{path}
 	ready, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "archive_status", "*.ready"))
@@ -311,8 +317,9 @@ func moveFile(src, dst string) error {
 	return os.Remove(src)
 }
 
-// cleanSpool drops prefetched files older than maxAge: a recovery that
-// ended (or went to another timeline) never asks for them.
+// cleanSpool drops files older than maxAge from a directory of client
+// state: prefetched files that a recovery which ended (or went to another
+// timeline) never asks for, acknowledgements never used.
 func cleanSpool(dir string, maxAge time.Duration) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {

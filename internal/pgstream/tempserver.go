@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ type TempServerOptions struct {
 	Env []string
 	// Wait bounds the start (and a recovery's replay); 0 means 10 minutes.
 	Wait time.Duration
+	// PauseAtTarget overrides recovery_target_action with pause, so that
+	// looking does not end the recovery.
+	PauseAtTarget bool
 }
 
 // TempServer is a PostgreSQL server started on a restored data directory
@@ -62,9 +66,24 @@ func StartTempServer(ctx context.Context, o TempServerOptions) (*TempServer, err
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := os.Chmod(dir, 0o777); err != nil { // the server's user writes its socket and log here
-		os.RemoveAll(dir)
-		return nil, err
+	// The server's user writes its socket and log here; nobody else may
+	// (the hba file trusts the socket).
+	if o.RunAs != "" {
+		u, err := user.Lookup(o.RunAs)
+		if err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(p, uid, gid)
+			})
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,6 +97,9 @@ func StartTempServer(ctx context.Context, o TempServerOptions) (*TempServer, err
 		"-c archive_mode=off", "-c hba_file='" + filepath.Join(dir, "pg_hba.conf") + "'", "-c logging_collector=off",
 		"-c log_min_messages=log", // "recovery stopping ..." is logged at LOG
 	}, " ")
+	if o.PauseAtTarget {
+		opts += " -c recovery_target_action=pause"
+	}
 	out, err := s.pgctl(ctx, "start", "-w", "-t", strconv.Itoa(int(o.Wait.Seconds())), "-D", o.DataDir, "-l", s.log, "-o", opts)
 	if err != nil {
 		msg := fmt.Errorf("start PostgreSQL on %s: %v: %s%s", o.DataDir, err, strings.TrimSpace(out), s.LogTail())

@@ -109,6 +109,22 @@ func (p *Pusher) Push(ctx context.Context, paths []string) ([]PushResult, error)
 			return res, err
 		}
 	}
+	// Records are written once: if another push of the same name won a
+	// race, the stored record is not ours, and this one must not pass.
+	for i := range res {
+		if !res[i].Stored {
+			continue
+		}
+		f, err := r.LoadWALFile(ctx, sys, res[i].Name)
+		if err != nil {
+			return res, err
+		}
+		for _, mine := range records {
+			if mine.Name == f.Name && mine.Hash != f.Hash {
+				res[i].Stored, res[i].Err = false, fmt.Errorf("%s of system %s: %w (archived at the same moment by %s)", f.Name, sys, ErrConflict, f.Hostname)
+			}
+		}
+	}
 	return res, nil
 }
 
@@ -147,10 +163,13 @@ func (p *Pusher) prepare(ctx context.Context, sys, path string, pool *chunk.Buff
 		if h.SystemID != p.SystemID {
 			return nil, fmt.Errorf("%s belongs to database system %d, not to this server's %d", name, h.SystemID, p.SystemID)
 		}
-		if h.Timeline != n.Timeline || int64(len(data)) != int64(h.SegmentSize) {
-			return nil, fmt.Errorf("%s: %d bytes of timeline %d, but its header says segments of %d bytes on timeline %d", name, len(data), n.Timeline, h.SegmentSize, h.Timeline)
-		}
+		// The first segment of a new timeline is a copy of the old one's
+		// up to the switch, so its first page may name an older timeline;
+		// its address must still be the segment's own.
 		segSize = int64(h.SegmentSize)
+		if h.Timeline > n.Timeline || int64(len(data)) != segSize || uint64(h.PageAddr) != n.SegmentNo(segSize)*uint64(segSize) {
+			return nil, fmt.Errorf("%s: %d bytes, but its first page says segments of %d bytes, timeline %d, address %v", name, len(data), h.SegmentSize, h.Timeline, h.PageAddr)
+		}
 	}
 	hash := r.Key().BlobID(data)
 	old, err := r.LoadWALFile(ctx, sys, name)

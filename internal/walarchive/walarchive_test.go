@@ -28,9 +28,10 @@ const (
 
 var testKDF = crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
-// segment returns a synthetic WAL segment of system sys: a long page
-// header, then random bytes.
-func segment(sys uint64, tl uint32, seed uint64) []byte {
+// segment returns a synthetic WAL segment number no of system sys: a long
+// page header, then random bytes.
+func segment(sys uint64, tl uint32, no uint64) []byte {
+	seed := no
 	b := make([]byte, segSize)
 	rng := rand.New(rand.NewPCG(seed, seed))
 	for i := 64; i < len(b); i += 8 {
@@ -40,6 +41,7 @@ func segment(sys uint64, tl uint32, seed uint64) []byte {
 	le.PutUint16(b[0:], 0xD110)
 	le.PutUint16(b[2:], 0x0002)
 	le.PutUint32(b[4:], tl)
+	le.PutUint64(b[8:], no*segSize)
 	le.PutUint64(b[24:], sys)
 	le.PutUint32(b[32:], segSize)
 	le.PutUint32(b[36:], 8192)
@@ -69,7 +71,7 @@ func TestPushFetch(t *testing.T) {
 	contents := map[string][]byte{}
 	for i := range 6 {
 		name := pgwal.SegmentName(1, uint64(i+1), segSize)
-		data := segment(sysID, 1, uint64(i))
+		data := segment(sysID, 1, uint64(i+1))
 		contents[name] = data
 		p := filepath.Join(wal, name)
 		if err := os.WriteFile(p, data, 0o600); err != nil {
@@ -83,13 +85,24 @@ func TestPushFetch(t *testing.T) {
 	if err := os.WriteFile(foreign, segment(42, 1, 9), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The first segment of timeline 2 still has timeline 1's header (a
+	// copy up to the switch): accepted. One whose address is not its
+	// own: refused.
+	switched := filepath.Join(wal, pgwal.SegmentName(2, 6, segSize))
+	if err := os.WriteFile(switched, segment(sysID, 1, 6), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	misnamed := filepath.Join(wal, pgwal.SegmentName(1, 7, segSize))
+	if err := os.WriteFile(misnamed, segment(sysID, 1, 8), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := &Pusher{Repo: r, SystemID: sysID, Hostname: "db1"}
-	res, err := p.Push(ctx, append(paths, foreign))
+	res, err := p.Push(ctx, append(paths, switched, foreign, misnamed))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, pr := range res {
-		if want := i < len(paths); pr.Stored != want || (pr.Err == nil) != want {
+		if want := i <= len(paths); pr.Stored != want || (pr.Err == nil) != want {
 			t.Errorf("%s: stored %v, err %v", pr.Name, pr.Stored, pr.Err)
 		}
 	}
@@ -126,11 +139,11 @@ func TestPushFetch(t *testing.T) {
 	}
 
 	files, err := r.ListWALFiles(ctx)
-	if err != nil || len(files) != 5 {
+	if err != nil || len(files) != 6 {
 		t.Fatalf("%d records (%v)", len(files), err)
 	}
 	servers := Summarize(files)
-	if len(servers) != 1 || len(servers[0].Timelines) != 1 {
+	if len(servers) != 1 || len(servers[0].Timelines) != 2 {
 		t.Fatalf("summary: %+v", servers)
 	}
 	tl := servers[0].Timelines[0]

@@ -195,8 +195,12 @@ func RestorePITR(ctx context.Context, o PITROptions) (*PITRResult, error) {
 	if os.Geteuid() == 0 {
 		runAs = owner
 	}
+	// With a target the check pauses there, so the directory is left in
+	// recovery, as restored: the first real start ends it with the chosen
+	// action. Without one, recovery ends at the end of the archive and the
+	// server is promoted.
 	srv, err := pgstream.StartTempServer(ctx, pgstream.TempServerOptions{Tools: pgstream.Tools{Dir: o.Bin}, DataDir: o.DataDir,
-		RunAs: runAs, User: o.VerifyUser, Env: os.Environ()})
+		RunAs: runAs, User: o.VerifyUser, Env: os.Environ(), PauseAtTarget: !o.Latest})
 	if err != nil {
 		return res, err
 	}
@@ -230,10 +234,22 @@ func RestorePITR(ctx context.Context, o PITROptions) (*PITRResult, error) {
 	if res.ReplayedTo != nil {
 		o.Out.Printf("verified: recovery replayed transactions up to %s and accepts connections\n", res.ReplayedTo.Local().Format("2006-01-02 15:04:05.000"))
 	}
+	if o.Latest {
+		o.Out.Printf("recovery reached the end of the archive and %s was promoted; archiving is off there (archive_mode)\n", o.DataDir)
+	} else {
+		o.Out.Printf("%s is left paused at the target, still in recovery: starting it ends recovery (%s); archiving is off there (archive_mode)\n", o.DataDir, cmpOr(o.Action, "promote"))
+	}
 	return res, nil
 }
 
 type lsnTarget struct{ lsn pgwal.LSN }
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
 
 // reachable returns the newest WAL segment recovery from base can reach
 // without a gap (on the base's timeline or a later one), and when it was
@@ -303,11 +319,27 @@ func prepareDataDir(dir string) error {
 	return os.Chmod(dir, 0o700)
 }
 
-// extractTar writes the base backup's tar stream into dir.
-func extractTar(ctx context.Context, r *repo.Repository, n *tree.Node, dir string, downloads int) error {
+// extractTar writes the base backup's tar stream into dir, through an
+// os.Root: no entry (nor a symlink an earlier entry made) reaches outside.
+func extractTar(ctx context.Context, r *repo.Repository, n *tree.Node, dir string, downloads int) (err error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(restorer.Dump(ctx, r, n, pw, downloads)) }()
-	defer pr.Close()
+	dumped := make(chan error, 1)
+	go func() {
+		err := restorer.Dump(ctx, r, n, pw, downloads)
+		pw.CloseWithError(err)
+		dumped <- err
+	}()
+	defer func() {
+		pr.Close()
+		if derr := <-dumped; err == nil && derr != nil && !errors.Is(derr, io.ErrClosedPipe) {
+			err = derr
+		}
+	}()
 	tr := tar.NewReader(pr)
 	for {
 		h, err := tr.Next()
@@ -321,26 +353,24 @@ func extractTar(ctx context.Context, r *repo.Repository, n *tree.Node, dir strin
 		if name == "." {
 			continue
 		}
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return fmt.Errorf("base backup: entry %q outside the data directory", h.Name)
-		}
-		p := filepath.Join(dir, name)
 		mode := os.FileMode(h.Mode) & os.ModePerm
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
-				return err
+			if err := root.MkdirAll(name, 0o700); err != nil {
+				return fmt.Errorf("base backup: %s: %w", h.Name, err)
 			}
-			if err := os.Chmod(p, mode|0o700); err != nil {
+			if err := root.Chmod(name, mode|0o700); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return err
+			if d := filepath.Dir(name); d != "." {
+				if err := root.MkdirAll(d, 0o700); err != nil {
+					return fmt.Errorf("base backup: %s: %w", h.Name, err)
+				}
 			}
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
+			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
 			if err != nil {
-				return err
+				return fmt.Errorf("base backup: %s: %w", h.Name, err)
 			}
 			_, err = io.Copy(f, tr)
 			if cerr := f.Close(); err == nil {
@@ -350,8 +380,8 @@ func extractTar(ctx context.Context, r *repo.Repository, n *tree.Node, dir strin
 				return fmt.Errorf("base backup: %s: %w", h.Name, err)
 			}
 		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				return err
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return fmt.Errorf("base backup: %s: %w", h.Name, err)
 			}
 		default:
 			return fmt.Errorf("base backup: entry %q of unsupported type %c", h.Name, h.Typeflag)
@@ -367,8 +397,11 @@ func writeRecoveryConf(o PITROptions) error {
 	if action == "" {
 		action = "promote"
 	}
+	// Archiving is off: a restored copy that archived into the same
+	// repository would mix its timeline into the original's history.
 	lines := []string{"", "# added by cairn restore --pg-pitr", "restore_command = " + q(o.RestoreCommand),
-		"recovery_target_timeline = 'latest'", "recovery_target_action = " + q(action)}
+		"recovery_target_timeline = 'latest'", "recovery_target_action = " + q(action),
+		"archive_mode = 'off'  # turn archiving back on when this server replaces the original"}
 	switch {
 	case !o.At.IsZero():
 		lines = append(lines, "recovery_target_time = "+q(o.At.UTC().Format("2006-01-02 15:04:05.999999")+"+00"))
