@@ -154,6 +154,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) (*bac
 	if err != nil {
 		return nil, err
 	}
+	a.checkBaseWAL(ctx, r, res.Snapshot)
 	// Offsite copies come before the summary, which --json prints last.
 	var offsiteErr error
 	if f.profile != nil && len(f.profile.Offsite) > 0 {

@@ -22,7 +22,7 @@ type pitrFlags struct {
 }
 
 func (f *pitrFlags) register(fl *pflag.FlagSet) {
-	fl.BoolVar(&f.enabled, "pg-pitr", false, "point-in-time recovery: restore the newest base backup before the target into --target DATADIR and configure recovery with the archived WAL (target: --at TIME, --lsn, --xid, --target-name or 'latest')")
+	fl.BoolVar(&f.enabled, "pg-pitr", false, "point-in-time recovery: restore the newest base backup before the target (or the SNAPSHOT given) into --target DATADIR and configure recovery with the archived WAL (target: --at TIME, --lsn, --xid, --target-name or 'latest')")
 	fl.StringVar(&f.lsn, "lsn", "", "with --pg-pitr: recover up to WAL location `LSN` (like 0/3000060)")
 	fl.StringVar(&f.xid, "xid", "", "with --pg-pitr: recover up to transaction `ID`")
 	fl.StringVar(&f.name, "target-name", "", "with --pg-pitr: recover up to the restore point `name` (pg_create_restore_point)")
@@ -88,10 +88,12 @@ func (a *app) pitrRestore(ctx context.Context, args []string, at, target, bin st
 			targets++
 		}
 	}
+	base := ""
+	if len(args) == 1 && args[0] != "latest" {
+		base = args[0] // the base backup to start from; the target comes from the flags
+	}
 	switch {
-	case len(args) == 1 && args[0] != "latest":
-		return errors.New("--pg-pitr picks the base backup itself: give 'latest' or a target (--at, --lsn, --xid, --target-name), not a snapshot")
-	case targets > 1 || (targets == 1 && len(args) == 1):
+	case targets > 1 || (targets == 1 && len(args) == 1 && base == ""):
 		return errors.New("give one recovery target: 'latest', --at, --lsn, --xid or --target-name")
 	case targets == 0:
 		o.Latest = true
@@ -114,6 +116,11 @@ func (a *app) pitrRestore(ctx context.Context, args []string, at, target, bin st
 	}
 	defer r.Close()
 	o.Repo, o.Downloads = r, a.downloadsFor(r)
+	if base != "" {
+		if o.Base, err = findSnapshot(ctx, r, base, ""); err != nil {
+			return err
+		}
+	}
 	o.RestoreCommand = a.walFetchCommandLine()
 	if a.passwordFile == "" && a.passwordCommand == "" {
 		a.warnf("restore_command has no password option: the server needs CAIRN_PASSWORD or CAIRN_PASSWORD_FILE in its environment (restore with --password-file to write it in)")

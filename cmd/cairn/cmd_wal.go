@@ -91,6 +91,7 @@ and return at once. A file archived before with the same content exits 0;
 with different content it fails loudly. Every ordinary failure exits 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			a.dieBySignal = true
 			return a.walPush(cmd.Context(), args[0], dataDir, batch)
 		},
 	}
@@ -205,6 +206,7 @@ segments too, into this machine's cache directory, where the next calls
 find them.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			a.dieBySignal = true
 			err := a.walFetch(cmd.Context(), args[0], args[1], dataDir, sysFlag, prefetch)
 			var nf *walNotFound
 			if err == nil || errors.As(err, &nf) || cmd.Context().Err() != nil {
@@ -394,4 +396,21 @@ func (a *app) printWALStatus(servers []walarchive.Server, sns []*repo.Snapshot, 
 		}
 	}
 	return nil
+}
+
+// checkBaseWAL warns when a base backup's first WAL segment is not in this
+// repository: the server archives somewhere else (or not yet), and the
+// backup cannot be recovered from here until it is.
+func (a *app) checkBaseWAL(ctx context.Context, r *repo.Repository, sn *repo.Snapshot) {
+	if sn == nil {
+		return
+	}
+	b, ok := walarchive.BaseOf(sn)
+	if !ok {
+		return
+	}
+	if _, err := r.LoadWALFile(ctx, b.SystemID, b.StartSegment); err != nil {
+		a.warnf("base backup of system %s: its first WAL segment %s is not in this repository (%v): recovery needs the server to archive with 'cairn -r %s wal-push %%p'",
+			b.SystemID, b.StartSegment, err, a.repoLocation)
+	}
 }

@@ -70,6 +70,9 @@ func exitCode(ctx context.Context, err error) int {
 
 // app holds what every command shares: global flags and output streams.
 type app struct {
+	// dieBySignal makes an interrupted run end by SIGTERM rather than exit
+	// 130 (wal-push, wal-fetch: PostgreSQL's commands).
+	dieBySignal     bool
 	repoLocation    string
 	passwordFile    string
 	passwordCommand string
@@ -107,6 +110,13 @@ func main() {
 	err := a.rootCommand().ExecuteContext(ctx)
 	code := exitCode(ctx, err)
 	stop()
+	if code == exitInterrupted && a.dieBySignal {
+		// PostgreSQL takes an archive or restore command killed by
+		// SIGTERM for part of its shutdown, but an exit status above 125
+		// for a failure that stops recovery: die by the signal.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		time.Sleep(time.Second)
+	}
 	if err != nil {
 		msg := err.Error()
 		if code == exitInterrupted {

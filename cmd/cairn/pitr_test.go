@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,7 +163,16 @@ func pitrScenario(t *testing.T, e *pitrEnv) {
 	e.srv.CreateDB(t, "shop")
 	e.srv.Exec(t, "shop", "CREATE TABLE orders (batch int, at timestamptz DEFAULT clock_timestamp())")
 	e.switchAndWait()
-	e.ok("backup", "--pg-base", e.srv.URL("postgres"), "--pg-bin", e.srv.BinDir)
+	var base struct {
+		SnapshotID string `json:"snapshot_id"`
+	}
+	out := e.ok("--json", "backup", "--pg-base", e.srv.URL("postgres"), "--pg-bin", e.srv.BinDir)
+	if lines := strings.Split(strings.TrimSpace(out.stdout), "\n"); json.Unmarshal([]byte(lines[len(lines)-1]), &base) != nil || base.SnapshotID == "" {
+		t.Fatalf("backup --pg-base --json: %s", out)
+	}
+	if strings.Contains(out.stderr, "warning") {
+		t.Errorf("base backup warns: %s", out)
+	}
 	insert := func(batch int) {
 		e.srv.Exec(t, "shop", fmt.Sprintf("INSERT INTO orders (batch) SELECT %d FROM generate_series(1, 100)", batch))
 	}
@@ -180,8 +190,15 @@ func pitrScenario(t *testing.T, e *pitrEnv) {
 
 	// As root, the restore gives the data directory its parent's owner
 	// (the server's user) and runs the temporary server as that user.
-	for i, how := range [][]string{{"--at", between}, {"--target-name", "before_batch_3"}, {"--lsn", lsn}} {
+	for i, how := range [][]string{{"--at", between}, {base.SnapshotID[:8], "--target-name", "before_batch_3"}, {"--lsn", lsn}} {
 		recoverTo(t, e, filepath.Join(e.dir, fmt.Sprintf("restored-%d", i)), how...)
+	}
+	// A base backup into a repository the server does not archive to
+	// warns that its WAL is not there.
+	other := filepath.Join(e.dir, "other-repo")
+	e.ok("-r", other, "init")
+	if r := e.ok("-r", other, "backup", "--pg-base", e.srv.URL("postgres"), "--pg-bin", e.srv.BinDir); !strings.Contains(r.stderr, "is not in this repository") {
+		t.Errorf("a base backup whose WAL goes elsewhere: no warning: %s", r)
 	}
 	// A target after the last archived WAL is refused, naming it.
 	later := time.Now().Add(time.Hour).Format(time.RFC3339)
@@ -365,4 +382,35 @@ func TestPITRS3(t *testing.T) {
 	e := newPITREnv(t, "s3:"+srv.URL()+"/cairn-pitr/repo", []string{"AWS_ACCESS_KEY_ID=" + srv.User, "AWS_SECRET_ACCESS_KEY=" + srv.Password})
 	e.ok("init")
 	pitrScenario(t, e)
+}
+
+// TestWALCommandsDieBySignal: wal-fetch and wal-push stopped by SIGTERM
+// die by it (PostgreSQL's shutdown) instead of exiting 130, which
+// PostgreSQL takes for a failure that aborts recovery.
+func TestWALCommandsDieBySignal(t *testing.T) {
+	dir := t.TempDir()
+	c := newCLI(t, filepath.Join(dir, "repo"))
+	c.init()
+	data := filepath.Join(dir, "data")
+	writeFile(t, filepath.Join(data, "global", "pg_control"), []byte{1, 2, 3, 4, 5, 6, 7, 8}, 0o600)
+	seg := filepath.Join(dir, "000000010000000000000001")
+	writeFile(t, seg, []byte("x"), 0o600)
+	for _, args := range [][]string{
+		{"wal-fetch", "--pg-data", data, "000000010000000000000001", filepath.Join(dir, "out")},
+		{"wal-push", "--pg-data", data, seg},
+	} {
+		cmd := c.command(context.Background(), nil, append([]string{"--password-command", "sleep 3"}, args...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // waiting for the password
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait() // returns once the password command's output closes
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Errorf("%s stopped by SIGTERM: %v (exit %d), want death by SIGTERM", args[0], err, cmd.ProcessState.ExitCode())
+		}
+	}
 }

@@ -31,6 +31,9 @@ type PITROptions struct {
 	Out      source.Out
 	DataDir  string // the new data directory (absent or empty)
 	SystemID string // which server, when the repository holds several
+	// Base, when set, is the snapshot whose base backup to start from,
+	// instead of the newest one before the target.
+	Base *repo.Snapshot
 
 	At     time.Time
 	LSN    string
@@ -87,6 +90,12 @@ func RestorePITR(ctx context.Context, o PITROptions) (*PITRResult, error) {
 	}
 	var cands []cand
 	systems := map[string]bool{}
+	if o.Base != nil {
+		if _, ok := walarchive.BaseOf(o.Base); !ok {
+			return nil, fmt.Errorf("snapshot %s holds no base backup (cairn backup --pg-base)", o.Base.ID.Short())
+		}
+		sns = []*repo.Snapshot{o.Base}
+	}
 	for _, sn := range sns {
 		b, ok := walarchive.BaseOf(sn)
 		if !ok || (o.SystemID != "" && b.SystemID != o.SystemID) {
