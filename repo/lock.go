@@ -100,10 +100,11 @@ func (r *Repository) ExtendRetention(ctx context.Context, now time.Time, progres
 	return len(handles), until, nil
 }
 
-// PurgeLocked deletes what forget and prune removed from a repository
-// with object lock once its retention has passed (before that a removal
-// only hides an object), and makes visible again any hidden pack that the
-// index still lists: a removal cairn never makes, so someone else's.
+// PurgeLocked deletes what cairn removed (Remove's records) from a
+// repository with object lock once its retention has passed (before that
+// a removal only hides an object), and makes visible again any hidden
+// object that no removal record names, or a pack the index still lists:
+// someone else hid it.
 // passStart and passUntil describe the last retention extension known
 // (zero if none; backend.PurgeOptions).
 func (r *Repository) PurgeLocked(ctx context.Context, now, passStart, passUntil time.Time) (backend.PurgeStats, error) {
@@ -127,5 +128,11 @@ func (r *Repository) PurgeLocked(ctx context.Context, now, passStart, passUntil 
 		_, obsolete := st.Obsolete[id]
 		return live || obsolete
 	}
-	return locker.Purge(ctx, backend.PurgeOptions{Now: now, Keep: keep, PassStart: passStart, PassUntil: passUntil})
+	removed, err := r.removedObjects(ctx)
+	if err != nil {
+		// Unreadable records: bring hidden objects back rather than guess.
+		return backend.PurgeStats{}, fmt.Errorf("purge: %w", err)
+	}
+	return locker.Purge(ctx, backend.PurgeOptions{Now: now, Keep: keep, PassStart: passStart, PassUntil: passUntil,
+		Removed: func(h backend.Handle) bool { return removed[h.String()] }})
 }

@@ -99,7 +99,7 @@ func (r *Repository) migrateIndex(ctx context.Context, res *MigrateResult) error
 		}
 	}
 	for _, id := range st.All {
-		if err := r.be.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil && !backend.IsNotFound(err) {
+		if err := r.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil && !backend.IsNotFound(err) {
 			return fmt.Errorf("migrate: remove index %s: %w", id.Short(), err)
 		}
 	}
@@ -177,7 +177,7 @@ func (r *Repository) bindStrayOf(ctx context.Context, t backend.FileType, res *M
 				res.Snapshots = append(res.Snapshots, SnapshotMove{Old: old, New: id})
 			}
 		}
-		if err := r.be.Remove(ctx, backend.Handle{Type: t, Name: s.name}); err != nil && !backend.IsNotFound(err) {
+		if err := r.Remove(ctx, backend.Handle{Type: t, Name: s.name}); err != nil && !backend.IsNotFound(err) {
 			return fmt.Errorf("migrate: remove %s %s: %w", t, old.Short(), err)
 		}
 	}

@@ -476,7 +476,7 @@ func (r *Repository) RemoveKey(ctx context.Context, prefix string) (string, erro
 	if match[0] == r.keyID {
 		return "", fmt.Errorf("refusing to remove the key in use (%s); open the repository with another password", match[0][:8])
 	}
-	if err := r.be.Remove(ctx, backend.Handle{Type: backend.Key, Name: match[0]}); err != nil {
+	if err := r.Remove(ctx, backend.Handle{Type: backend.Key, Name: match[0]}); err != nil {
 		return "", err
 	}
 	return match[0], nil
@@ -491,7 +491,7 @@ func (r *Repository) ChangePassword(ctx context.Context, newPassword string) (st
 	}
 	r.keyID = id
 	if old != "" && old != id {
-		if err := r.be.Remove(ctx, backend.Handle{Type: backend.Key, Name: old}); err != nil {
+		if err := r.Remove(ctx, backend.Handle{Type: backend.Key, Name: old}); err != nil {
 			return id, fmt.Errorf("new key %s added, but removing the old key failed: %w", id[:8], err)
 		}
 	}

@@ -154,11 +154,15 @@ func (r *Repository) ListWALFiles(ctx context.Context) ([]*WALFile, error) {
 	return out, errors.Join(errs...)
 }
 
-// RemoveWALFile deletes a WAL record (forget: no kept base backup needs
-// it); prune then frees its blobs.
-func (r *Repository) RemoveWALFile(ctx context.Context, f *WALFile) error {
-	if err := r.be.Remove(ctx, backend.Handle{Type: backend.WAL, Name: f.Object}); err != nil {
-		return fmt.Errorf("remove WAL record of %s: %w", f.Name, err)
+// RemoveWALFiles deletes WAL records (forget: no kept base backup needs
+// them); prune then frees their blobs.
+func (r *Repository) RemoveWALFiles(ctx context.Context, files []*WALFile) error {
+	hs := make([]backend.Handle, len(files))
+	for i, f := range files {
+		hs[i] = backend.Handle{Type: backend.WAL, Name: f.Object}
+	}
+	if err := r.Remove(ctx, hs...); err != nil {
+		return fmt.Errorf("remove WAL records: %w", err)
 	}
 	return nil
 }

@@ -286,7 +286,7 @@ func (a *app) forgetIn(ctx context.Context, r *repo.Repository, o forgetOptions,
 	var removed []crypto.ID
 	defer func() { a.forgetSeen(removed, nil) }() // removed here: no surprise next time
 	for i, sn := range remove {
-		if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: sn.ID.String()}); err != nil && !backend.IsNotFound(err) {
+		if err := r.Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: sn.ID.String()}); err != nil && !backend.IsNotFound(err) {
 			return fmt.Errorf("removed %d of %d snapshots; remove snapshot %s: %w", i, len(remove), sn.ID.Short(), err)
 		}
 		removed = append(removed, sn.ID)
@@ -471,10 +471,8 @@ func (a *app) forgetWAL(ctx context.Context, r *repo.Repository) error {
 		return fmt.Errorf("%w; archived WAL left as it is", err)
 	}
 	old := walarchive.Unneeded(files, sns)
-	for i, f := range old {
-		if err := r.RemoveWALFile(ctx, f); err != nil {
-			return fmt.Errorf("removed %d of %d WAL files older than every kept base backup: %w", i, len(old), err)
-		}
+	if err := r.RemoveWALFiles(ctx, old); err != nil {
+		return fmt.Errorf("%d WAL files older than every kept base backup: %w", len(old), err)
 	}
 	if len(old) > 0 {
 		a.forgetTextf("removed %d archived WAL files older than every kept base backup\n", len(old))

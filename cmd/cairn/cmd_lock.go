@@ -176,8 +176,9 @@ func (a *app) lockMaintenance(ctx context.Context, r *repo.Repository, early bac
 	st.Deleted += early.Deleted
 	st.DeletedBytes += early.DeletedBytes
 	st.Restored += early.Restored
+	st.Foreign += early.Foreign
 	out := &lockJSON{MessageType: "lock_maintenance", Purged: st.Deleted, PurgedBytes: st.DeletedBytes,
-		Locked: st.Locked, LockedBytes: st.LockedBytes, Restored: st.Restored, Overwritten: st.Overwritten}
+		Locked: st.Locked, LockedBytes: st.LockedBytes, Restored: st.Restored, Foreign: st.Foreign, Overwritten: st.Overwritten}
 	if !st.FirstUnlock.IsZero() {
 		out.FirstUnlock, out.LastUnlock = &st.FirstUnlock, &st.LastUnlock
 	}
@@ -189,7 +190,7 @@ func (a *app) lockMaintenance(ctx context.Context, r *repo.Repository, early bac
 			st.FirstUnlock.Format(time.RFC3339), st.LastUnlock.Format(time.RFC3339))
 	}
 	if st.Restored > 0 {
-		a.warnf("%d packs the index lists had been removed (not by cairn): made visible again", st.Restored)
+		a.warnf("%d objects had been removed by someone else (not by cairn, or packs the index lists): made visible again", st.Restored)
 	}
 	if st.Overwritten > 0 {
 		a.warnf("%d objects were overwritten (not by cairn, which writes once); their older versions are kept", st.Overwritten)

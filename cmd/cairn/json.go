@@ -264,6 +264,7 @@ type lockJSON struct {
 	FirstUnlock *time.Time `json:"first_unlock,omitempty"`
 	LastUnlock  *time.Time `json:"last_unlock,omitempty"`
 	Restored    int        `json:"restored,omitempty"`
+	Foreign     int        `json:"foreign,omitempty"` // of those, hidden with no removal record
 	Overwritten int        `json:"overwritten,omitempty"`
 }
 

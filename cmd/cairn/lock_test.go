@@ -156,6 +156,27 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("prune restored %d hidden packs, want 1: %+v", j.Restored, j)
 	}
 	c.ok("check")
+	// So is a snapshot someone else hid: no removal record names it.
+	// (Not snapshot A: the backup host's refused forget left a removal
+	// record naming it, which is how cairn tells its own removals.)
+	var snapKey string
+	for _, o := range current {
+		if strings.HasPrefix(o.Key, "repo/snapshots/") && !strings.HasPrefix(o.Key, "repo/snapshots/"+snapA) {
+			snapKey = o.Key
+		}
+	}
+	if err := mc.RemoveObject(ctx, "cairn-locked", snapKey, minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.snapshots()); n != 1 {
+		t.Fatalf("%d snapshots listed with one hidden, want 1", n)
+	}
+	if j := lockLine(t, c.ok("--json", "prune", "--grace", "0")); j.Foreign != 1 {
+		t.Errorf("prune brought back %d objects hidden by someone else, want the snapshot: %+v", j.Foreign, j)
+	}
+	if n := len(c.snapshots()); n != 2 {
+		t.Errorf("%d snapshots after prune, want the hidden one back", n)
+	}
 
 	// forget and prune hide what they remove; it stays locked.
 	c.ok("forget", snapA)

@@ -392,16 +392,15 @@ func (p *Plan) Execute(ctx context.Context, r *repo.Repository) (Stats, error) {
 			return p.Stats, err
 		}
 	}
-	be := r.Backend()
+	var superseded []backend.Handle
 	for _, id := range p.state.All {
-		if err := be.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil {
-			return p.Stats, fmt.Errorf("remove superseded index: %w", err)
-		}
+		superseded = append(superseded, backend.Handle{Type: backend.Index, Name: id.String()})
 	}
-	for _, h := range p.toDelete {
-		if err := be.Remove(ctx, h); err != nil {
-			return p.Stats, fmt.Errorf("delete unused pack: %w", err)
-		}
+	if err := r.Remove(ctx, superseded...); err != nil {
+		return p.Stats, fmt.Errorf("remove superseded index: %w", err)
+	}
+	if err := r.Remove(ctx, p.toDelete...); err != nil {
+		return p.Stats, fmt.Errorf("delete unused pack: %w", err)
 	}
 	return p.Stats, nil
 }

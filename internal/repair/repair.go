@@ -92,7 +92,7 @@ func Index(ctx context.Context, r *repo.Repository, log func(string, ...any)) (I
 	}
 	st.NewIndexFiles = len(files)
 	for _, id := range old {
-		if err := be.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil {
+		if err := r.Remove(ctx, backend.Handle{Type: backend.Index, Name: id.String()}); err != nil {
 			return st, fmt.Errorf("remove old index file: %w", err)
 		}
 	}
@@ -139,7 +139,6 @@ func Snapshots(ctx context.Context, r *repo.Repository, opts SnapshotOptions) (S
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
-	be := r.Backend()
 	stored := map[crypto.ID]bool{}
 	if err := r.ListPacks(ctx, func(p repo.StoredPack) error {
 		if !p.ID.IsNull() {
@@ -161,7 +160,7 @@ func Snapshots(ctx context.Context, r *repo.Repository, opts SnapshotOptions) (S
 			opts.Log("snapshot %s: its root tree is lost; nothing in it can be restored", sn.ID.Short())
 			st.DamagedDirs = append(st.DamagedDirs, sn.ID.Short()+":/")
 			if opts.Forget && !opts.DryRun {
-				if err := be.Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: sn.ID.String()}); err != nil {
+				if err := r.Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: sn.ID.String()}); err != nil {
 					return st, err
 				}
 				st.Removed++
@@ -191,7 +190,7 @@ func Snapshots(ctx context.Context, r *repo.Repository, opts SnapshotOptions) (S
 			return st, err
 		}
 		if opts.Forget {
-			if err := be.Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: orig.String()}); err != nil {
+			if err := r.Remove(ctx, backend.Handle{Type: backend.Snapshot, Name: orig.String()}); err != nil {
 				return st, err
 			}
 			st.Removed++

@@ -24,11 +24,15 @@ const (
 	// WAL holds the records of archived PostgreSQL WAL files, named by a
 	// keyed hash of the server and the file name (docs/format.md §19).
 	WAL FileType = "wal"
+	// Removals holds records of what cairn removed from a repository with
+	// object lock, so that a later purge deletes only that for good
+	// (docs/format.md §16.5).
+	Removals FileType = "removals"
 )
 
 // AllTypes lists every object type, config first.
 func AllTypes() []FileType {
-	return []FileType{Config, Key, DataPack, TreePack, Index, Snapshot, WAL}
+	return []FileType{Config, Key, DataPack, TreePack, Index, Snapshot, WAL, Removals}
 }
 
 // Handle names one object.

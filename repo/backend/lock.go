@@ -63,6 +63,11 @@ type PurgeOptions struct {
 	Now time.Time
 	// Keep reports a removed object that is still needed.
 	Keep func(Handle) bool
+	// Removed reports an object that cairn recorded removing (a removal
+	// record). Any other hidden object was hidden by someone else: it is
+	// made visible again, never deleted. Removal records themselves are
+	// purged like removed objects.
+	Removed func(Handle) bool
 	// PassStart and PassUntil describe the last retention extension
 	// known (zero if none): objects visible when it started are locked
 	// until PassUntil at least, so Purge does not try to delete them
@@ -80,6 +85,7 @@ type PurgeStats struct {
 	// deletable (zero when none is locked).
 	FirstUnlock, LastUnlock time.Time
 	Restored                int // removed objects made visible again (keep)
+	Foreign                 int // of those, hidden by someone else (no removal record)
 	Overwritten             int // visible objects with older versions (left alone)
 }
 

@@ -171,6 +171,10 @@ func (b *Backend) Purge(ctx context.Context, opts backend.PurgeOptions) (backend
 			// Only delete markers left: removing them finishes the purge.
 		case opts.Keep != nil && opts.Keep(h):
 			restore = true
+		case h.Type != backend.Removals && opts.Removed != nil && !opts.Removed(h):
+			// Hidden, but not by cairn: someone with delete permission.
+			restore = true
+			st.Foreign++
 		}
 		wg.Add(1)
 		sem <- struct{}{}

@@ -40,13 +40,14 @@ func TestPurge(t *testing.T) {
 		return h
 	}
 	forgotten, needed, overwritten := save(backend.Snapshot, 100), save(backend.DataPack, 2000), save(backend.Index, 300)
+	foreign := save(backend.Snapshot, 120) // hidden by someone else: no removal record
 	cfg := backend.Handle{Type: backend.Config}
 	for _, body := range []string{"v1", "v2"} {
 		if err := be.Replace(ctx, cfg, []byte(body)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, h := range []backend.Handle{forgotten, needed} {
+	for _, h := range []backend.Handle{forgotten, needed, foreign} {
 		if err := be.Remove(ctx, h); err != nil {
 			t.Fatal(err)
 		}
@@ -60,13 +61,20 @@ func TestPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	keep := func(h backend.Handle) bool { return h == needed }
+	removed := func(h backend.Handle) bool { return h == forgotten || h == needed }
+	opts := func() backend.PurgeOptions {
+		return backend.PurgeOptions{Now: time.Now(), Keep: keep, Removed: removed}
+	}
 
-	st, err := be.Purge(ctx, backend.PurgeOptions{Now: time.Now(), Keep: keep})
+	st, err := be.Purge(ctx, opts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Locked != 2 || st.Deleted != 0 || st.Restored != 1 || st.Overwritten != 1 || st.FirstUnlock.IsZero() {
-		t.Fatalf("first purge: %+v; want the forgotten snapshot and the old config locked, one restored, one overwritten", st)
+	if st.Locked != 2 || st.Deleted != 0 || st.Restored != 2 || st.Foreign != 1 || st.Overwritten != 1 || st.FirstUnlock.IsZero() {
+		t.Fatalf("first purge: %+v; want the forgotten snapshot and the old config locked, the needed pack and the foreign snapshot restored, one overwritten", st)
+	}
+	if _, err := be.Stat(ctx, foreign); err != nil {
+		t.Errorf("the snapshot someone else hid was not brought back: %v", err)
 	}
 	if _, err := be.Stat(ctx, needed); err != nil {
 		t.Errorf("the needed pack was not brought back: %v", err)
@@ -76,7 +84,7 @@ func TestPurge(t *testing.T) {
 	}
 
 	time.Sleep(time.Until(st.LastUnlock) + 1100*time.Millisecond)
-	st, err = be.Purge(ctx, backend.PurgeOptions{Now: time.Now(), Keep: keep})
+	st, err = be.Purge(ctx, opts())
 	if err != nil {
 		t.Fatal(err)
 	}
