@@ -15,6 +15,7 @@ import (
 func (a *app) copyCommand() *cobra.Command {
 	var from fromFlags
 	var hosts, tags, paths []string
+	var withWAL bool
 	cmd := &cobra.Command{
 		Use:   "copy --from-repo SRC [SNAPSHOT...]",
 		Short: "Copy snapshots from another repository (made with init --from-repo) into this one",
@@ -67,11 +68,22 @@ Interrupted, it leaves no snapshot behind and the next run goes on.`,
 			if err != nil {
 				return err
 			}
-			sum := copySummaryJSON{MessageType: "copy_summary", Copied: len(res.Copied), Present: len(res.Present), TotalDuration: time.Since(start).Seconds()}
+			sum := copySummaryJSON{MessageType: "copy_summary", Copied: len(res.Copied), Present: len(res.Present)}
 			for _, c := range res.Copied {
 				sum.Blobs += c.Blobs
 				sum.Stored += c.Stored
 			}
+			if withWAL {
+				w, err := copier.CopyWAL(ctx, dst, src, copier.Options{Downloads: a.downloadsFor(src)})
+				if err != nil {
+					return fmt.Errorf("copy archived WAL: %w", err)
+				}
+				sum.WALCopied, sum.WALPresent = w.Files, w.Present
+				sum.Blobs += w.Blobs
+				sum.Stored += w.Stored
+				a.printf("%d archived WAL files copied, %d already here\n", w.Files, w.Present)
+			}
+			sum.TotalDuration = time.Since(start).Seconds()
 			if a.jsonOutput {
 				return a.printJSON(sum)
 			}
@@ -85,5 +97,6 @@ Interrupted, it leaves no snapshot behind and the next run goes on.`,
 	fl.StringArrayVar(&hosts, "host", nil, "only snapshots of `host` (repeatable)")
 	fl.StringArrayVar(&tags, "tag", nil, "only snapshots with the `tags` (comma-separated: all of them; repeated: any)")
 	fl.StringArrayVar(&paths, "path", nil, "only snapshots that include `path` (repeatable)")
+	fl.BoolVar(&withWAL, "wal", false, "also copy the PostgreSQL WAL archived in the source (wal-push) that this repository lacks, for point-in-time recovery from the copy")
 	return cmd
 }

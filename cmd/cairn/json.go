@@ -205,6 +205,8 @@ type copySummaryJSON struct {
 	Present       int     `json:"snapshots_present"`
 	Blobs         int     `json:"blobs_copied"`
 	Stored        int64   `json:"bytes_stored"`
+	WALCopied     int     `json:"wal_files_copied,omitempty"` // with --wal
+	WALPresent    int     `json:"wal_files_present,omitempty"`
 	TotalDuration float64 `json:"total_duration"`
 }
 

@@ -246,6 +246,29 @@ func TestPITR(t *testing.T) {
 	e.ok("init")
 	pitrScenario(t, e)
 
+	// An offsite copy with the WAL: a second copy moves nothing, and the
+	// copy recovers on its own (its restore_command reads the copy).
+	offsite := filepath.Join(e.dir, "offsite")
+	pw := filepath.Join(e.dir, "password")
+	e.ok("-r", offsite, "init", "--from-repo", e.repo, "--from-password-file", pw)
+	var sum struct {
+		Copied    int `json:"snapshots_copied"`
+		WALCopied int `json:"wal_files_copied"`
+	}
+	res := e.ok("-r", offsite, "--json", "copy", "--from-repo", e.repo, "--from-password-file", pw, "--wal")
+	if err := json.Unmarshal([]byte(lastLine(res.stdout)), &sum); err != nil || sum.Copied != 1 || sum.WALCopied < 5 {
+		t.Fatalf("copy --wal: %v %s", err, res)
+	}
+	res = e.ok("-r", offsite, "--json", "copy", "--from-repo", e.repo, "--from-password-file", pw, "--wal")
+	sum.Copied, sum.WALCopied = 0, 0 // omitted when nothing was copied
+	if err := json.Unmarshal([]byte(lastLine(res.stdout)), &sum); err != nil || sum.Copied != 0 || sum.WALCopied != 0 {
+		t.Fatalf("second copy --wal moved something: %v %s", err, res)
+	}
+	e.ok("-r", offsite, "check")
+	if r := e.ok("-r", offsite, "--json", "restore", "--pg-pitr", "latest", "--target", filepath.Join(e.dir, "from-offsite"), "--verify", "--pg-bin", e.srv.BinDir); !strings.Contains(r.stdout, `"verified":true`) {
+		t.Fatalf("recovery from the offsite copy: %s", r)
+	}
+
 	var status []struct {
 		SystemID  string `json:"system_id"`
 		Timelines []struct {
@@ -256,7 +279,7 @@ func TestPITR(t *testing.T) {
 		} `json:"timelines"`
 		BaseBackups []map[string]any `json:"base_backups"`
 	}
-	res := e.ok("--json", "wal-status")
+	res = e.ok("--json", "wal-status")
 	if err := json.Unmarshal([]byte(res.stdout), &status); err != nil || len(status) != 1 || len(status[0].Timelines) != 1 || len(status[0].BaseBackups) != 1 {
 		t.Fatalf("wal-status: %v %s", err, res)
 	}
@@ -413,4 +436,9 @@ func TestWALCommandsDieBySignal(t *testing.T) {
 			t.Errorf("%s stopped by SIGTERM: %v (exit %d), want death by SIGTERM", args[0], err, cmd.ProcessState.ExitCode())
 		}
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/tree"
 )
 
@@ -117,29 +118,8 @@ func copySnapshot(ctx context.Context, dst, src *repo.Repository, sn *repo.Snaps
 		return Copied{}, err
 	}
 	c := Copied{From: sn.ID}
-	var mu sync.Mutex
-	err = src.ReadBlobs(ctx, need, repo.ReadOptions{Sealed: true, Downloads: opts.Downloads}, func(i int, sealed []byte, err error) error {
-		if err != nil {
-			return fmt.Errorf("read blob %s: %w", need[i].Short(), err)
-		}
-		en := entries[need[i]]
-		known, n, err := dst.ImportBlob(ctx, src, en.t, en.e, sealed)
-		if err != nil {
-			return err
-		}
-		if !known {
-			mu.Lock()
-			c.Blobs++
-			c.Stored += int64(n)
-			mu.Unlock()
-		}
-		return nil
-	})
-	if err != nil {
-		return c, err
-	}
 	// The data is durable and indexed before the snapshot names it.
-	if err := dst.Flush(ctx); err != nil {
+	if c.Blobs, c.Stored, err = importBlobs(ctx, dst, src, need, entries, opts); err != nil {
 		return c, err
 	}
 	out := *sn
@@ -156,28 +136,157 @@ func copySnapshot(ctx context.Context, dst, src *repo.Repository, sn *repo.Snaps
 	return c, nil
 }
 
+// importBlobs reads the blobs need from src, sealed and pack by pack, and
+// stores those dst lacks; then it makes them durable (Flush). It returns
+// how many it stored and their stored bytes.
+func importBlobs(ctx context.Context, dst, src *repo.Repository, need []crypto.ID, entries map[crypto.ID]entry, opts Options) (int, int64, error) {
+	var mu sync.Mutex
+	var blobs int
+	var stored int64
+	err := src.ReadBlobs(ctx, need, repo.ReadOptions{Sealed: true, Downloads: opts.Downloads}, func(i int, sealed []byte, err error) error {
+		if err != nil {
+			return fmt.Errorf("read blob %s: %w", need[i].Short(), err)
+		}
+		en := entries[need[i]]
+		known, n, err := dst.ImportBlob(ctx, src, en.t, en.e, sealed)
+		if err != nil {
+			return err
+		}
+		if !known {
+			mu.Lock()
+			blobs++
+			stored += int64(n)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return blobs, stored, err
+	}
+	return blobs, stored, dst.Flush(ctx)
+}
+
+// CopiedWAL is what CopyWAL did.
+type CopiedWAL struct {
+	Files, Present int
+	Blobs          int
+	Stored         int64
+}
+
+// CopyWAL copies the archived WAL files of src (repo.WALFile) that dst
+// does not hold, with their blobs, records last: point-in-time recovery
+// from the copy. A file dst holds with other content is an error.
+func CopyWAL(ctx context.Context, dst, src *repo.Repository, opts Options) (CopiedWAL, error) {
+	var res CopiedWAL
+	if dst.Key().IDKey() != src.Key().IDKey() {
+		return res, repo.ErrOtherIDs
+	}
+	files, err := src.ListWALFiles(ctx)
+	if err != nil {
+		return res, fmt.Errorf("source: %w", err)
+	}
+	var todo []*repo.WALFile
+	for _, f := range files {
+		have, err := dst.LoadWALFile(ctx, f.SystemID, f.Name)
+		switch {
+		case err == nil && have.Hash == f.Hash:
+			res.Present++
+		case err == nil:
+			return res, fmt.Errorf("WAL %s of system %s: the destination holds other content", f.Name, f.SystemID)
+		case !backend.IsNotFound(err):
+			return res, err
+		default:
+			todo = append(todo, f)
+		}
+	}
+	if len(todo) == 0 {
+		return res, nil
+	}
+	st, err := src.ReadIndexState(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("source: read index: %w", err)
+	}
+	entries := map[crypto.ID]entry{}
+	for _, p := range st.Live {
+		for _, b := range p.Blobs {
+			entries[b.ID] = entry{p.Type, b}
+		}
+	}
+	w := newWanted(dst, entries)
+	for _, f := range todo {
+		for _, id := range f.Blobs {
+			if err := w.add(id); err != nil {
+				return res, fmt.Errorf("WAL %s: %w", f.Name, err)
+			}
+		}
+	}
+	if res.Blobs, res.Stored, err = importBlobs(ctx, dst, src, w.sorted(src), entries, opts); err != nil {
+		return res, err
+	}
+	for _, f := range todo {
+		out := *f
+		if err := dst.SaveWALFile(ctx, &out); err != nil {
+			return res, err
+		}
+		res.Files++
+	}
+	return res, nil
+}
+
+// wanted collects the blobs a copy needs that the destination lacks, with
+// the bases of delta blobs.
+type wanted struct {
+	dst     *repo.Repository
+	entries map[crypto.ID]entry
+	want    map[crypto.ID]bool
+}
+
+func newWanted(dst *repo.Repository, entries map[crypto.ID]entry) *wanted {
+	return &wanted{dst: dst, entries: entries, want: map[crypto.ID]bool{}}
+}
+
+func (w *wanted) add(id crypto.ID) error {
+	for !w.want[id] {
+		if _, ok := w.dst.Lookup(id); ok {
+			return nil
+		}
+		en, ok := w.entries[id]
+		if !ok {
+			return fmt.Errorf("blob %s: %w in the source (run 'cairn check' there)", id.Short(), repo.ErrBlobNotFound)
+		}
+		w.want[id] = true
+		if en.e.Base.IsNull() {
+			return nil
+		}
+		id = en.e.Base // a delta needs its base in the destination too
+	}
+	return nil
+}
+
+// sorted returns the wanted blobs in the source's pack order.
+func (w *wanted) sorted(src *repo.Repository) []crypto.ID {
+	ids := make([]crypto.ID, 0, len(w.want))
+	for id := range w.want {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b crypto.ID) int {
+		ea, eb := w.entries[a], w.entries[b]
+		la, _ := src.Lookup(a)
+		lb, _ := src.Lookup(b)
+		if c := la.Pack.Compare(lb.Pack); c != 0 {
+			return c
+		}
+		return int(ea.e.Offset) - int(eb.e.Offset)
+	})
+	return ids
+}
+
 // missingBlobs walks the snapshot's trees in the source and returns the
 // blobs (trees, file contents and the bases of delta blobs) that the
 // destination does not hold, in the source's pack order.
 func missingBlobs(ctx context.Context, dst, src *repo.Repository, root crypto.ID, entries map[crypto.ID]entry) ([]crypto.ID, error) {
-	want := map[crypto.ID]bool{}
-	add := func(id crypto.ID) error {
-		for !want[id] {
-			if _, ok := dst.Lookup(id); ok {
-				return nil
-			}
-			en, ok := entries[id]
-			if !ok {
-				return fmt.Errorf("blob %s: %w in the source (run 'cairn check' there)", id.Short(), repo.ErrBlobNotFound)
-			}
-			want[id] = true
-			if en.e.Base.IsNull() {
-				return nil
-			}
-			id = en.e.Base // a delta needs its base in the destination too
-		}
-		return nil
-	}
+	w := newWanted(dst, entries)
+	add := w.add
 	if err := add(root); err != nil {
 		return nil, err
 	}
@@ -200,18 +309,5 @@ func missingBlobs(ctx context.Context, dst, src *repo.Repository, root crypto.ID
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]crypto.ID, 0, len(want))
-	for id := range want {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b crypto.ID) int {
-		ea, eb := entries[a], entries[b]
-		la, _ := src.Lookup(a)
-		lb, _ := src.Lookup(b)
-		if c := la.Pack.Compare(lb.Pack); c != 0 {
-			return c
-		}
-		return int(ea.e.Offset) - int(eb.e.Offset)
-	})
-	return ids, nil
+	return w.sorted(src), nil
 }
