@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/pgstream"
 	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 )
 
@@ -91,18 +91,11 @@ func (b *bench) runPITR() error {
 		}
 	}
 	if runAs != "" {
-		u, err := user.Lookup(runAs)
-		if err != nil {
-			return err
+		uid, gid, err := pgstream.UserIDs(runAs)
+		if err == nil {
+			err = pgstream.ChownTree(dir, uid, gid)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, uid, gid)
-		}); err != nil {
+		if err != nil {
 			return err
 		}
 	}

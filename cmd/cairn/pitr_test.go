@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/internal/pgstream"
 	"github.com/cairn-backup/cairn/internal/pgstream/pgtest"
 	"github.com/cairn-backup/cairn/internal/pgwal"
 	"github.com/cairn-backup/cairn/repo"
@@ -64,18 +64,11 @@ func newPITREnv(t *testing.T, repoLoc string, env []string) *pitrEnv {
 	writeFile(t, filepath.Join(dir, "archive.sh"), []byte(script), 0o755)
 	if os.Geteuid() == 0 {
 		e.runAs = "postgres"
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatal(err)
+		uid, gid, err := pgstream.UserIDs(e.runAs)
+		if err == nil {
+			err = pgstream.ChownTree(dir, uid, gid)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, uid, gid)
-		}); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -64,15 +64,9 @@ func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, 
 		}
 		same[sameKey(sn)] = sn.ID
 	}
-	st, err := src.ReadIndexState(ctx, nil)
+	entries, err := sourceEntries(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("source: read index: %w", err)
-	}
-	entries := map[crypto.ID]entry{}
-	for _, p := range st.Live {
-		for _, b := range p.Blobs {
-			entries[b.ID] = entry{p.Type, b}
-		}
+		return nil, err
 	}
 	res := &Result{}
 	for _, sn := range sns {
@@ -104,6 +98,22 @@ func Copy(ctx context.Context, dst, src *repo.Repository, sns []*repo.Snapshot, 
 // repositories made one from the other name the same tree alike.
 func sameKey(sn *repo.Snapshot) string {
 	return fmt.Sprintf("%s|%d|%s|%q|%q", sn.Tree, sn.Time.UnixNano(), sn.Hostname, sn.Paths, sn.Tags)
+}
+
+// sourceEntries reads the source's index: every live blob with its pack
+// type and place.
+func sourceEntries(ctx context.Context, src *repo.Repository) (map[crypto.ID]entry, error) {
+	st, err := src.ReadIndexState(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("source: read index: %w", err)
+	}
+	entries := map[crypto.ID]entry{}
+	for _, p := range st.Live {
+		for _, b := range p.Blobs {
+			entries[b.ID] = entry{p.Type, b}
+		}
+	}
+	return entries, nil
 }
 
 // entry is a blob as the source's index lists it.
@@ -202,15 +212,9 @@ func CopyWAL(ctx context.Context, dst, src *repo.Repository, opts Options) (Copi
 	if len(todo) == 0 {
 		return res, nil
 	}
-	st, err := src.ReadIndexState(ctx, nil)
+	entries, err := sourceEntries(ctx, src)
 	if err != nil {
-		return res, fmt.Errorf("source: read index: %w", err)
-	}
-	entries := map[crypto.ID]entry{}
-	for _, p := range st.Live {
-		for _, b := range p.Blobs {
-			entries[b.ID] = entry{p.Type, b}
-		}
+		return res, err
 	}
 	w := newWanted(dst, entries)
 	for _, f := range todo {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -69,16 +68,9 @@ func StartTempServer(ctx context.Context, o TempServerOptions) (*TempServer, err
 	// The server's user writes its socket and log here; nobody else may
 	// (the hba file trusts the socket).
 	if o.RunAs != "" {
-		u, err := user.Lookup(o.RunAs)
+		uid, gid, err := UserIDs(o.RunAs)
 		if err == nil {
-			uid, _ := strconv.Atoi(u.Uid)
-			gid, _ := strconv.Atoi(u.Gid)
-			err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-				if err != nil {
-					return err
-				}
-				return os.Lchown(p, uid, gid)
-			})
+			err = ChownTree(dir, uid, gid)
 		}
 		if err != nil {
 			os.RemoveAll(dir)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -246,19 +247,12 @@ func RestorePITR(ctx context.Context, o PITROptions) (*PITRResult, error) {
 	if o.Latest {
 		o.Out.Printf("recovery reached the end of the archive and %s was promoted; archiving is off there (archive_mode)\n", o.DataDir)
 	} else {
-		o.Out.Printf("%s is left paused at the target, still in recovery: starting it ends recovery (%s); archiving is off there (archive_mode)\n", o.DataDir, cmpOr(o.Action, "promote"))
+		o.Out.Printf("%s is left paused at the target, still in recovery: starting it ends recovery (%s); archiving is off there (archive_mode)\n", o.DataDir, cmp.Or(o.Action, "promote"))
 	}
 	return res, nil
 }
 
 type lsnTarget struct{ lsn pgwal.LSN }
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
 
 // reachable returns the newest WAL segment recovery from base can reach
 // without a gap (on the base's timeline or a later one), and when it was
@@ -402,10 +396,7 @@ func extractTar(ctx context.Context, r *repo.Repository, n *tree.Node, dir strin
 // and creates recovery.signal.
 func writeRecoveryConf(o PITROptions) error {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	action := o.Action
-	if action == "" {
-		action = "promote"
-	}
+	action := cmp.Or(o.Action, "promote")
 	// Archiving is off: a restored copy that archived into the same
 	// repository would mix its timeline into the original's history.
 	lines := []string{"", "# added by cairn restore --pg-pitr", "restore_command = " + q(o.RestoreCommand),
@@ -454,10 +445,5 @@ func chownLikeParent(dir string) (string, error) {
 	if os.Geteuid() != 0 || st.Uid == 0 {
 		return name, nil
 	}
-	return name, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, int(st.Uid), int(st.Gid))
-	})
+	return name, pgstream.ChownTree(dir, int(st.Uid), int(st.Gid))
 }
