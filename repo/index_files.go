@@ -163,7 +163,7 @@ func (r *Repository) readIndexState(ctx context.Context, onError func(name strin
 // by others. Blobs of obsolete packs (awaiting deletion by prune) stay
 // readable but are not used for deduplication.
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	start := time.Now()
+	start := backend.ListStart(r.be, backend.Index)
 	st, err := r.ReadIndexState(ctx, nil)
 	if err != nil {
 		return err

@@ -34,10 +34,11 @@ type ReadOptions struct {
 	// Sealed gives fn each blob's stored bytes as they are, neither
 	// opened nor decoded, and reads no delta bases (copy).
 	Sealed bool
-	// Budget bounds the stored bytes read ahead of decoding (default 32
-	// MiB per download, at least 128 MiB). The window that the oldest
-	// unfinished blob needs is always started, so the bound may be
-	// exceeded by one window.
+	// Budget bounds the memory of the windows: read ahead of decoding,
+	// being decoded, or kept for reuse (default 16 MiB per download, a
+	// pack each, at least 32 MiB). The window that the oldest unfinished
+	// blob needs is always started, so the bound may be exceeded by one
+	// window.
 	Budget int64
 }
 
@@ -58,7 +59,7 @@ func (o ReadOptions) withDefaults() ReadOptions {
 		o.Decoders = max(4, runtime.GOMAXPROCS(0)+2)
 	}
 	if o.Budget <= 0 {
-		o.Budget = max(32<<20, int64(o.Downloads)*8<<20)
+		o.Budget = max(32<<20, int64(o.Downloads)*16<<20)
 	}
 	return o
 }
@@ -107,9 +108,9 @@ type blobReader struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	nextWin  int      // next window to start
-	held     int64    // budget taken by started windows not yet released
+	held     int64    // buffer capacity of started windows not yet released
 	free     [][]byte // window buffers to reuse
-	freeCap  int64    // their capacity
+	freeCap  int64    // their capacity, also within the budget
 	largest  int64    // the largest window's bytes
 	peak     int64    // the most window memory (held and free) at once
 	nextUse  int      // next use a decoder takes
@@ -247,8 +248,9 @@ func (br *blobReader) downloader() {
 		}
 		w := br.windows[br.nextWin]
 		br.nextWin++
-		br.held += w.bytes
 		w.buf = br.takeBuffer(int(w.bytes))
+		br.held += int64(cap(w.buf))
+		br.dropIdle()
 		br.peak = max(br.peak, br.held+br.freeCap)
 		br.mu.Unlock()
 		br.download(w)
@@ -312,17 +314,31 @@ func (br *blobReader) takeBuffer(n int) []byte {
 }
 
 // keepBuffer puts a released window's buffer on the free list, for the
-// windows to come: at most one per download, and idle bytes within the
-// budget plus one window. More would only keep the heap near its limit
-// and the collector running (8 idle 16 MiB buffers on S3 once held 176 of
-// a 250 MB heap); fewer, and each window allocates its own. Called with
-// br.mu held.
+// windows to come, while the windows' memory stays within the budget: idle
+// buffers count too, since they hold the heap as much as busy ones (8 idle
+// 16 MiB buffers on S3 once held 176 of a 250 MB heap). Called with br.mu
+// held.
 func (br *blobReader) keepBuffer(b []byte) {
-	if b == nil || len(br.free) >= br.opts.Downloads || br.freeCap+int64(cap(b)) > br.opts.Budget+br.largest {
+	if b == nil || br.held+br.freeCap+int64(cap(b)) > br.opts.Budget {
 		return
 	}
 	br.free = append(br.free, b[:0])
 	br.freeCap += int64(cap(b))
+}
+
+// dropIdle lets go of the smallest idle buffers while the windows' memory
+// is over the budget. Called with br.mu held.
+func (br *blobReader) dropIdle() {
+	for len(br.free) > 0 && br.held+br.freeCap > br.opts.Budget {
+		small := 0
+		for i, b := range br.free {
+			if cap(b) < cap(br.free[small]) {
+				small = i
+			}
+		}
+		br.freeCap -= int64(cap(br.free[small]))
+		br.free = append(br.free[:small], br.free[small+1:]...)
+	}
 }
 
 func readErr(w *window, err error) error {
@@ -462,7 +478,7 @@ func (br *blobReader) release(s *segment) {
 	if w.live > 0 {
 		return
 	}
-	br.held -= w.bytes
+	br.held -= int64(cap(w.buf))
 	br.keepBuffer(w.buf)
 	w.buf = nil
 	br.cond.Broadcast()

@@ -13,7 +13,6 @@ import (
 	"os/user"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"sort"
 	"sync"
 
@@ -68,6 +67,10 @@ type Options struct {
 	// repository last time, Repository.KeyID): when it opens, no other key
 	// file is read. A wrong or missing name only costs the usual order.
 	PreferKey string
+	// ListAhead names the object types whose listings the caller will
+	// need: on storage where a listing costs a round trip they start at
+	// once, alongside the key derivation (backend.ListAheader).
+	ListAhead []backend.FileType
 	// ObjectLock makes init create a repository whose objects are locked
 	// (S3 Object Lock; the bucket is made with locking if init makes it).
 	ObjectLock *ObjectLockConfig
@@ -274,6 +277,23 @@ func ReadConfig(ctx context.Context, be backend.Backend) ([]byte, error) {
 // OpenConfig is Open with the config object already read (ReadConfig).
 func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, password string, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
+	backend.ListAhead(ctx, be, opts.ListAhead...)
+	// The key file that opened the repository last time is read by its
+	// name, without a listing first: one round trip instead of two. A key
+	// removed since (revoked) is not found, and the usual order follows.
+	preferTried := false
+	if opts.PreferKey != "" {
+		kf, err := loadKeyFile(ctx, be, opts.PreferKey)
+		if err == nil {
+			if k, err := kf.Open(password); err == nil {
+				return openWithKey(ctx, be, k, opts.PreferKey, cfgData, opts)
+			}
+			preferTried = true
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 	var names []string
 	err := be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
@@ -283,17 +303,10 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	sort.Strings(names)
-	if opts.PreferKey != "" && slices.Contains(names, opts.PreferKey) {
-		if kf, err := loadKeyFile(ctx, be, opts.PreferKey); err == nil {
-			if k, err := kf.Open(password); err == nil {
-				return openWithKey(ctx, be, k, opts.PreferKey, cfgData, opts)
-			}
-		}
-	}
 	var kfs []namedKeyFile
 	for _, name := range names {
-		if name == opts.PreferKey {
-			continue // tried above
+		if preferTried && name == opts.PreferKey {
+			continue // its derivation failed above
 		}
 		kf, err := loadKeyFile(ctx, be, name)
 		if err != nil {

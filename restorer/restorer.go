@@ -73,7 +73,56 @@ type entry struct {
 	target string // absolute path in the target directory
 	snap   string // path in the snapshot
 	depth  int
-	linkTo string // for hardlinks: the first restored path of the inode
+	linkTo string     // for hardlinks: the first restored path of the inode
+	dir    *dirHandle // files: the directory they are written in
+}
+
+// dirHandle is a directory that files are being written into, open while
+// any of them is unfinished: files are created and renamed relative to
+// it, which spares the kernel a walk of the whole path twice per file
+// (about a fifth of the system time of a tree of small files), and no
+// path component can be swapped under a file once its directory is open.
+type dirHandle struct {
+	path       string
+	mu         sync.Mutex
+	fd         int // -1 until first used, and again once closed
+	unfinished int // files not yet done
+}
+
+// open returns the directory's descriptor, opening it at first use.
+func (d *dirHandle) open() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fd < 0 {
+		fd, err := unix.Open(d.path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: d.path, Err: err}
+		}
+		d.fd = fd
+	}
+	return d.fd, nil
+}
+
+// done marks one of the directory's files finished; after the last one the
+// directory is closed.
+func (d *dirHandle) done() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unfinished--
+	if d.unfinished == 0 && d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
+}
+
+// close closes the directory whatever is unfinished (end of a restore).
+func (d *dirHandle) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
 }
 
 type fileState struct {
@@ -174,13 +223,10 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	if opts.Delete {
 		rs.deleteExtra(target)
 	}
-	if err := rs.makeDirs(); err != nil {
-		return Stats{}, err
-	}
 	if err := rs.writeContents(ctx); err != nil {
 		return Stats{}, err
 	}
-	rs.makeLinksAndMeta(ctx)
+	rs.makeLinksAndMeta(ctx, true)
 	rs.countFiles()
 	rs.stats.Warnings = int(rs.warnings.Load())
 	return rs.stats, ctx.Err()
@@ -382,6 +428,28 @@ func checkDir(p string) error {
 	return nil
 }
 
+// makeTree makes the directories, then the empty files and the symlinks
+// and special files (not hardlinks, whose files may not be written yet).
+func (rs *restorer) makeTree(ctx context.Context, empty []*entry) error {
+	if err := rs.makeDirs(); err != nil {
+		return err
+	}
+	for _, e := range empty {
+		fd, err := createFile(e.dir, filepath.Base(e.target))
+		e.dir.done()
+		if err != nil {
+			rs.warn(e.snap, err)
+			rs.states[e.target].failed = true
+			continue
+		}
+		if err := unix.Close(fd); err != nil {
+			rs.warn(e.snap, err)
+		}
+	}
+	rs.makeLinksAndMeta(ctx, false)
+	return nil
+}
+
 func (rs *restorer) makeDirs() error {
 	for _, d := range rs.dirs {
 		if err := os.Mkdir(d.target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -410,19 +478,23 @@ type packBlob struct {
 	uses []blobUse
 }
 
-// createFile makes a new file at p and returns its descriptor. Whatever
-// is in the way is replaced, never written into: an existing file may be a
-// hardlink to a file outside the target, or a symlink. Raw descriptors
-// (not os.File) save several system calls per file on trees of many small
-// files.
-func createFile(p string) (int, error) {
+// createFile makes a new file name in the directory dir (path names it
+// in errors) and returns its descriptor. Whatever is in the way is
+// replaced, never written into: an existing file may be a hardlink to a
+// file outside the target, or a symlink. Raw descriptors (not os.File)
+// save several system calls per file on trees of many small files.
+func createFile(dir *dirHandle, name string) (int, error) {
+	p := filepath.Join(dir.path, name)
+	dfd, err := dir.open()
+	if err != nil {
+		return -1, err
+	}
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Open(p, flags, 0o600)
+	fd, err := unix.Openat(dfd, name, flags, 0o600)
 	if errors.Is(err, unix.EEXIST) {
-		if fi, lerr := os.Lstat(p); lerr == nil && !fi.IsDir() {
-			_ = os.Remove(p)
-		}
-		fd, err = unix.Open(p, flags, 0o600)
+		// unlinkat without AT_REMOVEDIR leaves a directory alone.
+		_ = unix.Unlinkat(dfd, name, 0)
+		fd, err = unix.Openat(dfd, name, flags, 0o600)
 	}
 	if err != nil {
 		return -1, &fs.PathError{Op: "create", Path: p, Err: err}
@@ -431,28 +503,40 @@ func createFile(p string) (int, error) {
 }
 
 func (rs *restorer) writeContents(ctx context.Context) error {
+	dirs := map[string]*dirHandle{}
+	for _, e := range rs.files {
+		p := filepath.Dir(e.target)
+		d := dirs[p]
+		if d == nil {
+			d = &dirHandle{path: p, fd: -1}
+			dirs[p] = d
+		}
+		d.unfinished++
+		e.dir = d
+	}
+	defer func() {
+		for _, d := range dirs {
+			d.close()
+		}
+	}()
 	byBlob := map[crypto.ID]*packBlob{}
 	var blobs []*packBlob
+	var empty []*entry
 	for _, e := range rs.files {
 		st := &fileState{}
 		rs.states[e.target] = st
 		// Files with content are created at their first write; empty ones
-		// now.
+		// with the directories.
 		st.fd = -1
 		if len(e.node.Content) == 0 {
-			fd, err := createFile(e.target)
-			if err != nil {
-				rs.warn(e.snap, err)
-				st.failed = true
-				continue
-			}
-			if err := unix.Close(fd); err != nil {
-				rs.warn(e.snap, err)
-			}
+			empty = append(empty, e)
 		}
 		if len(e.node.ChunkSizes) != len(e.node.Content) {
 			rs.warn(e.snap, errors.New("tree node lists blobs without sizes"))
 			st.failed = true
+			if len(e.node.Content) > 0 {
+				e.dir.done()
+			}
 			continue
 		}
 		var off int64
@@ -488,7 +572,20 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	for i, b := range blobs {
 		ids[i] = b.id
 	}
+	// Directories, empty files and symlinks are made while the first packs
+	// are on their way: none of them waits on content. Blobs are written
+	// once the directories are there.
+	treeMade := make(chan struct{})
+	var treeErr error
+	go func() {
+		defer close(treeMade)
+		treeErr = rs.makeTree(ctx, empty)
+	}()
 	err := rs.r.ReadBlobs(ctx, ids, repo.ReadOptions{Downloads: rs.opts.Downloads, Decoders: rs.opts.Workers}, func(i int, plain []byte, err error) error {
+		<-treeMade
+		if treeErr != nil {
+			return treeErr
+		}
 		b := blobs[i]
 		switch {
 		case err != nil:
@@ -505,6 +602,10 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		}
 		return nil
 	})
+	<-treeMade
+	if treeErr != nil {
+		err = treeErr
+	}
 	// Close whatever is still open (files whose blobs failed).
 	for _, st := range rs.states {
 		if st.fd >= 0 {
@@ -522,9 +623,12 @@ func (rs *restorer) failBlobs(blobs []*packBlob, err error) {
 			first := !u.state.failed
 			u.state.failed = true
 			u.state.remaining--
-			if u.state.remaining == 0 && u.state.fd >= 0 {
-				unix.Close(u.state.fd)
-				u.state.fd = -1
+			if u.state.remaining == 0 {
+				if u.state.fd >= 0 {
+					unix.Close(u.state.fd)
+					u.state.fd = -1
+				}
+				u.entry.dir.done()
 			}
 			u.state.mu.Unlock()
 			if first {
@@ -540,25 +644,17 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	st := u.state
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.fd < 0 && !st.failed {
-		var fd int
-		var err error
-		partial := PartialName(u.entry.target)
-		if st.created {
-			fd, err = unix.Open(partial, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				err = &fs.PathError{Op: "open", Path: partial, Err: err}
-			}
-		} else {
-			fd, err = createFile(partial)
-			st.created = err == nil
-			// A file of several blobs is written out of order: giving it
-			// its size first lets the file system allocate it at once.
-			if err == nil && len(u.entry.node.Content) > 1 {
-				if terr := unix.Ftruncate(fd, int64(u.entry.node.Size)); terr != nil {
-					err = &fs.PathError{Op: "truncate", Path: u.entry.target, Err: terr}
-					unix.Close(fd)
-				}
+	name := filepath.Base(u.entry.target)
+	partial := PartialName(name)
+	if st.fd < 0 && !st.failed && !st.created {
+		fd, err := createFile(u.entry.dir, partial)
+		st.created = err == nil
+		// A file of several blobs is written out of order: giving it
+		// its size first lets the file system allocate it at once.
+		if err == nil && len(u.entry.node.Content) > 1 {
+			if terr := unix.Ftruncate(fd, int64(u.entry.node.Size)); terr != nil {
+				err = &fs.PathError{Op: "truncate", Path: u.entry.target, Err: terr}
+				unix.Close(fd)
 			}
 		}
 		if err != nil {
@@ -577,31 +673,40 @@ func (rs *restorer) write(u blobUse, data []byte) {
 		}
 	}
 	st.remaining--
-	if st.remaining == 0 && st.fd >= 0 {
-		// The last blob is in: set the metadata through the descriptor
-		// while it is open (no path lookups), then close.
-		if !st.failed {
-			if err := fsmeta.ApplyFD(st.fd, u.entry.target, u.entry.node, rs.owners); err != nil {
-				rs.warn(u.entry.snap, err)
-			}
-			st.metaDone = true
-		}
-		if err := unix.Close(st.fd); err != nil {
-			st.failed = true
+	if st.remaining > 0 {
+		return
+	}
+	defer u.entry.dir.done()
+	if st.fd < 0 {
+		return
+	}
+	// The last blob is in: set the metadata through the descriptor while
+	// it is open (no path lookups), then close.
+	if !st.failed {
+		if err := fsmeta.ApplyFD(st.fd, u.entry.target, u.entry.node, rs.owners); err != nil {
 			rs.warn(u.entry.snap, err)
 		}
-		st.fd = -1
-		// Complete: it takes its name. Whatever was there (a file, a
-		// symlink) is replaced, never written through.
-		if !st.failed {
-			// unix.Rename, not os.Rename: the latter first stats the new
-			// name (one failed lookup per file); rename(2) itself refuses
-			// to replace a directory with a file.
-			if err := unix.Rename(PartialName(u.entry.target), u.entry.target); err != nil {
-				st.failed = true
-				rs.warn(u.entry.snap, &os.LinkError{Op: "rename", Old: PartialName(u.entry.target), New: u.entry.target, Err: err})
-			}
-		}
+		st.metaDone = true
+	}
+	if err := unix.Close(st.fd); err != nil {
+		st.failed = true
+		rs.warn(u.entry.snap, err)
+	}
+	st.fd = -1
+	if st.failed {
+		return
+	}
+	// Complete: it takes its name. Whatever was there (a file, a symlink)
+	// is replaced, never written through; rename(2) refuses to replace a
+	// directory with a file. The directory is open: it cannot be closed
+	// before done.
+	dfd, err := u.entry.dir.open()
+	if err == nil {
+		err = unix.Renameat(dfd, partial, dfd, name)
+	}
+	if err != nil {
+		st.failed = true
+		rs.warn(u.entry.snap, &os.LinkError{Op: "rename", Old: PartialName(u.entry.target), New: u.entry.target, Err: err})
 	}
 }
 
@@ -629,22 +734,29 @@ func pwriteAll(fd int, data []byte, off int64) error {
 	return nil
 }
 
-// makeLinksAndMeta creates symlinks, hardlinks and special files, then sets
-// metadata: files first, directories last and deepest first, because
-// creating entries changes a directory's mtime.
-func (rs *restorer) makeLinksAndMeta(ctx context.Context) {
+// makeLinksAndMeta makes links and special files and sets metadata. Before
+// the content (final false): symlinks and special files. After it (final
+// true): hardlinks, then the metadata of files that did not get it when
+// their last blob was written, then of directories, deepest first,
+// because creating entries changes a directory's mtime.
+func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {
 	chown := rs.owners
-	for _, e := range rs.files {
-		if st := rs.states[e.target]; st != nil && (st.failed || st.metaDone) {
-			continue
-		}
-		if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
-			rs.warn(e.snap, err)
+	if final {
+		for _, e := range rs.files {
+			if st := rs.states[e.target]; st != nil && (st.failed || st.metaDone) {
+				continue
+			}
+			if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
+				rs.warn(e.snap, err)
+			}
 		}
 	}
 	for _, e := range rs.links {
 		if ctx.Err() != nil {
 			return
+		}
+		if (e.linkTo != "") != final {
+			continue
 		}
 		// Replace whatever is in the way; never follow it.
 		if fi, err := os.Lstat(e.target); err == nil && !fi.IsDir() {
@@ -676,6 +788,9 @@ func (rs *restorer) makeLinksAndMeta(ctx context.Context) {
 		if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
 			rs.warn(e.snap, err)
 		}
+	}
+	if !final {
+		return
 	}
 	dirs := append([]*entry(nil), rs.dirs...)
 	sort.SliceStable(dirs, func(i, j int) bool { return dirs[i].depth > dirs[j].depth })

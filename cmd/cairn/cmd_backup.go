@@ -24,6 +24,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/source/command"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 type backupFlags struct {
@@ -122,7 +123,7 @@ func (a *app) runBackup(ctx context.Context, f backupFlags, args []string) (*bac
 	name := strings.Trim(filepath.ToSlash(f.stdinFilename), "/")
 
 	a.memoryBase = backupMemoryBase
-	r, err := a.openRepo(ctx, true)
+	r, err := a.openRepo(ctx, true, backend.Snapshot)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/tree"
 )
 
@@ -20,7 +21,7 @@ func (a *app) diffCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx, true)
+			r, err := a.openRepo(ctx, true, backend.Snapshot)
 			if err != nil {
 				return err
 			}

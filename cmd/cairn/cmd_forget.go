@@ -183,7 +183,7 @@ func (a *app) runForget(ctx context.Context, o forgetOptions, args []string) err
 		fmt.Fprintln(a.stderr, "no policy was specified, no snapshots will be removed (give --keep-* options or snapshot IDs)")
 		return nil
 	}
-	r, err := a.openRepo(ctx, false)
+	r, err := a.openRepo(ctx, false, backend.Snapshot)
 	if err != nil {
 		return err
 	}

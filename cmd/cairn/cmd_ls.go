@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/restorer"
 	"github.com/cairn-backup/cairn/tree"
 )
@@ -66,7 +67,7 @@ func (a *app) lsCommand() *cobra.Command {
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx, true)
+			r, err := a.openRepo(ctx, true, backend.Snapshot)
 			if err != nil {
 				return err
 			}
@@ -125,7 +126,7 @@ func (a *app) dumpCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx, true)
+			r, err := a.openRepo(ctx, true, backend.Snapshot)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/pathmatch"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/restorer"
 )
 
@@ -72,7 +73,7 @@ func (a *app) restoreCommand() *cobra.Command {
 					return fmt.Errorf("restore target: %w", err)
 				}
 			}
-			r, err := a.openRepo(ctx, true)
+			r, err := a.openRepo(ctx, true, backend.Snapshot)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 type snapshotJSON struct {
@@ -52,7 +53,7 @@ func (a *app) snapshotsCommand() *cobra.Command {
 					host = p.Host
 				}
 			}
-			r, err := a.openRepo(ctx, false)
+			r, err := a.openRepo(ctx, false, backend.Snapshot)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/cairn-backup/cairn/crypto"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/tree"
 )
 
@@ -17,7 +18,7 @@ func (a *app) statsCommand() *cobra.Command {
 		Short: "Show restore size of snapshots and what the repository stores",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx, true)
+			r, err := a.openRepo(ctx, true, backend.Snapshot)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-backup/cairn/internal/backup"
 	"github.com/cairn-backup/cairn/internal/profile"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // loadProfile reads a profile and takes the repository and password source
@@ -95,7 +96,7 @@ func (a *app) runProfileRestore(ctx context.Context, cfgPath string, args []stri
 	if host == "" {
 		host = p.Host
 	}
-	r, err := a.openRepo(ctx, true)
+	r, err := a.openRepo(ctx, true, backend.Snapshot)
 	if err != nil {
 		return err
 	}

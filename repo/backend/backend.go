@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // FileType groups objects; each type is a directory (or key prefix).
@@ -147,4 +148,39 @@ func CheckLoadSize(h Handle, n int64) error {
 		return fmt.Errorf("load %v: %d bytes, more than the %d a %s object may have: %w", h, n, max, h.Type, ErrTooLarge)
 	}
 	return nil
+}
+
+// ListAheader is storage where a listing costs a round trip (S3): a
+// command that knows which listings it will need starts them at once, in
+// the background, so they overlap with the key derivation instead of
+// following it.
+type ListAheader interface {
+	// ListAhead starts listing each type now. The first List of such a
+	// type is served from that listing, unless this backend wrote or
+	// removed an object of the type in between (then it lists again).
+	ListAhead(ctx context.Context, types ...FileType)
+	// ListedAhead returns when the listing of t that the next List will
+	// serve began, if one was started ahead.
+	ListedAhead(t FileType) (time.Time, bool)
+}
+
+// ListStart is when a List of t on be that begins now sees the storage
+// as of: now, or the start of the listing started ahead that it will be
+// served from. Whoever reasons about objects written "after the listing"
+// (the local cache) must take this time.
+func ListStart(be Backend, t FileType) time.Time {
+	if l, ok := Unwrap(be).(ListAheader); ok {
+		if start, ok := l.ListedAhead(t); ok {
+			return start
+		}
+	}
+	return time.Now()
+}
+
+// ListAhead starts the listings types on be or the storage behind its
+// wrappers, if that storage lists ahead; otherwise it does nothing.
+func ListAhead(ctx context.Context, be Backend, types ...FileType) {
+	if l, ok := Unwrap(be).(ListAheader); ok && len(types) > 0 {
+		l.ListAhead(ctx, types...)
+	}
 }

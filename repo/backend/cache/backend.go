@@ -228,7 +228,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	if !Cached(t) {
 		return b.be.List(ctx, t, fn)
 	}
-	start := time.Now()
+	start := backend.ListStart(b.be, t)
 	seen := map[string]bool{}
 	err := b.be.List(ctx, t, func(fi backend.FileInfo) error {
 		seen[fi.Name] = true

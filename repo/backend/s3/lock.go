@@ -116,6 +116,7 @@ func (b *Backend) handleOf(key string) (backend.Handle, bool) {
 func (b *Backend) Purge(ctx context.Context, opts backend.PurgeOptions) (backend.PurgeStats, error) {
 	now := opts.Now
 	var st backend.PurgeStats
+	b.ahead.dropAll() // it may bring hidden objects back
 	versions, err := b.listVersions(ctx)
 	if err != nil {
 		return st, err

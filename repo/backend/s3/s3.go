@@ -213,6 +213,8 @@ type Backend struct {
 	noConditional atomic.Bool
 	// lock, once set (UseObjectLock), is the retention every write gets.
 	lock atomic.Pointer[backend.ObjectLock]
+	// ahead holds listings started before they were asked for.
+	ahead listings
 }
 
 // Open returns a backend for cfg. It does not contact the server: the
@@ -281,8 +283,9 @@ func (b *Backend) Location() string { return b.cfg.Location() }
 // Config returns the backend's configuration (with defaults applied).
 func (b *Backend) Config() Config { return b.cfg }
 
-// Close drops idle connections.
+// Close stops listings started ahead and drops idle connections.
 func (b *Backend) Close() error {
+	b.ahead.stop()
 	b.transport.CloseIdleConnections()
 	return nil
 }
@@ -409,6 +412,7 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, open func() io.Rea
 	if err != nil {
 		return err
 	}
+	b.ahead.drop(h.Type)
 	if err := ctx.Err(); err != nil {
 		return b.fail("save", h.String(), err)
 	}
@@ -603,6 +607,14 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // client; a page that fails is fetched again from the last key seen, so fn
 // sees each object once.
 func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if done, err := b.listAhead(ctx, t, fn); done {
+		return err
+	}
+	return b.list(ctx, t, fn)
+}
+
+// list is List without the listings started ahead.
+func (b *Backend) list(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return b.fail("list", string(t), err)
 	}
@@ -654,6 +666,7 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	if err != nil {
 		return err
 	}
+	b.ahead.drop(h.Type)
 	if err := ctx.Err(); err != nil {
 		return b.fail("remove", h.String(), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -669,5 +670,92 @@ func TestReplace(t *testing.T) {
 		if err != nil || string(got) != body {
 			t.Fatalf("after Replace with %q the config holds %q (%v)", body, got, err)
 		}
+	}
+}
+
+// TestListAhead: a listing started ahead serves the first List of its type
+// without another request; later Lists ask the server again; a write of
+// the type through the same backend drops the listing so that the writer
+// sees what it wrote; Close stops a listing nobody asked for.
+func TestListAhead(t *testing.T) {
+	srv := s3test.Shared(t)
+	ctx := context.Background()
+	bucket := newBucketName("ahead")
+	direct := open(t, configFor(srv, srv.Endpoint, bucket, "r"))
+	if err := direct.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[backend.FileType][]string{}
+	for _, ft := range []backend.FileType{backend.Snapshot, backend.Snapshot, backend.Snapshot, backend.Index, backend.Index} {
+		d := backendtest.Random(t, 10)
+		name := backendtest.NameOf(d)
+		if err := direct.Save(ctx, backend.Handle{Type: ft, Name: name}, d); err != nil {
+			t.Fatal(err)
+		}
+		want[ft] = append(want[ft], name)
+	}
+	proxy := s3test.NewFaultProxy(srv.Endpoint, s3test.FaultConfig{})
+	t.Cleanup(proxy.Close)
+	var lists atomic.Int64
+	proxy.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Query().Get("list-type") != "" {
+			lists.Add(1)
+		}
+		return false
+	}
+	be := open(t, configFor(srv, proxy.Endpoint, bucket, "r"))
+	list := func(ft backend.FileType) []string {
+		t.Helper()
+		var names []string
+		if err := be.List(ctx, ft, func(fi backend.FileInfo) error {
+			names = append(names, fi.Name)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(names)
+		return names
+	}
+	for _, names := range want {
+		slices.Sort(names)
+	}
+
+	be.ListAhead(ctx, backend.Snapshot, backend.Index)
+	deadline := time.Now().Add(10 * time.Second)
+	for lists.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := lists.Load(); n != 2 {
+		t.Fatalf("%d listings started ahead, want 2", n)
+	}
+	if got := list(backend.Snapshot); !slices.Equal(got, want[backend.Snapshot]) {
+		t.Errorf("listed ahead %v, want %v", got, want[backend.Snapshot])
+	}
+	if n := lists.Load(); n != 2 {
+		t.Errorf("the first List asked the server again: %d listings", n)
+	}
+	if got := list(backend.Snapshot); !slices.Equal(got, want[backend.Snapshot]) || lists.Load() != 3 {
+		t.Errorf("second List: %v after %d listings, want %v after 3", got, lists.Load(), want[backend.Snapshot])
+	}
+
+	// The index listing ahead is older than this write: it is dropped.
+	d := backendtest.Random(t, 10)
+	if err := be.Save(ctx, backend.Handle{Type: backend.Index, Name: backendtest.NameOf(d)}, d); err != nil {
+		t.Fatal(err)
+	}
+	want[backend.Index] = append(want[backend.Index], backendtest.NameOf(d))
+	slices.Sort(want[backend.Index])
+	if got := list(backend.Index); !slices.Equal(got, want[backend.Index]) || lists.Load() != 4 {
+		t.Errorf("List after a write: %v after %d listings, want %v after 4", got, lists.Load(), want[backend.Index])
+	}
+
+	// A listing nobody takes ends with Close.
+	be.ListAhead(ctx, backend.Key)
+	done := make(chan struct{})
+	go func() { be.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs on a listing started ahead")
 	}
 }
