@@ -296,7 +296,12 @@ func (br *blobReader) download(w *window) {
 }
 
 // takeBuffer returns a buffer of n bytes, reusing the smallest freed
-// window's that fits; called with br.mu held.
+// window's that fits. A new buffer for a window of more than half the
+// largest is made the largest's size, so that every buffer fits every
+// such window: windows of whole packs differ by a few blobs, and buffers
+// of their exact sizes were dropped and made again all through a restore,
+// each new one a step towards the collector's next cycle. Called with
+// br.mu held.
 func (br *blobReader) takeBuffer(n int) []byte {
 	best := -1
 	for i, b := range br.free {
@@ -305,7 +310,11 @@ func (br *blobReader) takeBuffer(n int) []byte {
 		}
 	}
 	if best < 0 {
-		return make([]byte, n)
+		size := n
+		if int64(n) > br.largest/2 {
+			size = int(br.largest)
+		}
+		return make([]byte, n, size)
 	}
 	b := br.free[best]
 	br.free = append(br.free[:best], br.free[best+1:]...)
