@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -211,7 +212,7 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 		rs.owners = fsmeta.NewOwners()
 	}
 	rs.trees = tree.Preload(ctx, r, rootID, runtime.GOMAXPROCS(0), func(dir string, n *tree.Node) bool {
-		include, descend := rs.selected(path.Join(dir, n.Name), true)
+		include, descend := rs.selected(childPath(dir, n.Name), true)
 		return include || descend
 	})
 	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
@@ -364,10 +365,11 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
-		snap := path.Join(snapDir, n.Name)
-		// tree.Decode rejects names with '/', "." and "..", so the join
-		// cannot leave the target.
-		tgt := filepath.Join(targetDir, n.Name)
+		// tree.Decode rejects names that are empty, hold '/' or are "."
+		// or "..": the names cannot leave the target, and joining them
+		// needs no cleaning.
+		snap := childPath(snapDir, n.Name)
+		tgt := childPath(targetDir, n.Name)
 		include, descend := rs.selected(snap, n.Type == tree.Dir)
 		if !include && !descend {
 			continue
@@ -402,6 +404,15 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 		}
 	}
 	return nil
+}
+
+// childPath is path.Join(dir, name) (and filepath.Join) for a clean dir
+// and a name that tree.Decode accepted, without the cleaning.
+func childPath(dir, name string) string {
+	if strings.HasSuffix(dir, "/") {
+		return dir + name
+	}
+	return dir + "/" + name
 }
 
 // hasChildren reports whether any planned entry lies below dir.
