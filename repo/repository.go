@@ -71,6 +71,12 @@ type Options struct {
 	// need: on storage where a listing costs a round trip they start at
 	// once, alongside the key derivation (backend.ListAheader).
 	ListAhead []backend.FileType
+	// DerivedKey, with PreferKey, returns the key of PreferKey's file,
+	// derived ahead from a local copy of that file (the same bytes: names
+	// are hashes). OpenConfig uses it instead of deriving again, but only
+	// once it has read PreferKey from the repository: a key file removed
+	// from the repository (revoked) never opens it.
+	DerivedKey func() (*crypto.Key, error)
 	// ObjectLock makes init create a repository whose objects are locked
 	// (S3 Object Lock; the bucket is made with locking if init makes it).
 	ObjectLock *ObjectLockConfig
@@ -86,6 +92,8 @@ type Repository struct {
 	bgCtx context.Context
 	key   *crypto.Key
 	keyID string
+	// keyFile is the stored key file keyID (OpenConfig).
+	keyFile []byte
 	cfg   Config
 	opts  Options
 	idx   *index.Index
@@ -283,10 +291,16 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 	// removed since (revoked) is not found, and the usual order follows.
 	preferTried := false
 	if opts.PreferKey != "" {
-		kf, err := loadKeyFile(ctx, be, opts.PreferKey)
+		kf, data, err := loadKeyFile(ctx, be, opts.PreferKey)
 		if err == nil {
-			if k, err := kf.Open(password); err == nil {
-				return openWithKey(ctx, be, k, opts.PreferKey, cfgData, opts)
+			var k *crypto.Key
+			if opts.DerivedKey != nil {
+				k, err = opts.DerivedKey()
+			} else {
+				k, err = kf.Open(password)
+			}
+			if err == nil {
+				return openWithKey(ctx, be, k, opts.PreferKey, data, cfgData, opts)
 			}
 			preferTried = true
 		}
@@ -308,36 +322,30 @@ func OpenConfig(ctx context.Context, be backend.Backend, cfgData []byte, passwor
 		if preferTried && name == opts.PreferKey {
 			continue // its derivation failed above
 		}
-		kf, err := loadKeyFile(ctx, be, name)
+		kf, data, err := loadKeyFile(ctx, be, name)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			continue // a damaged key file must not lock out the others; check reports it
 		}
-		kfs = append(kfs, namedKeyFile{name, kf})
+		kfs = append(kfs, namedKeyFile{name, kf, data})
 	}
 	cheapestFirst(kfs)
-	var key *crypto.Key
-	var keyID string
 	for _, f := range kfs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		k, err := f.kf.Open(password)
-		if err == nil {
-			key, keyID = k, f.name
-			break
+		if k, err := f.kf.Open(password); err == nil {
+			return openWithKey(ctx, be, k, f.name, f.data, cfgData, opts)
 		}
 	}
-	if key == nil {
-		return nil, ErrWrongPassword
-	}
-	return openWithKey(ctx, be, key, keyID, cfgData, opts)
+	return nil, ErrWrongPassword
 }
 
-// openWithKey finishes OpenConfig once key file keyID gave the key.
-func openWithKey(ctx context.Context, be backend.Backend, key *crypto.Key, keyID string, cfgData []byte, opts Options) (*Repository, error) {
+// openWithKey finishes OpenConfig once key file keyID (stored as
+// keyFile) gave the key.
+func openWithKey(ctx context.Context, be backend.Backend, key *crypto.Key, keyID string, keyFile, cfgData []byte, opts Options) (*Repository, error) {
 	// Key derivation allocated 64 MiB that is garbage now; left to the
 	// collector it would double the heap goal of the whole run.
 	debug.FreeOSMemory()
@@ -345,12 +353,18 @@ func openWithKey(ctx context.Context, be backend.Backend, key *crypto.Key, keyID
 	if err != nil {
 		return nil, err
 	}
-	return newRepository(ctx, be, keyFor(key, cfg), keyID, cfg, opts)
+	r, err := newRepository(ctx, be, keyFor(key, cfg), keyID, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.keyFile = keyFile
+	return r, nil
 }
 
 type namedKeyFile struct {
 	name string
 	kf   *crypto.KeyFile
+	data []byte
 }
 
 // cheapestFirst orders key files by the cost of their derivation (then by
@@ -361,15 +375,17 @@ func cheapestFirst(kfs []namedKeyFile) {
 	sort.SliceStable(kfs, func(i, j int) bool { return cost(kfs[i].kf) < cost(kfs[j].kf) })
 }
 
-func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.KeyFile, error) {
+// loadKeyFile reads key file name and returns it parsed and as stored.
+func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.KeyFile, []byte, error) {
 	data, err := be.Load(ctx, backend.Handle{Type: backend.Key, Name: name}, 0, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if crypto.Hash(data).String() != name {
-		return nil, fmt.Errorf("key %s: content does not match its name", name)
+		return nil, nil, fmt.Errorf("key %s: content does not match its name", name)
 	}
-	return crypto.ParseKeyFile(data)
+	kf, err := crypto.ParseKeyFile(data)
+	return kf, data, err
 }
 
 // Backend returns the storage backend.
@@ -392,6 +408,10 @@ func (r *Repository) Index() *index.Index { return r.idx }
 
 // KeyID returns the name of the key file that unlocked the repository.
 func (r *Repository) KeyID() string { return r.keyID }
+
+// KeyFile returns that key file as stored (encrypted; nil for a
+// repository this process created).
+func (r *Repository) KeyFile() []byte { return r.keyFile }
 
 // Close releases the compressors; it does not flush.
 func (r *Repository) Close() error {
@@ -448,7 +468,7 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := r.be.List(ctx, backend.Key, func(fi backend.FileInfo) error {
 		info := KeyInfo{ID: fi.Name, Current: fi.Name == r.keyID}
-		if kf, err := loadKeyFile(ctx, r.be, fi.Name); err == nil {
+		if kf, _, err := loadKeyFile(ctx, r.be, fi.Name); err == nil {
 			info.Username, info.Hostname = kf.Username, kf.Hostname
 			info.Created = kf.Created.Format("2006-01-02 15:04:05")
 		} else {

@@ -1,8 +1,11 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -17,7 +20,7 @@ func TestKeysCheapestFirst(t *testing.T) {
 	kf := func(time, mem uint32) *crypto.KeyFile {
 		return &crypto.KeyFile{Params: crypto.KDFParams{Time: time, MemoryKiB: mem, Threads: 1}}
 	}
-	kfs := []namedKeyFile{{"00planted", kf(10, 1<<20)}, {"5real", kf(3, 64<<10)}, {"9second", kf(3, 64<<10)}}
+	kfs := []namedKeyFile{{name: "00planted", kf: kf(10, 1<<20)}, {name: "5real", kf: kf(3, 64<<10)}, {name: "9second", kf: kf(3, 64<<10)}}
 	cheapestFirst(kfs)
 	if kfs[0].name != "5real" || kfs[1].name != "9second" || kfs[2].name != "00planted" {
 		t.Fatalf("order: %s, %s, %s", kfs[0].name, kfs[1].name, kfs[2].name)
@@ -91,6 +94,67 @@ func TestPreferKey(t *testing.T) {
 	if _, err := Open(ctx, be, "wrong", Options{KDF: &testKDF, PreferKey: first}); !errors.Is(err, ErrWrongPassword) {
 		t.Errorf("wrong password with a hint: %v", err)
 	}
+}
+
+// TestDerivedKey: a key derived ahead from a local copy of the hinted key
+// file is used once that key file is read from the repository, never
+// when the repository no longer has it (removed: revoked), and a
+// derivation that failed costs only the usual order.
+func TestDerivedKey(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, Options{})
+	keyID, master := r.KeyID(), r.Key()
+	other, err := r.AddKey(ctx, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	derived := func(k *crypto.Key, err error) func() (*crypto.Key, error) {
+		return func() (*crypto.Key, error) { calls++; return k, err }
+	}
+
+	kl := &keyLoads{Backend: be}
+	r, err = Open(ctx, kl, "secret", Options{KDF: &testKDF, PreferKey: keyID, DerivedKey: derived(master, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.KeyID() != keyID || calls != 1 || kl.n != 1 || kl.lists != 0 {
+		t.Errorf("opened with %s after %d derivations ahead, %d key reads, %d listings; want %s, 1, 1, 0", r.KeyID(), calls, kl.n, kl.lists, keyID)
+	}
+	if want, _ := os.ReadFile(filepath.Join(dir, "keys", keyID)); !bytes.Equal(r.KeyFile(), want) {
+		t.Error("KeyFile is not the stored key file")
+	}
+	r.Close()
+
+	calls = 0
+	r, err = Open(ctx, be, "secret", Options{KDF: &testKDF, PreferKey: keyID, DerivedKey: derived(nil, ErrWrongPassword)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.KeyID() != other || calls != 1 {
+		t.Errorf("after a failed derivation ahead: opened with %s (%d calls), want %s", r.KeyID(), calls, other)
+	}
+	r.Close()
+
+	// Revoked: the key file is gone from the repository; the copy derived
+	// ahead must not open it.
+	if err := os.Remove(filepath.Join(dir, "keys", keyID)); err != nil {
+		t.Fatal(err)
+	}
+	calls = 0
+	r, err = Open(ctx, be, "secret", Options{KDF: &testKDF, PreferKey: keyID, DerivedKey: derived(master, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.KeyID() != other || calls != 0 {
+		t.Errorf("revoked key: opened with %s after %d derivations ahead, want %s and none", r.KeyID(), calls, other)
+	}
+	r.Close()
 }
 
 // TestInitFrom: a repository made from another cuts and names data as the

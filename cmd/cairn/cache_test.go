@@ -257,3 +257,85 @@ func TestS3Cache(t *testing.T) {
 		}
 	}
 }
+
+// TestS3KeyCopy: the cache keeps a copy of the key file that opened a
+// repository, so that the next command derives its key while the config
+// arrives; a damaged copy is ignored and replaced, and a key removed from
+// the repository (revoked) does not open it again through its copy.
+func TestS3KeyCopy(t *testing.T) {
+	srv := s3test.StartT(t)
+	loc := "s3:" + srv.URL() + "/cairn-keycopy/repo"
+	cfg, err := s3.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := t.TempDir()
+	first := newCLI(t, loc).withCache(cacheDir)
+	first.env = append(first.env, "AWS_ACCESS_KEY_ID="+srv.User, "AWS_SECRET_ACCESS_KEY="+srv.Password)
+	first.password = "first password"
+	first.init()
+	add := *first
+	add.env = append(slices.Clone(first.env), "CAIRN_NEW_PASSWORD=second password")
+	add.ok("key", "add")
+	second := *first
+	second.password = "second password"
+	var secondKey string
+	for _, k := range second.keys() {
+		if k.Current {
+			secondKey = k.ID
+		}
+	}
+
+	early := startEarlyKey(cacheDir, cfg.Location(), "second password")
+	if early == nil || early.name != secondKey {
+		t.Fatalf("no copy of key %s after opening the repository with it: %+v", secondKey, early)
+	}
+	if k, err := early.wait(); err != nil || k == nil {
+		t.Fatalf("key derived from the copy: %v", err)
+	}
+	second.ok("snapshots")
+
+	// A damaged copy is not used, and the next command keeps a good one.
+	copyPath := filepath.Join(cacheDir, "keyfiles", secondKey)
+	data, err := os.ReadFile(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if startEarlyKey(cacheDir, cfg.Location(), "second password") != nil {
+		t.Fatal("a damaged key copy was used")
+	}
+	second.ok("snapshots")
+	if startEarlyKey(cacheDir, cfg.Location(), "second password") == nil {
+		t.Fatal("the damaged key copy was not replaced")
+	}
+
+	// Revoked: the key file is gone, the copy stays and the hints name it
+	// (as they were before the removal, which opened the repository with
+	// the first key).
+	hints := map[string][]byte{}
+	names, _ := filepath.Glob(filepath.Join(cacheDir, "keys", "*"))
+	for _, p := range names {
+		if hints[p], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.ok("key", "remove", secondKey[:12])
+	for p, b := range hints {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := startEarlyKey(cacheDir, cfg.Location(), "second password"); e == nil || e.name != secondKey {
+		t.Fatal("the test needs the hints to name the removed key, and its copy")
+	} else if _, err := e.wait(); err != nil {
+		t.Fatalf("the removed key's copy does not open with its password: %v", err)
+	}
+	if res := second.run("snapshots"); res.code != 12 {
+		t.Errorf("the removed key's password: exit %d, want 12: %s", res.code, res)
+	}
+	first.ok("snapshots")
+}

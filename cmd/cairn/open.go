@@ -210,6 +210,20 @@ func (a *app) cacheBase() (string, error) {
 // password returns the repository password from, in order: --password-file
 // (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
 // CAIRN_PASSWORD, or a prompt on the terminal.
+// passwordWithoutPrompt returns the password when it comes from a file
+// or the environment, which costs nothing to read early; a password
+// command or a prompt waits for the repository to be found.
+func (a *app) passwordWithoutPrompt() (string, bool) {
+	switch {
+	case a.passwordFile != "":
+		pw, err := readPassword(context.Background(), a.passwordFile, "", "", "", false)
+		return pw, err == nil
+	case a.passwordCommand != "":
+		return "", false
+	}
+	return os.LookupEnv("CAIRN_PASSWORD")
+}
+
 func (a *app) password(ctx context.Context, prompt string, confirm bool) (string, error) {
 	return readPassword(ctx, a.passwordFile, a.passwordCommand, "CAIRN_PASSWORD", prompt, confirm)
 }
@@ -285,6 +299,16 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool, listAhead ...backend
 	if err != nil {
 		return nil, err
 	}
+	hintBase := a.keyHintBase()
+	// With a password that needs no prompt, the derivation of the key that
+	// opened this repository last time starts now, from a local copy of
+	// its key file, while the config and the key file itself arrive: on S3
+	// that hides three round trips behind it.
+	var early *earlyKey
+	pw, pwKnown := a.passwordWithoutPrompt()
+	if pwKnown && hintBase != "" && remote(be) {
+		early = startEarlyKey(hintBase, be.Location(), pw)
+	}
 	// Fail fast on a missing repository before asking for a password.
 	cfgData, err := repo.ReadConfig(ctx, be)
 	if err != nil {
@@ -293,39 +317,36 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool, listAhead ...backend
 		}
 		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
 	}
-	pw, err := a.password(ctx, "enter the repository password: ", false)
-	if err != nil {
-		return nil, err
+	if !pwKnown {
+		if pw, err = a.password(ctx, "enter the repository password: ", false); err != nil {
+			return nil, err
+		}
 	}
 	opts := a.repoOptions(be)
 	if loadIndex {
 		opts.ListAhead = append(opts.ListAhead, backend.Index)
 	}
 	opts.ListAhead = append(opts.ListAhead, listAhead...)
-	hintBase := a.keyHintBase()
 	if hintBase != "" {
 		opts.PreferKey = cache.KeyHint(hintBase, cfgData)
 		a.seen = seen.Open(hintBase, cfgData)
 		opts.SnapshotsListed = a.observeSnapshots
 	}
-	tt := time.Now()
-	r, err := repo.OpenConfig(ctx, be, cfgData, pw, opts)
-	if os.Getenv("CAIRN_TRACE") != "" {
-		fmt.Fprintln(os.Stderr, "TRACE openconfig", time.Since(tt))
+	if early != nil && early.name == opts.PreferKey {
+		opts.DerivedKey = early.wait
 	}
+	r, err := repo.OpenConfig(ctx, be, cfgData, pw, opts)
 	if err != nil {
 		return nil, err
 	}
+	// Only hints: a read-only cache costs the usual key order.
 	if hintBase != "" && r.KeyID() != opts.PreferKey {
-		_ = cache.SaveKeyHint(hintBase, cfgData, r.KeyID()) // only a hint: a read-only cache costs the usual key order
+		_ = cache.SaveKeyHint(hintBase, cfgData, r.KeyID())
+	}
+	if hintBase != "" && remote(be) && (early == nil || early.name != r.KeyID()) && r.KeyFile() != nil {
+		_ = cache.SaveLocationKey(hintBase, be.Location(), r.KeyID(), r.KeyFile())
 	}
 	if loadIndex {
-		tt = time.Now()
-		defer func() {
-			if os.Getenv("CAIRN_TRACE") != "" {
-				fmt.Fprintln(os.Stderr, "TRACE loadindex", time.Since(tt))
-			}
-		}()
 		if err := r.LoadIndex(ctx); err != nil {
 			r.Close()
 			if errors.Is(err, repo.ErrIndexDamaged) {
@@ -336,6 +357,40 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool, listAhead ...backend
 	}
 	a.setMemoryLimit(r)
 	return r, nil
+}
+
+// earlyKey is a key derivation started before the repository is opened
+// (repo.Options.DerivedKey).
+type earlyKey struct {
+	name string // the key file
+	done chan struct{}
+	key  *crypto.Key
+	err  error
+}
+
+// startEarlyKey starts deriving, with pw, the key of the key file that
+// opened the repository at location last time, from the copy kept under
+// base; nil when there is none.
+func startEarlyKey(base, location, pw string) *earlyKey {
+	name, data := cache.LocationKey(base, location)
+	if name == "" {
+		return nil
+	}
+	kf, err := crypto.ParseKeyFile(data) // bounds the derivation's cost
+	if err != nil {
+		return nil
+	}
+	e := &earlyKey{name: name, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		e.key, e.err = kf.Open(pw)
+	}()
+	return e
+}
+
+func (e *earlyKey) wait() (*crypto.Key, error) {
+	<-e.done
+	return e.key, e.err
 }
 
 // Soft memory limits before the index is counted (setMemoryLimit). The

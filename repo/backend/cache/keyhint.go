@@ -52,3 +52,48 @@ func KeyHint(base string, sealedConfig []byte) string {
 func SaveKeyHint(base string, sealedConfig []byte, name string) error {
 	return WriteClientFile(ClientFile(base, keyHintDir, sealedConfig), []byte(name+"\n"))
 }
+
+// keyCopyDir holds copies of key files, named as in the repository.
+const keyCopyDir = "keyfiles"
+
+// locationFile is where a client keeps a file about the repository at
+// location, read before anything of the repository is (base/dir/at-<h>).
+func locationFile(base, dir, location string) string {
+	sum := blake3.Sum256([]byte("cairn location\x00" + location))
+	return filepath.Join(base, dir, "at-"+hex.EncodeToString(sum[:16]))
+}
+
+// LocationKey returns the key file that last opened the repository at
+// location, by name and as stored, from a copy kept under base; "" and
+// nil when none is kept or the copy does not hash to its name. It lets the
+// key derivation start before the repository's config has arrived; the
+// key file must still be read from the repository before the key is used
+// (repo.Options.DerivedKey), so a removed one never opens it.
+func LocationKey(base, location string) (string, []byte) {
+	b, err := os.ReadFile(locationFile(base, keyHintDir, location))
+	if err != nil {
+		return "", nil
+	}
+	name := strings.TrimSpace(string(b))
+	if len(name) != 64 || strings.ContainsAny(name, "/\\.") {
+		return "", nil
+	}
+	data, err := os.ReadFile(filepath.Join(base, keyCopyDir, name))
+	if err != nil {
+		return "", nil
+	}
+	if sum := blake3.Sum256(data); hex.EncodeToString(sum[:]) != name {
+		return "", nil
+	}
+	return name, data
+}
+
+// SaveLocationKey keeps a copy of key file name (data, as stored: the
+// master key sealed under the password) for the repository at location.
+// Anyone who can read the repository has the same bytes.
+func SaveLocationKey(base, location, name string, data []byte) error {
+	if err := WriteClientFile(filepath.Join(base, keyCopyDir, name), data); err != nil {
+		return err
+	}
+	return WriteClientFile(locationFile(base, keyHintDir, location), []byte(name+"\n"))
+}
