@@ -94,9 +94,9 @@ type Repository struct {
 	keyID string
 	// keyFile is the stored key file keyID (OpenConfig).
 	keyFile []byte
-	cfg   Config
-	opts  Options
-	idx   *index.Index
+	cfg     Config
+	opts    Options
+	idx     *index.Index
 	// obsolete indexes packs awaiting deletion: readable, never deduplicated against.
 	obsolete *index.Index
 	enc      *zstd.Encoder

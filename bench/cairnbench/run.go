@@ -2,17 +2,20 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +44,9 @@ type Measure struct {
 	// latency proxy (s3 data set only).
 	Requests *latencyproxy.Counts `json:"requests,omitempty"`
 	Command  string               `json:"command"`
+	// Runs are the wall times of every run of a phase measured several
+	// times (pairRepeated); the figures above are the median run's.
+	Runs []float64 `json:"runs,omitempty"`
 }
 
 // Row is one phase of one data set: cairn and restic side by side. In a
@@ -463,6 +469,41 @@ func (b *bench) pair(ds, phase string, c, r inv) (*Row, error) {
 	row.ratios()
 	b.res.Rows = append(b.res.Rows, row)
 	return row, nil
+}
+
+// pairRepeated measures a phase that leaves no state behind (a restore) n
+// times for each tool, alternating cairn and restic, and records each
+// tool's median run: on a shared machine one run of a few seconds varies
+// by 15% either way, more than the targets' margins.
+func (b *bench) pairRepeated(ds, phase string, c, r inv, n int) (*Row, error) {
+	var cs, rs []*Measure
+	for range n {
+		cm, err := b.measure(ds, phase, c)
+		if err != nil {
+			return nil, err
+		}
+		rm, err := b.measure(ds, phase, r)
+		if err != nil {
+			return nil, err
+		}
+		cs, rs = append(cs, cm), append(rs, rm)
+	}
+	row := &Row{Dataset: ds, Phase: phase, Backup: c.backup, Cairn: medianRun(cs), Restic: medianRun(rs)}
+	row.ratios()
+	b.res.Rows = append(b.res.Rows, row)
+	b.logf("   %-8s %-28s median of %d runs: cairn %.2fs %v, restic %.2fs %v", ds, phase, n, row.Cairn.Seconds, row.Cairn.Runs, row.Restic.Seconds, row.Restic.Runs)
+	return row, nil
+}
+
+// medianRun returns the run of median time, with every run's time in Runs.
+func medianRun(ms []*Measure) *Measure {
+	sorted := slices.Clone(ms)
+	slices.SortFunc(sorted, func(a, b *Measure) int { return cmp.Compare(a.Seconds, b.Seconds) })
+	m := *sorted[len(sorted)/2]
+	for _, x := range ms {
+		m.Runs = append(m.Runs, math.Round(x.Seconds*100)/100)
+	}
+	return &m
 }
 
 // single runs a cairn variant of a phase and records it next to restic's
