@@ -76,6 +76,7 @@ type entry struct {
 	depth  int
 	linkTo string     // for hardlinks: the first restored path of the inode
 	dir    *dirHandle // files: the directory they are written in
+	state  *fileState // files: how far their content is
 }
 
 // dirHandle is a directory that files are being written into, open while
@@ -143,8 +144,9 @@ type restorer struct {
 	dirs     []*entry
 	files    []*entry
 	links    []*entry // symlinks, hardlinks and special files, made after content
-	states   map[string]*fileState
-	stats    Stats
+	// dirHandles are the directories files are written into.
+	dirHandles []*dirHandle
+	stats      Stats
 	// trees holds the snapshot's trees, loaded in parallel before the
 	// plan walks them.
 	trees map[crypto.ID]*tree.Tree
@@ -207,7 +209,7 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = tree.DefaultMaxEntries
 	}
-	rs := &restorer{r: r, opts: opts, states: map[string]*fileState{}}
+	rs := &restorer{r: r, opts: opts}
 	if opts.Chown {
 		rs.owners = fsmeta.NewOwners()
 	}
@@ -326,7 +328,7 @@ func (rs *restorer) deleteExtra(target string) {
 func (rs *restorer) countFiles() {
 	rs.stats.Files, rs.stats.Bytes, rs.stats.FilesFailed = 0, 0, 0
 	for _, e := range rs.files {
-		if st := rs.states[e.target]; st != nil && st.failed {
+		if st := e.state; st != nil && st.failed {
 			rs.stats.FilesFailed++
 			if st.created {
 				rs.stats.Partial = append(rs.stats.Partial, PartialName(e.target))
@@ -363,6 +365,7 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 			return fmt.Errorf("tree of %s: %w", snapDir, err)
 		}
 	}
+	var dir *dirHandle // made for the first file of the directory
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		// tree.Decode rejects names that are empty, hold '/' or are "."
@@ -398,6 +401,12 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 				}
 				hardlinks[key] = tgt
 			}
+			if dir == nil {
+				dir = &dirHandle{path: targetDir, fd: -1}
+				rs.dirHandles = append(rs.dirHandles, dir)
+			}
+			dir.unfinished++
+			e.dir = dir
 			rs.files = append(rs.files, e)
 		default:
 			rs.links = append(rs.links, e)
@@ -446,11 +455,11 @@ func (rs *restorer) makeTree(ctx context.Context, empty []*entry) error {
 		return err
 	}
 	for _, e := range empty {
-		fd, err := createFile(e.dir, filepath.Base(e.target))
+		fd, err := createFile(e.dir, e.node.Name)
 		e.dir.done()
 		if err != nil {
 			rs.warn(e.snap, err)
-			rs.states[e.target].failed = true
+			e.state.failed = true
 			continue
 		}
 		if err := unix.Close(fd); err != nil {
@@ -495,7 +504,6 @@ type packBlob struct {
 // file outside the target, or a symlink. Raw descriptors (not os.File)
 // save several system calls per file on trees of many small files.
 func createFile(dir *dirHandle, name string) (int, error) {
-	p := filepath.Join(dir.path, name)
 	dfd, err := dir.open()
 	if err != nil {
 		return -1, err
@@ -508,25 +516,14 @@ func createFile(dir *dirHandle, name string) (int, error) {
 		fd, err = unix.Openat(dfd, name, flags, 0o600)
 	}
 	if err != nil {
-		return -1, &fs.PathError{Op: "create", Path: p, Err: err}
+		return -1, &fs.PathError{Op: "create", Path: filepath.Join(dir.path, name), Err: err}
 	}
 	return fd, nil
 }
 
 func (rs *restorer) writeContents(ctx context.Context) error {
-	dirs := map[string]*dirHandle{}
-	for _, e := range rs.files {
-		p := filepath.Dir(e.target)
-		d := dirs[p]
-		if d == nil {
-			d = &dirHandle{path: p, fd: -1}
-			dirs[p] = d
-		}
-		d.unfinished++
-		e.dir = d
-	}
 	defer func() {
-		for _, d := range dirs {
+		for _, d := range rs.dirHandles {
 			d.close()
 		}
 	}()
@@ -535,7 +532,7 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	var empty []*entry
 	for _, e := range rs.files {
 		st := &fileState{}
-		rs.states[e.target] = st
+		e.state = st
 		// Files with content are created at their first write; empty ones
 		// with the directories.
 		st.fd = -1
@@ -618,8 +615,8 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		err = treeErr
 	}
 	// Close whatever is still open (files whose blobs failed).
-	for _, st := range rs.states {
-		if st.fd >= 0 {
+	for _, e := range rs.files {
+		if st := e.state; st.fd >= 0 {
 			unix.Close(st.fd)
 			st.fd = -1
 		}
@@ -655,10 +652,10 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	st := u.state
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	name := filepath.Base(u.entry.target)
-	partial := PartialName(name)
+	// The node's name is the target's last element.
+	name := u.entry.node.Name
 	if st.fd < 0 && !st.failed && !st.created {
-		fd, err := createFile(u.entry.dir, partial)
+		fd, err := createFile(u.entry.dir, PartialName(name))
 		st.created = err == nil
 		// A file of several blobs is written out of order: giving it
 		// its size first lets the file system allocate it at once.
@@ -713,7 +710,7 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	// before done.
 	dfd, err := u.entry.dir.open()
 	if err == nil {
-		err = unix.Renameat(dfd, partial, dfd, name)
+		err = unix.Renameat(dfd, PartialName(name), dfd, name)
 	}
 	if err != nil {
 		st.failed = true
@@ -754,7 +751,7 @@ func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {
 	chown := rs.owners
 	if final {
 		for _, e := range rs.files {
-			if st := rs.states[e.target]; st != nil && (st.failed || st.metaDone) {
+			if st := e.state; st != nil && (st.failed || st.metaDone) {
 				continue
 			}
 			if err := fsmeta.Apply(e.target, e.node, chown); err != nil {
