@@ -1,7 +1,9 @@
-// Package restorer rebuilds files from a snapshot tree: directories first,
-// then file contents, read pack by pack in streamed windows with several in
-// flight (repo.ReadBlobs) and written out of order, then links and
-// metadata, directories last. Dump streams one file in order the same way.
+// Package restorer rebuilds files from a snapshot tree: file contents are
+// read pack by pack in streamed windows with several in flight
+// (repo.ReadBlobs) and written out of order, relative to their open
+// directory, while directories, empty files and symlinks are made as the
+// first packs arrive; then hardlinks and metadata, directories last. Dump
+// streams one file in order the same way.
 package restorer
 
 import (
@@ -143,7 +145,7 @@ type restorer struct {
 	warnings atomic.Int64
 	dirs     []*entry
 	files    []*entry
-	links    []*entry // symlinks, hardlinks and special files, made after content
+	links    []*entry // symlinks and special files (with the directories), hardlinks (after content)
 	// dirHandles are the directories files are written into.
 	dirHandles []*dirHandle
 	stats      Stats

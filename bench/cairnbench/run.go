@@ -457,18 +457,7 @@ func backupSummary(out []byte) *summary {
 
 // pair runs a phase with cairn, then restic, and records the row.
 func (b *bench) pair(ds, phase string, c, r inv) (*Row, error) {
-	cm, err := b.measure(ds, phase, c)
-	if err != nil {
-		return nil, err
-	}
-	rm, err := b.measure(ds, phase, r)
-	if err != nil {
-		return nil, err
-	}
-	row := &Row{Dataset: ds, Phase: phase, Backup: c.backup, Cairn: cm, Restic: rm}
-	row.ratios()
-	b.res.Rows = append(b.res.Rows, row)
-	return row, nil
+	return b.pairRepeated(ds, phase, c, r, 1)
 }
 
 // pairRepeated measures a phase that leaves no state behind (a restore) n
@@ -491,12 +480,19 @@ func (b *bench) pairRepeated(ds, phase string, c, r inv, n int) (*Row, error) {
 	row := &Row{Dataset: ds, Phase: phase, Backup: c.backup, Cairn: medianRun(cs), Restic: medianRun(rs)}
 	row.ratios()
 	b.res.Rows = append(b.res.Rows, row)
+	if n == 1 {
+		return row, nil
+	}
 	b.logf("   %-8s %-28s median of %d runs: cairn %.2fs %v, restic %.2fs %v", ds, phase, n, row.Cairn.Seconds, row.Cairn.Runs, row.Restic.Seconds, row.Restic.Runs)
 	return row, nil
 }
 
-// medianRun returns the run of median time, with every run's time in Runs.
+// medianRun returns the run of median time, with every run's time in Runs
+// when there are several.
 func medianRun(ms []*Measure) *Measure {
+	if len(ms) == 1 {
+		return ms[0]
+	}
 	sorted := slices.Clone(ms)
 	slices.SortFunc(sorted, func(a, b *Measure) int { return cmp.Compare(a.Seconds, b.Seconds) })
 	m := *sorted[len(sorted)/2]
