@@ -34,6 +34,10 @@ type ReadOptions struct {
 	// Sealed gives fn each blob's stored bytes as they are, neither
 	// opened nor decoded, and reads no delta bases (copy).
 	Sealed bool
+	// Locations, when set, holds where each of the IDs is (what Lookup
+	// returns for it): a caller that looked them up to order its reads
+	// spares the reader a second lookup of each.
+	Locations []index.Location
 	// Budget bounds the memory of the windows: read ahead of decoding,
 	// being decoded, or kept for reuse (default 16 MiB per download, a
 	// pack each, at least 32 MiB). The window that the oldest unfinished
@@ -169,18 +173,29 @@ func (r *Repository) readBlobs(parent context.Context, ids []crypto.ID, opts Rea
 // a delta's base comes just before the delta.
 func (br *blobReader) plan() {
 	br.uses = make([]blobUse, len(br.ids))
-	segs := map[crypto.ID]*segment{}
+	segs := make(map[crypto.ID]*segment, len(br.ids))
 	open := map[crypto.ID]*window{} // the latest window of each pack
-	access := func(id crypto.ID, use int) (*segment, error) {
+	var slab []segment              // segments are made a thousand at a time
+	access := func(id crypto.ID, use int, located bool) (*segment, error) {
 		if s := segs[id]; s != nil {
 			s.refs++
 			return s, nil
 		}
-		loc, ok := br.r.Lookup(id)
+		var loc index.Location
+		ok := located
+		if located {
+			loc = br.opts.Locations[use]
+		} else {
+			loc, ok = br.r.Lookup(id)
+		}
 		if !ok {
 			return nil, fmt.Errorf("load blob %s: %w", id.Short(), ErrBlobNotFound)
 		}
-		s := &segment{id: id, loc: loc, refs: 1, ready: make(chan struct{})}
+		if len(slab) == cap(slab) {
+			slab = make([]segment, 0, 1024)
+		}
+		slab = append(slab, segment{id: id, loc: loc, refs: 1, ready: make(chan struct{})})
+		s := &slab[len(slab)-1]
 		segs[id] = s
 		off, end := int64(loc.Offset), int64(loc.Offset)+int64(loc.Length)
 		// Blobs written by parallel workers sit in their pack only roughly
@@ -199,15 +214,16 @@ func (br *blobReader) plan() {
 		w.bytes += int64(loc.Length)
 		return s, nil
 	}
+	located := len(br.opts.Locations) == len(br.ids)
 	for i, id := range br.ids {
 		u := &br.uses[i]
 		if base, ok := br.r.DeltaBase(id); ok && !br.opts.Sealed {
-			if u.base, u.err = access(base, i); u.err != nil {
+			if u.base, u.err = access(base, i, false); u.err != nil {
 				u.err = fmt.Errorf("blob %s: base: %w", id.Short(), u.err)
 				continue
 			}
 		}
-		if u.target, u.err = access(id, i); u.err != nil && u.base != nil {
+		if u.target, u.err = access(id, i, located); u.err != nil && u.base != nil {
 			u.base.refs++ // never released: the window's buffer goes back at the end
 			u.base = nil
 		}

@@ -85,6 +85,13 @@ func readFixture(t *testing.T) (*Repository, string, []crypto.ID, map[crypto.ID]
 
 func TestReadBlobs(t *testing.T) {
 	r, _, ids, plain := readFixture(t)
+	locs := make([]index.Location, len(ids))
+	for i, id := range ids {
+		var ok bool
+		if locs[i], ok = r.Lookup(id); !ok {
+			t.Fatalf("blob %d not in the index", i)
+		}
+	}
 	for _, o := range []ReadOptions{
 		{Ordered: true},
 		{},
@@ -92,6 +99,8 @@ func TestReadBlobs(t *testing.T) {
 		{Downloads: 8, Decoders: 3},
 		{Ordered: true, Budget: 1}, // every window over budget: progress only
 		{Budget: 1, Downloads: 3},
+		{Locations: locs},                  // looked up by the caller
+		{Locations: locs[:1], Decoders: 2}, // not one per ID: ignored
 	} {
 		var mu sync.Mutex
 		var order []int

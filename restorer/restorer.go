@@ -7,6 +7,7 @@
 package restorer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -529,11 +531,20 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 			d.close()
 		}
 	}()
-	byBlob := map[crypto.ID]*packBlob{}
-	var blobs []*packBlob
-	var empty []*entry
+	// One allocation each for the file states, the blobs and their first
+	// uses, instead of one per file and two per blob.
+	refs := 0
 	for _, e := range rs.files {
-		st := &fileState{}
+		refs += len(e.node.Content)
+	}
+	states := make([]fileState, len(rs.files))
+	slab := make([]packBlob, 0, refs)
+	firstUses := make([]blobUse, refs)
+	byBlob := make(map[crypto.ID]*packBlob, refs)
+	blobs := make([]*packBlob, 0, refs)
+	var empty []*entry
+	for i, e := range rs.files {
+		st := &states[i]
 		e.state = st
 		// Files with content are created at their first write; empty ones
 		// with the directories.
@@ -560,7 +571,9 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 					off += int64(e.node.ChunkSizes[j])
 					continue
 				}
-				pb = &packBlob{id: id, loc: loc, size: e.node.ChunkSizes[j]}
+				// Within its capacity: the pointers stay valid.
+				slab = append(slab, packBlob{id: id, loc: loc, size: e.node.ChunkSizes[j], uses: firstUses[len(slab) : len(slab) : len(slab)+1]})
+				pb = &slab[len(slab)-1]
 				byBlob[id] = pb
 				blobs = append(blobs, pb)
 			}
@@ -571,16 +584,16 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 	}
 	// In pack order, so that each pack is read with one request from
 	// start to end; a delta's base is read just before it (repo/read.go).
-	sort.Slice(blobs, func(i, j int) bool {
-		a, b := blobs[i].loc, blobs[j].loc
-		if c := a.Pack.Compare(b.Pack); c != 0 {
-			return c < 0
+	slices.SortFunc(blobs, func(x, y *packBlob) int {
+		if c := x.loc.Pack.Compare(y.loc.Pack); c != 0 {
+			return c
 		}
-		return a.Offset < b.Offset
+		return cmp.Compare(x.loc.Offset, y.loc.Offset)
 	})
 	ids := make([]crypto.ID, len(blobs))
+	locs := make([]index.Location, len(blobs))
 	for i, b := range blobs {
-		ids[i] = b.id
+		ids[i], locs[i] = b.id, b.loc
 	}
 	// Directories, empty files and symlinks are made while the first packs
 	// are on their way: none of them waits on content. Blobs are written
@@ -591,7 +604,7 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		defer close(treeMade)
 		treeErr = rs.makeTree(ctx, empty)
 	}()
-	err := rs.r.ReadBlobs(ctx, ids, repo.ReadOptions{Downloads: rs.opts.Downloads, Decoders: rs.opts.Workers}, func(i int, plain []byte, err error) error {
+	err := rs.r.ReadBlobs(ctx, ids, repo.ReadOptions{Downloads: rs.opts.Downloads, Decoders: rs.opts.Workers, Locations: locs}, func(i int, plain []byte, err error) error {
 		<-treeMade
 		if treeErr != nil {
 			return treeErr
