@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"slices"
 	"sync"
@@ -107,10 +108,17 @@ func (idx *Index) AddPack(p PackEntry) {
 			idx.overflow[e.ID] = l
 		}
 	}
-	if len(idx.pending) > 8192+idx.Len()/16 {
+	if len(idx.pending) > mergeAt+idx.Len()/16 {
 		idx.merge()
 	}
 }
+
+// mergeAt (plus a sixteenth of the table) is how many pending entries
+// AddPack lets gather before it merges them into the table: each merge
+// copies the whole table, and pending entries cost about twice a table
+// entry, so an index of 50,000 blobs is merged once, at Compact (4 MB
+// pending at most), and a large one every sixteenth of its size.
+const mergeAt = 1 << 16
 
 // Len returns the number of entries in the sorted table (excluding pending).
 func (idx *Index) Len() int { return len(idx.table) / entrySize }
@@ -118,61 +126,70 @@ func (idx *Index) Len() int { return len(idx.table) / entrySize }
 func bucketOf(id crypto.ID) int { return int(id[0])<<8 | int(id[1]) }
 
 // merge folds pending entries into the sorted table. Caller holds the lock.
+// The pending IDs are put in their buckets (the first two bytes) by a
+// counting sort, and each bucket's few are sorted and merged with the
+// bucket's entries: linear in the table, where sorting all pending IDs and
+// comparing whole IDs along the table made opening an index of 50,000
+// blobs take 35 ms.
 func (idx *Index) merge() {
 	if len(idx.pending) == 0 {
 		return
 	}
-	ids := make([]crypto.ID, 0, len(idx.pending))
+	start := make([]int32, numBuckets+1) // of each bucket's pending IDs in ids
 	for id := range idx.pending {
-		ids = append(ids, id)
+		start[bucketOf(id)+1]++
 	}
-	slices.SortFunc(ids, func(a, b crypto.ID) int { return bytes.Compare(a[:], b[:]) })
+	for b := range numBuckets {
+		start[b+1] += start[b]
+	}
+	ids := make([]crypto.ID, len(idx.pending))
+	next := slices.Clone(start[:numBuckets])
+	for id := range idx.pending {
+		b := bucketOf(id)
+		ids[next[b]] = id
+		next[b]++
+	}
 	old := idx.table
-	n := len(old)/entrySize + len(ids)
-	table := make([]byte, 0, n*entrySize)
-	counts := make([]uint32, numBuckets+1)
-	i := 0 // index into old (entries)
-	oldLen := len(old) / entrySize
-	// oldKey returns the full ID of old entry i, reconstructing its bucket bytes.
-	bucket := 0
-	oldKey := func(i int) crypto.ID {
-		for idx.buckets[bucket+1] <= uint32(i) {
-			bucket++
-		}
-		var id crypto.ID
-		id[0], id[1] = byte(bucket>>8), byte(bucket)
-		copy(id[2:], old[i*entrySize:])
-		return id
-	}
+	table := make([]byte, 0, len(old)+len(ids)*entrySize)
 	var ent [entrySize]byte
-	for _, id := range ids {
-		for i < oldLen {
-			k := oldKey(i)
-			if bytes.Compare(k[:], id[:]) >= 0 {
-				break
-			}
-			table = append(table, old[i*entrySize:(i+1)*entrySize]...)
-			counts[bucketOf(k)]++
-			i++
+	for b := range numBuckets {
+		// Read before buckets[b] is rewritten; buckets[b+1] still holds
+		// the old table's bound.
+		lo, hi := int(idx.buckets[b]), int(idx.buckets[b+1])
+		idx.buckets[b] = uint32(len(table) / entrySize)
+		add := ids[start[b]:start[b+1]]
+		if len(add) > 1 {
+			slices.SortFunc(add, compareIDs)
 		}
-		copy(ent[:], id[2:])
-		putLoc(ent[idTail:], idx.pending[id])
-		table = append(table, ent[:]...)
-		counts[bucketOf(id)]++
+		for _, id := range add {
+			// The old entries before id, in one copy.
+			at := lo
+			for at < hi && bytes.Compare(old[at*entrySize:at*entrySize+idTail], id[2:]) < 0 {
+				at++
+			}
+			table = append(table, old[lo*entrySize:at*entrySize]...)
+			lo = at
+			copy(ent[:], id[2:])
+			putLoc(ent[idTail:], idx.pending[id])
+			table = append(table, ent[:]...)
+		}
+		table = append(table, old[lo*entrySize:hi*entrySize]...)
 	}
-	for ; i < oldLen; i++ {
-		k := oldKey(i)
-		table = append(table, old[i*entrySize:(i+1)*entrySize]...)
-		counts[bucketOf(k)]++
-	}
-	var sum uint32
-	for b := 0; b < numBuckets; b++ {
-		idx.buckets[b] = sum
-		sum += counts[b]
-	}
-	idx.buckets[numBuckets] = sum
+	idx.buckets[numBuckets] = uint32(len(table) / entrySize)
 	idx.table = table
 	idx.pending = make(map[crypto.ID]loc) // clear() would keep the grown table
+}
+
+// compareIDs orders IDs as bytes.Compare does, a word at a time: the sort
+// of a merge is most of the time it takes to open a repository's index.
+func compareIDs(a, b crypto.ID) int {
+	for i := 0; i < crypto.IDSize; i += 8 {
+		x, y := binary.BigEndian.Uint64(a[i:]), binary.BigEndian.Uint64(b[i:])
+		if x != y {
+			return cmp.Compare(x, y)
+		}
+	}
+	return 0
 }
 
 func (idx *Index) lookup(id crypto.ID) (loc, bool) {

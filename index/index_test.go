@@ -144,7 +144,7 @@ func checkAbsent(t *testing.T, idx *Index, rng *rand.Rand, want map[crypto.ID]Lo
 func TestIndexManyBlobs(t *testing.T) {
 	n := 200_000
 	if testing.Short() {
-		n = 30_000
+		n = 100_000 // one merge, at mergeAt
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	idx, want := buildIndex(t, rng, n, 700)
@@ -152,7 +152,7 @@ func TestIndexManyBlobs(t *testing.T) {
 	idx.mu.RLock()
 	tableLen, pending, overflow := idx.Len(), len(idx.pending), len(idx.overflow)
 	idx.mu.RUnlock()
-	if tableLen == 0 || pending > 8192+tableLen/16 {
+	if tableLen == 0 || pending > mergeAt+tableLen/16 {
 		t.Fatalf("no merge happened: %d in table, %d pending", tableLen, pending)
 	}
 	if overflow < 3*n/97 {
@@ -219,8 +219,8 @@ func TestIndexSmall(t *testing.T) {
 
 func TestIndexDuplicatesKeepFirst(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	idx, want := buildIndex(t, rng, 20_000, 1000)
-	// Half of the blobs are merged into the table by now, the rest pending.
+	idx, want := buildIndex(t, rng, 100_000, 1000)
+	// Most of the blobs are merged into the table by now, the rest pending.
 	idx.mu.RLock()
 	merged, pending := idx.Len(), len(idx.pending)
 	idx.mu.RUnlock()
