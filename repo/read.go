@@ -80,13 +80,14 @@ type segment struct {
 }
 
 // window is a range of one pack read with one request. Its segments are
-// copied, without the gaps between them, into one buffer of exactly their
-// size, which is freed when the last of them has been used.
+// copied, without the gaps between them, into one buffer of at least their
+// size, which goes back to the free list (or the collector) when the last
+// of them has been used.
 type window struct {
 	h          backend.Handle
 	start, end int64
 	segs       []*segment // in pack order
-	bytes      int64      // sum of the segments' lengths: the budget it takes
+	bytes      int64      // sum of the segments' lengths (its buffer may be larger)
 	firstUse   int
 	live       int // segments not yet released
 	buf        []byte
@@ -321,7 +322,9 @@ func (br *blobReader) download(w *window) {
 func (br *blobReader) takeBuffer(n int) []byte {
 	best := -1
 	for i, b := range br.free {
-		if cap(b) >= n && (best < 0 || cap(b) < cap(br.free[best])) {
+		// Not one more than twice the size: a small window in a large
+		// buffer would take the large one's budget.
+		if cap(b) >= n && cap(b) <= 2*n && (best < 0 || cap(b) < cap(br.free[best])) {
 			best = i
 		}
 	}

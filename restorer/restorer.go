@@ -581,6 +581,9 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 			st.remaining++
 			off += int64(e.node.ChunkSizes[j])
 		}
+		if len(e.node.Content) > 0 && st.remaining == 0 {
+			e.dir.done() // every blob missing: nothing will be written
+		}
 	}
 	// In pack order, so that each pack is read with one request from
 	// start to end; a delta's base is read just before it (repo/read.go).
@@ -757,9 +760,16 @@ func pwriteAll(fd int, data []byte, off int64) error {
 	return nil
 }
 
+// late reports whether link entry e is made after the content: a hardlink
+// needs its file, and an entry named like a partial file would be taken
+// for one (and replaced) when the file of that name is written.
+func late(e *entry) bool {
+	return e.linkTo != "" || strings.HasSuffix(e.node.Name, PartialSuffix)
+}
+
 // makeLinksAndMeta makes links and special files and sets metadata. Before
 // the content (final false): symlinks and special files. After it (final
-// true): hardlinks, then the metadata of files that did not get it when
+// true): hardlinks and the entries late names, then the metadata of files that did not get it when
 // their last blob was written, then of directories, deepest first,
 // because creating entries changes a directory's mtime.
 func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {
@@ -778,7 +788,7 @@ func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		if (e.linkTo != "") != final {
+		if late(e) != final {
 			continue
 		}
 		// Replace whatever is in the way; never follow it.

@@ -447,3 +447,32 @@ func TestRestoreMaxEntries(t *testing.T) {
 		t.Fatalf("restore within the bound: %+v %v", st, err)
 	}
 }
+
+// TestRestoreEntryNamedLikePartial: a symlink named like a partial file
+// (NAME.cairn-partial) next to the file NAME is made after that file's
+// content, so writing the file does not take it for its own partial file
+// and replace it.
+func TestRestoreEntryNamedLikePartial(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "data"), []byte("the file's content\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustSymlink(t, "elsewhere", filepath.Join(src, restorer.PartialName("data")))
+	r := newRepo(t)
+	root := snapshotOf(t, r, []string{src})
+	target := t.TempDir()
+	st, err, warned := restore(t, r, root, target)
+	if err != nil || len(warned) > 0 {
+		t.Fatalf("restore: %v, warnings %q", err, warned)
+	}
+	dir := filepath.Join(target, src)
+	if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "the file's content\n" {
+		t.Errorf("data: %q, %v", b, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, restorer.PartialName("data"))); err != nil || l != "elsewhere" {
+		t.Errorf("symlink named like the partial file: %q, %v", l, err)
+	}
+	if st.Files != 1 || st.Links != 1 {
+		t.Errorf("stats %+v, want 1 file and 1 link", st)
+	}
+}

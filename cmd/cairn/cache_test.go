@@ -313,18 +313,21 @@ func TestS3KeyCopy(t *testing.T) {
 		t.Fatal("the damaged key copy was not replaced")
 	}
 
-	// Revoked: the key file is gone, the copy stays and the hints name it
-	// (as they were before the removal, which opened the repository with
-	// the first key).
-	hints := map[string][]byte{}
+	// Revoked: removing the key drops its copy here; on another machine
+	// (simulated: the copy and the hints as they were before the removal)
+	// the copy stays until the key fails to open the repository.
+	saved := map[string][]byte{}
 	names, _ := filepath.Glob(filepath.Join(cacheDir, "keys", "*"))
-	for _, p := range names {
-		if hints[p], err = os.ReadFile(p); err != nil {
+	for _, p := range append(names, copyPath) {
+		if saved[p], err = os.ReadFile(p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	first.ok("key", "remove", secondKey[:12])
-	for p, b := range hints {
+	if _, err := os.Stat(copyPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("key remove left the removed key's copy in the cache: %v", err)
+	}
+	for p, b := range saved {
 		if err := os.WriteFile(p, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -336,6 +339,9 @@ func TestS3KeyCopy(t *testing.T) {
 	}
 	if res := second.run("snapshots"); res.code != 12 {
 		t.Errorf("the removed key's password: exit %d, want 12: %s", res.code, res)
+	}
+	if _, err := os.Stat(copyPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the removed key's copy is still in the cache: %v", err)
 	}
 	first.ok("snapshots")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/internal/checker"
 	"github.com/cairn-backup/cairn/internal/source"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/cache"
 )
 
 func (a *app) printJSON(v any) error {
@@ -287,6 +288,9 @@ func (a *app) keyCommand() *cobra.Command {
 			id, err := r.RemoveKey(cmd.Context(), strings.TrimSpace(args[0]))
 			if err != nil {
 				return err
+			}
+			if base := a.keyHintBase(); base != "" {
+				cache.RemoveKeyCopy(base, id)
 			}
 			a.printf("removed key %s\n", id[:8])
 			return nil

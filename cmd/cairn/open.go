@@ -207,9 +207,6 @@ func (a *app) cacheBase() (string, error) {
 	return cache.DefaultBase()
 }
 
-// password returns the repository password from, in order: --password-file
-// (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
-// CAIRN_PASSWORD, or a prompt on the terminal.
 // passwordWithoutPrompt returns the password when it comes from a file
 // or the environment, which costs nothing to read early; a password
 // command or a prompt waits for the repository to be found.
@@ -224,6 +221,9 @@ func (a *app) passwordWithoutPrompt() (string, bool) {
 	return os.LookupEnv("CAIRN_PASSWORD")
 }
 
+// password returns the repository password from, in order: --password-file
+// (or CAIRN_PASSWORD_FILE), --password-command (or CAIRN_PASSWORD_COMMAND),
+// CAIRN_PASSWORD, or a prompt on the terminal.
 func (a *app) password(ctx context.Context, prompt string, confirm bool) (string, error) {
 	return readPassword(ctx, a.passwordFile, a.passwordCommand, "CAIRN_PASSWORD", prompt, confirm)
 }
@@ -336,6 +336,12 @@ func (a *app) openRepo(ctx context.Context, loadIndex bool, listAhead ...backend
 		opts.DerivedKey = early.wait
 	}
 	r, err := repo.OpenConfig(ctx, be, cfgData, pw, opts)
+	if early != nil && (err != nil || r.KeyID() != early.name) {
+		// The copy did not open the repository: the key file is gone
+		// (removed, perhaps for a leaked password) or belongs to another
+		// password. It is not kept.
+		cache.RemoveKeyCopy(hintBase, early.name)
+	}
 	if err != nil {
 		return nil, err
 	}

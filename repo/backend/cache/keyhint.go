@@ -97,3 +97,12 @@ func SaveLocationKey(base, location, name string, data []byte) error {
 	}
 	return WriteClientFile(locationFile(base, keyHintDir, location), []byte(name+"\n"))
 }
+
+// RemoveKeyCopy deletes the copy of key file name, if there is one: a key
+// removed from the repository (perhaps because its password leaked) must
+// not live on in the cache, sealed under that password.
+func RemoveKeyCopy(base, name string) {
+	if len(name) == 64 && !strings.ContainsAny(name, "/\\.") {
+		_ = os.Remove(filepath.Join(base, keyCopyDir, name))
+	}
+}
