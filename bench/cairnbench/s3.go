@@ -436,7 +436,7 @@ func (b *bench) runS3Tree(e *s3Env, c, r *repoT, tree string, count1 treeCount, 
 			return checkTreeRestore(target, tree, count2, sample)
 		}}
 	}
-	if _, err := b.pairRepeated(s3Dataset, s3TreeRestore, restore(c, "cairn"), restore(r, "restic"), 3); err != nil {
+	if _, err := b.pairRepeated(s3Dataset, s3TreeRestore, restore(c, "cairn"), restore(r, "restic"), 5); err != nil {
 		return err
 	}
 	// Empty caches: what a restore on a new machine pays.
