@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/zeebo/blake3"
+	lblake3 "lukechampine.com/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/hkdf"
 )
@@ -63,8 +64,20 @@ func (id *ID) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// largeInput is the size from which BLAKE3 is computed with
+// lukechampine.com/blake3, whose AVX-512 code hashes 16 chunks at once:
+// on the reference machine 3.2 GB/s against 2.6 at 512 KiB and 4.6 against
+// 2.6 at 4 MiB, but slower below 512 KiB, where zeebo/blake3 stays. Both
+// compute the same function (TestBLAKE3Implementations).
+const largeInput = 512 << 10
+
 // Hash returns the plain BLAKE3-256 hash of data: the storage name of an object.
-func Hash(data []byte) ID { return ID(blake3.Sum256(data)) }
+func Hash(data []byte) ID {
+	if len(data) >= largeInput {
+		return ID(lblake3.Sum256(data))
+	}
+	return ID(blake3.Sum256(data))
+}
 
 // Hasher computes Hash of a stream: write the bytes, then call Sum.
 type Hasher struct{ h *blake3.Hasher }
@@ -99,8 +112,9 @@ type Key struct {
 	aead   cipher.AEAD
 	idKey  [32]byte
 	// idHashers holds keyed hashers to reset and reuse: setting one up
-	// costs about as much as hashing a small blob.
-	idHashers sync.Pool
+	// costs about as much as hashing a small blob. largeIDHashers are
+	// those for blobs of largeInput and more.
+	idHashers, largeIDHashers sync.Pool
 }
 
 // NewRandomKey creates a fresh master key from crypto/rand.
@@ -146,6 +160,19 @@ func (k *Key) WithIDKey(id [32]byte) *Key {
 
 // BlobID returns the keyed BLAKE3-256 hash of plaintext, the ID of a blob.
 func (k *Key) BlobID(plaintext []byte) ID {
+	if len(plaintext) >= largeInput {
+		h, ok := k.largeIDHashers.Get().(*lblake3.Hasher)
+		if ok {
+			h.Reset()
+		} else {
+			h = lblake3.New(IDSize, k.idKey[:])
+		}
+		_, _ = h.Write(plaintext)
+		var id ID
+		h.Sum(id[:0])
+		k.largeIDHashers.Put(h)
+		return id
+	}
 	h, ok := k.idHashers.Get().(*blake3.Hasher)
 	if ok {
 		h.Reset()

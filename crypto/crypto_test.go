@@ -1,11 +1,16 @@
 package crypto
 
 import (
+	mrand "math/rand/v2"
+
 	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	zeebo "github.com/zeebo/blake3"
+	lblake3 "lukechampine.com/blake3"
 )
 
 // testKDF keeps argon2id cheap in tests.
@@ -279,6 +284,56 @@ func TestKeyFileParamBounds(t *testing.T) {
 		data, _ := json.Marshal(kf)
 		if _, err := ParseKeyFile(data); (err == nil) != c.ok {
 			t.Errorf("%+v: err %v, want ok=%v", c.p, err, c.ok)
+		}
+	}
+}
+
+// TestBLAKE3Implementations: the two BLAKE3 implementations (zeebo below
+// largeInput, lukechampine from it on) compute the same plain and keyed
+// hashes, at every size around the switch and the chunk boundaries.
+func TestBLAKE3Implementations(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(7, 7))
+	data := make([]byte, 4<<20+3)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	var key [32]byte
+	for i := range key {
+		key[i] = byte(rng.Uint32())
+	}
+	for _, n := range []int{0, 1, 63, 64, 1023, 1024, 1025, 2048, 16<<10 + 1, 64 << 10, largeInput - 1, largeInput, largeInput + 1, 1<<20 + 17, 4<<20 + 3} {
+		b := data[:n]
+		if zeebo.Sum256(b) != lblake3.Sum256(b) {
+			t.Errorf("plain hash of %d bytes differs", n)
+		}
+		zh, err := zeebo.NewKeyed(key[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		zh.Write(b)
+		lh := lblake3.New(32, key[:])
+		lh.Write(b)
+		if !bytes.Equal(zh.Sum(nil), lh.Sum(nil)) {
+			t.Errorf("keyed hash of %d bytes differs", n)
+		}
+	}
+	// BlobID and Hash agree with zeebo's at and above the switch, and a
+	// reused hasher gives the same ID again.
+	k := fixedKey(t, 3)
+	idKey := k.IDKey()
+	for _, n := range []int{largeInput - 1, largeInput, 3<<20 + 5} {
+		b := data[:n]
+		zh, _ := zeebo.NewKeyed(idKey[:])
+		zh.Write(b)
+		var want ID
+		zh.Sum(want[:0])
+		for range 2 {
+			if got := k.BlobID(b); got != want {
+				t.Errorf("BlobID of %d bytes: %s, want %s", n, got, want)
+			}
+		}
+		if Hash(b) != ID(zeebo.Sum256(b)) {
+			t.Errorf("Hash of %d bytes differs from zeebo's", n)
 		}
 	}
 }
