@@ -15,9 +15,9 @@ import (
 	"sync"
 
 	"github.com/zeebo/blake3"
-	lblake3 "lukechampine.com/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/hkdf"
+	lblake3 "lukechampine.com/blake3"
 )
 
 // IDSize is the length of every ID in bytes.
