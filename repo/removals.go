@@ -100,13 +100,9 @@ func (r *Repository) loadRemovalRecord(ctx context.Context, name string) (*remov
 	if crypto.Hash(data).String() != name {
 		return nil, fmt.Errorf("removal record %s: content does not match its name", ShortName(name))
 	}
-	js, err := openFile(r.key, r.cfg.Version, adRemovals, data)
-	if err != nil {
-		return nil, fmt.Errorf("removal record %s: %w", ShortName(name), err)
-	}
 	var rec removalRecord
-	if err := json.Unmarshal(js, &rec); err != nil {
-		return nil, fmt.Errorf("decode removal record %s: %w", ShortName(name), err)
+	if err := r.openJSON("removal record", name, adRemovals, data, &rec); err != nil {
+		return nil, err
 	}
 	return &rec, nil
 }

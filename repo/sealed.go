@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/cairn-backup/cairn/crypto"
@@ -49,4 +50,17 @@ func openFile(key *crypto.Key, version int, ad, sealed []byte) ([]byte, error) {
 		}
 	}
 	return plain, err
+}
+
+// openJSON opens a sealed JSON file of the type ad names into v; what and
+// name (the object) label the errors.
+func (r *Repository) openJSON(what, name string, ad, sealed []byte, v any) error {
+	js, err := openFile(r.key, r.cfg.Version, ad, sealed)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, ShortName(name), err)
+	}
+	if err := json.Unmarshal(js, v); err != nil {
+		return fmt.Errorf("decode %s %s: %w", what, ShortName(name), err)
+	}
+	return nil
 }

@@ -98,13 +98,9 @@ func (r *Repository) DecodeSnapshot(name string, data []byte) (*Snapshot, error)
 	if crypto.Hash(data).String() != name {
 		return nil, fmt.Errorf("snapshot %s: content does not match its name", ShortName(name))
 	}
-	js, err := openFile(r.key, r.cfg.Version, adSnapshot, data)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", ShortName(name), err)
-	}
 	var sn Snapshot
-	if err := json.Unmarshal(js, &sn); err != nil {
-		return nil, fmt.Errorf("decode snapshot %s: %w", ShortName(name), err)
+	if err := r.openJSON("snapshot", name, adSnapshot, data, &sn); err != nil {
+		return nil, err
 	}
 	id, err := crypto.ParseID(name)
 	if err != nil {

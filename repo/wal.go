@@ -88,13 +88,9 @@ func (r *Repository) LoadWALFile(ctx context.Context, systemID, name string) (*W
 // DecodeWALFile opens a stored WAL record and checks that it is stored
 // under its own name.
 func (r *Repository) DecodeWALFile(obj string, data []byte) (*WALFile, error) {
-	js, err := openFile(r.key, r.cfg.Version, adWAL, data)
-	if err != nil {
-		return nil, fmt.Errorf("WAL record %s: %w", ShortName(obj), err)
-	}
 	var f WALFile
-	if err := json.Unmarshal(js, &f); err != nil {
-		return nil, fmt.Errorf("decode WAL record %s: %w", ShortName(obj), err)
+	if err := r.openJSON("WAL record", obj, adWAL, data, &f); err != nil {
+		return nil, err
 	}
 	if r.WALObjectName(f.SystemID, f.Name) != obj {
 		return nil, fmt.Errorf("WAL record %s: holds the record of %s, stored under another name", ShortName(obj), f.Name)

@@ -158,11 +158,15 @@ func (c *Cache) path(h backend.Handle) string {
 }
 
 // validName accepts the names of content-addressed objects only.
-func validName(h backend.Handle) bool {
-	if !Cached(h.Type) || len(h.Name) != 64 {
+func validName(h backend.Handle) bool { return Cached(h.Type) && objectName(h.Name) }
+
+// objectName reports whether name is an object's name (64 hex digits),
+// safe as a file name in the cache.
+func objectName(name string) bool {
+	if len(name) != 64 {
 		return false
 	}
-	_, err := hex.DecodeString(h.Name)
+	_, err := hex.DecodeString(name)
 	return err == nil
 }
 

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,7 @@ func LocationKey(base, location string) (string, []byte) {
 		return "", nil
 	}
 	name := strings.TrimSpace(string(b))
-	if len(name) != 64 || strings.ContainsAny(name, "/\\.") {
+	if !objectName(name) {
 		return "", nil
 	}
 	data, err := os.ReadFile(filepath.Join(base, keyCopyDir, name))
@@ -92,6 +93,9 @@ func LocationKey(base, location string) (string, []byte) {
 // master key sealed under the password) for the repository at location.
 // Anyone who can read the repository has the same bytes.
 func SaveLocationKey(base, location, name string, data []byte) error {
+	if !objectName(name) {
+		return fmt.Errorf("key file name %q", name)
+	}
 	if err := WriteClientFile(filepath.Join(base, keyCopyDir, name), data); err != nil {
 		return err
 	}
@@ -102,7 +106,7 @@ func SaveLocationKey(base, location, name string, data []byte) error {
 // removed from the repository (perhaps because its password leaked) must
 // not live on in the cache, sealed under that password.
 func RemoveKeyCopy(base, name string) {
-	if len(name) == 64 && !strings.ContainsAny(name, "/\\.") {
+	if objectName(name) {
 		_ = os.Remove(filepath.Join(base, keyCopyDir, name))
 	}
 }
