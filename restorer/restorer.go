@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,35 @@ type entry struct {
 	linkTo string     // for hardlinks: the first restored path of the inode
 	dir    *dirHandle // files: the directory they are written in
 	state  *fileState // files: how far their content is
+	// partial is the name (in dir) a file is written under until its
+	// content is complete; "" for PartialName of its own name.
+	partial string
+}
+
+// partialName is the name (in its directory) that file entry e is
+// written under until its content is complete.
+func (e *entry) partialName() string {
+	if e.partial != "" {
+		return e.partial
+	}
+	return PartialName(e.node.Name)
+}
+
+// freePartialName returns the name a file called name in directory t is
+// written under: NAME.cairn-partial, unless the snapshot has an entry of
+// that name there, which writing the file would replace; then the first
+// of NAME.cairn-partial-2, -3, ... that it has not ("" stands for the
+// first choice).
+func freePartialName(t *tree.Tree, name string) string {
+	p := PartialName(name)
+	if t.Find(p) == nil {
+		return ""
+	}
+	for k := 2; ; k++ {
+		if alt := p + "-" + strconv.Itoa(k); t.Find(alt) == nil {
+			return alt
+		}
+	}
 }
 
 // dirHandle is a directory that files are being written into, open while
@@ -335,7 +365,7 @@ func (rs *restorer) countFiles() {
 		if st := e.state; st != nil && st.failed {
 			rs.stats.FilesFailed++
 			if st.created {
-				rs.stats.Partial = append(rs.stats.Partial, PartialName(e.target))
+				rs.stats.Partial = append(rs.stats.Partial, childPath(e.dir.path, e.partialName()))
 			}
 			continue
 		}
@@ -411,6 +441,7 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 			}
 			dir.unfinished++
 			e.dir = dir
+			e.partial = freePartialName(t, n.Name)
 			rs.files = append(rs.files, e)
 		default:
 			rs.links = append(rs.links, e)
@@ -671,9 +702,9 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	// The node's name is the target's last element.
-	name := u.entry.node.Name
+	name, partial := u.entry.node.Name, u.entry.partialName()
 	if st.fd < 0 && !st.failed && !st.created {
-		fd, err := createFile(u.entry.dir, PartialName(name))
+		fd, err := createFile(u.entry.dir, partial)
 		st.created = err == nil
 		// A file of several blobs is written out of order: giving it
 		// its size first lets the file system allocate it at once.
@@ -728,11 +759,11 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	// before done.
 	dfd, err := u.entry.dir.open()
 	if err == nil {
-		err = unix.Renameat(dfd, PartialName(name), dfd, name)
+		err = unix.Renameat(dfd, partial, dfd, name)
 	}
 	if err != nil {
 		st.failed = true
-		rs.warn(u.entry.snap, &os.LinkError{Op: "rename", Old: PartialName(u.entry.target), New: u.entry.target, Err: err})
+		rs.warn(u.entry.snap, &os.LinkError{Op: "rename", Old: childPath(u.entry.dir.path, partial), New: u.entry.target, Err: err})
 	}
 }
 
@@ -761,15 +792,15 @@ func pwriteAll(fd int, data []byte, off int64) error {
 }
 
 // late reports whether link entry e is made after the content: a hardlink
-// needs its file, and an entry named like a partial file would be taken
-// for one (and replaced) when the file of that name is written.
+// needs its file. (An entry named like a file's partial name is safe
+// before: that file is written under another name, freePartialName.)
 func late(e *entry) bool {
-	return e.linkTo != "" || strings.HasSuffix(e.node.Name, PartialSuffix)
+	return e.linkTo != ""
 }
 
 // makeLinksAndMeta makes links and special files and sets metadata. Before
 // the content (final false): symlinks and special files. After it (final
-// true): hardlinks and the entries late names, then the metadata of files that did not get it when
+// true): hardlinks, then the metadata of files that did not get it when
 // their last blob was written, then of directories, deepest first,
 // because creating entries changes a directory's mtime.
 func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -321,53 +322,73 @@ func mustSymlink(t *testing.T, oldname, newname string) {
 }
 
 // TestRestoreIncompleteFileKeepsPartialName: a file whose content cannot
-// all be read is left as NAME.cairn-partial, never under its real name.
+// all be read is left as NAME.cairn-partial, never under its real name;
+// when the snapshot has an entry of that name too, as
+// NAME.cairn-partial-2, and the entry is restored as it was.
 func TestRestoreIncompleteFileKeepsPartialName(t *testing.T) {
-	dir := t.TempDir()
-	be, err := local.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(context.Background(), be, "secret", repo.Options{KDF: &testKDF, PackSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	data := make([]byte, 12<<20)
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
-	root := snapshotOf(t, r, nil, archiver.Stream{Path: "/big.bin", Reader: bytes.NewReader(data), Chunking: repo.ChunkingFiles})
-	var packs []string
-	_ = filepath.WalkDir(filepath.Join(dir, "data"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			packs = append(packs, p)
-		}
-		return nil
-	})
-	if len(packs) < 2 {
-		t.Fatalf("%d data packs, want several", len(packs))
-	}
-	// Packs are read in the order of their IDs, one at a time here: the
-	// last one is missing, after the others were written.
-	sort.Strings(packs)
-	if err := os.Remove(packs[len(packs)-1]); err != nil {
-		t.Fatal(err)
-	}
-	target := t.TempDir()
-	var warned []string
-	st, err := restorer.Restore(context.Background(), r, root, restorer.Options{Target: target, Downloads: 1, Workers: 1,
-		Warn: func(p string, err error) { warned = append(warned, p+": "+err.Error()) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	final := filepath.Join(target, "big.bin")
-	if st.FilesFailed != 1 || len(warned) == 0 || len(st.Partial) != 1 || st.Partial[0] != final+restorer.PartialSuffix {
-		t.Fatalf("stats %+v, warnings %q", st, warned)
-	}
-	if _, err := os.Stat(final); !os.IsNotExist(err) {
-		t.Fatalf("the incomplete file has its real name: %v", err)
-	}
-	if _, err := os.Stat(st.Partial[0]); err != nil {
-		t.Fatal(err)
+	for _, nameTaken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("name taken %v", nameTaken), func(t *testing.T) {
+			dir := t.TempDir()
+			be, err := local.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := repo.Init(context.Background(), be, "secret", repo.Options{KDF: &testKDF, PackSize: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			data := make([]byte, 12<<20)
+			_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
+			streams := []archiver.Stream{{Path: "/big.bin", Reader: bytes.NewReader(data), Chunking: repo.ChunkingFiles}}
+			if nameTaken {
+				// Empty: no blob, so nothing the missing pack takes.
+				streams = append(streams, archiver.Stream{Path: "/" + restorer.PartialName("big.bin"), Reader: bytes.NewReader(nil), Chunking: repo.ChunkingFiles})
+			}
+			root := snapshotOf(t, r, nil, streams...)
+			var packs []string
+			_ = filepath.WalkDir(filepath.Join(dir, "data"), func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					packs = append(packs, p)
+				}
+				return nil
+			})
+			if len(packs) < 2 {
+				t.Fatalf("%d data packs, want several", len(packs))
+			}
+			// Packs are read in the order of their IDs, one at a time here:
+			// the last one is missing, after the others were written.
+			sort.Strings(packs)
+			if err := os.Remove(packs[len(packs)-1]); err != nil {
+				t.Fatal(err)
+			}
+			target := t.TempDir()
+			var warned []string
+			st, err := restorer.Restore(context.Background(), r, root, restorer.Options{Target: target, Downloads: 1, Workers: 1,
+				Warn: func(p string, err error) { warned = append(warned, p+": "+err.Error()) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			final := filepath.Join(target, "big.bin")
+			partial := restorer.PartialName(final)
+			if nameTaken {
+				partial += "-2"
+			}
+			if st.FilesFailed != 1 || len(warned) == 0 || len(st.Partial) != 1 || st.Partial[0] != partial {
+				t.Fatalf("stats %+v, want %s partial; warnings %q", st, partial, warned)
+			}
+			if _, err := os.Stat(final); !os.IsNotExist(err) {
+				t.Fatalf("the incomplete file has its real name: %v", err)
+			}
+			if fi, err := os.Stat(partial); err != nil || fi.Size() != int64(len(data)) {
+				t.Fatalf("partial file: %v", err)
+			}
+			if nameTaken {
+				if fi, err := os.Lstat(restorer.PartialName(final)); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+					t.Fatalf("the snapshot's entry named like the partial file: %v %v", fi, err)
+				}
+			}
+		})
 	}
 }
 
@@ -448,16 +469,35 @@ func TestRestoreMaxEntries(t *testing.T) {
 	}
 }
 
-// TestRestoreEntryNamedLikePartial: a symlink named like a partial file
-// (NAME.cairn-partial) next to the file NAME is made after that file's
-// content, so writing the file does not take it for its own partial file
-// and replace it.
+// TestRestoreEntryNamedLikePartial: entries named like a file's partial
+// name (NAME.cairn-partial: a file, a symlink; and the next choice,
+// NAME.cairn-partial-2) next to the file NAME are restored as they were,
+// whichever is written first: the file is written under a name its
+// directory does not hold.
 func TestRestoreEntryNamedLikePartial(t *testing.T) {
 	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "data"), []byte("the file's content\n"), 0o644); err != nil {
-		t.Fatal(err)
+	files := map[string]string{}
+	links := map[string]string{}
+	for i := range 20 {
+		name := fmt.Sprintf("data%02d", i)
+		files[name] = fmt.Sprintf("the content of %s\n", name)
+		if i%2 == 0 {
+			// A regular file of the partial name, and a symlink of the
+			// next choice.
+			files[restorer.PartialName(name)] = fmt.Sprintf("a file named like %s's partial file\n", name)
+			links[restorer.PartialName(name)+"-2"] = "elsewhere-" + name
+		} else {
+			links[restorer.PartialName(name)] = "elsewhere-" + name
+		}
 	}
-	mustSymlink(t, "elsewhere", filepath.Join(src, restorer.PartialName("data")))
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, to := range links {
+		mustSymlink(t, to, filepath.Join(src, name))
+	}
 	r := newRepo(t)
 	root := snapshotOf(t, r, []string{src})
 	target := t.TempDir()
@@ -466,13 +506,21 @@ func TestRestoreEntryNamedLikePartial(t *testing.T) {
 		t.Fatalf("restore: %v, warnings %q", err, warned)
 	}
 	dir := filepath.Join(target, src)
-	if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "the file's content\n" {
-		t.Errorf("data: %q, %v", b, err)
+	for name, content := range files {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != content {
+			t.Errorf("%s: %q, %v; want %q", name, b, err, content)
+		}
 	}
-	if l, err := os.Readlink(filepath.Join(dir, restorer.PartialName("data"))); err != nil || l != "elsewhere" {
-		t.Errorf("symlink named like the partial file: %q, %v", l, err)
+	for name, to := range links {
+		if l, err := os.Readlink(filepath.Join(dir, name)); err != nil || l != to {
+			t.Errorf("symlink %s: %q, %v; want %q", name, l, err, to)
+		}
 	}
-	if st.Files != 1 || st.Links != 1 {
-		t.Errorf("stats %+v, want 1 file and 1 link", st)
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != len(files)+len(links) {
+		t.Errorf("%d entries in the target (%v), want %d", len(ents), err, len(files)+len(links))
+	}
+	if st.Files != len(files) || st.Links != len(links) {
+		t.Errorf("stats %+v, want %d files and %d links", st, len(files), len(links))
 	}
 }
