@@ -139,6 +139,7 @@ type options struct {
 	skipIndex    bool
 	s3Delay      time.Duration
 	nights       int // 0: the profile's
+	treeSource   string
 }
 
 func main() {
@@ -215,6 +216,7 @@ func parseOptions(root string) (options, profile, string, error) {
 	flag.BoolVar(&o.randomFiller, "random-filler", true, "pg: fill pgbench's filler columns with random text (pgbench's blank filler compresses about 50:1, unlike real data)")
 	flag.BoolVar(&o.skipIndex, "skip-index", false, "do not run the index memory benchmark (go test ./index)")
 	flag.DurationVar(&o.s3Delay, "s3-delay", 30*time.Millisecond, "s3: `delay` the latency proxy adds to every request (0: none)")
+	flag.StringVar(&o.treeSource, "tree-source", "/usr/share", "s3, realtree: the system `directory` whose copy is the tree (with the large random files)")
 	flag.IntVar(&o.nights, "nights", 0, fmt.Sprintf("pgnights: number of nights, at least 2 (default %d, %d with -quick)", fullProfile.Nights.Nights, quickProfile.Nights.Nights))
 	flag.Parse()
 	if flag.NArg() > 0 {

@@ -34,7 +34,6 @@ const (
 	s3PGDay2          = "pg: backup day 2"
 	s3PGRestore       = "pg: restore (dump)"
 
-	usrShare      = "/usr/share"
 	s3MinLarge    = 1 << 20
 	s3MaxLarge    = 5 << 20
 	restoreSample = 300 // files compared byte for byte after a tree restore
@@ -93,8 +92,19 @@ func countTree(dir string) (treeCount, error) {
 	return c, err
 }
 
+// sourceTag names a tree source in a corpus directory's name: "usrshare"
+// for /usr/share, as the corpus has always been called.
+func sourceTag(dir string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, dir)
+}
+
 // s3TreeCorpus returns the cached tree (generating it first if missing).
-// /usr/share is copied once so that every run backs up the same files,
+// The source (/usr/share by default) is copied once so that every run backs up the same files,
 // whatever the machine installs later.
 func (b *bench) s3TreeCorpus() (tree string, info *s3TreeInfo, err error) {
 	p := b.prof
@@ -102,7 +112,7 @@ func (b *bench) s3TreeCorpus() (tree string, info *s3TreeInfo, err error) {
 	if p.S3UsrShareFiles > 0 {
 		share = fmt.Sprint(p.S3UsrShareFiles)
 	}
-	dir, err := b.corpus(fmt.Sprintf("s3tree-usrshare-%s-l%d", share, p.S3LargeFiles), b.genS3Tree)
+	dir, err := b.corpus(fmt.Sprintf("s3tree-%s-%s-l%d", sourceTag(b.o.treeSource), share, p.S3LargeFiles), b.genS3Tree)
 	if err != nil {
 		return "", nil, err
 	}
@@ -124,15 +134,16 @@ func (b *bench) genS3Tree(dir string) error {
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return err
 	}
-	b.logf("   s3: copying %s ...", usrShare)
+	src := b.o.treeSource
+	b.logf("   s3: copying %s ...", src)
 	if p.S3UsrShareFiles == 0 {
-		if out, err := exec.CommandContext(b.ctx, "cp", "-a", usrShare, share).CombinedOutput(); err != nil {
-			return fmt.Errorf("cp -a %s: %v: %s", usrShare, err, strings.TrimSpace(string(out)))
+		if out, err := exec.CommandContext(b.ctx, "cp", "-a", src, share).CombinedOutput(); err != nil {
+			return fmt.Errorf("cp -a %s: %v: %s", src, err, strings.TrimSpace(string(out)))
 		}
-	} else if err := copySpread(b.ctx, usrShare, share, p.S3UsrShareFiles); err != nil {
+	} else if err := copySpread(b.ctx, src, share, p.S3UsrShareFiles); err != nil {
 		return err
 	}
-	info := s3TreeInfo{Source: usrShare, LargeFiles: p.S3LargeFiles}
+	info := s3TreeInfo{Source: src, LargeFiles: p.S3LargeFiles}
 	c, err := countTree(share)
 	if err != nil {
 		return err
@@ -166,7 +177,7 @@ func (b *bench) genS3Tree(dir string) error {
 func (b *bench) checkS3Count(files int) error {
 	if files < b.prof.S3MinFiles {
 		return fmt.Errorf("the s3 tree has %d files, fewer than the %d the %s profile needs: %s on this machine is too small (install some packages, e.g. scripts/install-deps.sh)",
-			files, b.prof.S3MinFiles, b.prof.Name, usrShare)
+			files, b.prof.S3MinFiles, b.prof.Name, b.o.treeSource)
 	}
 	return nil
 }
@@ -235,7 +246,7 @@ func (b *bench) copyS3Tree(ds, src, dst string, info *s3TreeInfo) (treeCount, er
 		return treeCount{}, err
 	}
 	b.logf("   %s: tree of %d files (%d of %s, %d random of 1-5 MiB), %d symlinks, %s, copied in %s", ds, count.Files, info.UsrShareFiles,
-		usrShare, info.LargeFiles, count.Symlinks, fmtBytes(count.Bytes), time.Since(t).Round(100*time.Millisecond))
+		info.Source, info.LargeFiles, count.Symlinks, fmtBytes(count.Bytes), time.Since(t).Round(100*time.Millisecond))
 	return count, nil
 }
 
