@@ -259,7 +259,7 @@ func (b *Backend) KeepOnly(t backend.FileType, since time.Time, keep func(name s
 func (b *Backend) Close() error {
 	b.stop()
 	b.prefetchWG.Wait()
-	_ = b.c.Remove()
+	_ = b.c.Close()
 	return b.be.Close()
 }
 

@@ -50,6 +50,11 @@ const staleTemp = time.Hour
 // maxPrefetch bounds concurrent background fetches of tree packs.
 const maxPrefetch = 8
 
+// maxOpenPacks bounds the tree packs a cache keeps open between reads: a
+// restore, ls or unchanged backup reads thousands of trees from a few
+// packs, and an open, a stat and a close per tree cost more than the read.
+const maxOpenPacks = 64
+
 // DefaultBase is the directory that holds one cache directory per
 // repository: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else
 // ~/.cache/cairn.
@@ -77,6 +82,10 @@ type Cache struct {
 	// verified holds objects whose cached file matched its name in this
 	// process: later reads go straight to the file.
 	verified map[backend.Handle]bool
+	// open holds verified tree packs open for later reads (at most
+	// maxOpenPacks). A cached file is only ever replaced by a rename, never
+	// rewritten, so an open file keeps the bytes that were verified.
+	open map[backend.Handle]*openObject
 	// readOnly is set when a write failed (full disk, permissions): the
 	// cache then only serves what it has.
 	readOnly bool
@@ -117,7 +126,7 @@ func Open(base, repoID string, warn func(error)) (*Cache, error) {
 	if warn == nil {
 		warn = func(error) {}
 	}
-	c := &Cache{dir: dir, warn: warn, verified: map[backend.Handle]bool{}}
+	c := &Cache{dir: dir, warn: warn, verified: map[backend.Handle]bool{}, open: map[backend.Handle]*openObject{}}
 	c.removeStaleTemp()
 	return c, nil
 }
@@ -137,6 +146,19 @@ func OpenTemp(warn func(error)) (*Cache, error) {
 	}
 	c.temp = true
 	return c, nil
+}
+
+// Close closes the files the cache holds open; a temporary cache is
+// removed (Remove). The cache stays usable: later reads open files again.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	open := c.open
+	c.open = map[backend.Handle]*openObject{}
+	c.mu.Unlock()
+	for _, o := range open {
+		o.f.Close()
+	}
+	return c.Remove()
 }
 
 // Remove deletes a temporary cache; it does nothing to a persistent one.
@@ -206,53 +228,92 @@ func (c *Cache) setVerified(h backend.Handle, ok bool) {
 	}
 }
 
-// verify hashes the cached file of h; a file that does not match its name
-// is deleted. It reports whether h is cached and intact.
-func (c *Cache) verify(h backend.Handle) bool {
-	if c.isVerified(h) {
-		return true
+type openObject struct {
+	f    *os.File
+	size int64
+}
+
+// object opens the cached file of h, hashing it first if this process has
+// not yet; a file that does not match its name is deleted. shared files
+// (tree packs kept open) must not be closed by the caller.
+func (c *Cache) object(h backend.Handle) (o *openObject, shared, ok bool) {
+	c.mu.Lock()
+	o = c.open[h]
+	verified := c.verified[h]
+	c.mu.Unlock()
+	if o != nil {
+		return o, true, true
 	}
 	f, err := os.Open(c.path(h))
 	if err != nil {
-		return false
+		if verified {
+			c.setVerified(h, false) // removed by another process meanwhile
+		}
+		return nil, false, false
 	}
-	hash := blake3.New()
-	_, err = io.Copy(hash, f)
-	f.Close()
-	if err == nil && hex.EncodeToString(hash.Sum(nil)) == h.Name {
+	if !verified {
+		hash := blake3.New()
+		if _, err := io.Copy(hash, f); err != nil || hex.EncodeToString(hash.Sum(nil)) != h.Name {
+			f.Close()
+			_ = os.Remove(c.path(h))
+			return nil, false, false
+		}
 		c.setVerified(h, true)
-		return true
 	}
-	_ = os.Remove(c.path(h))
-	return false
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, false, false
+	}
+	o = &openObject{f: f, size: fi.Size()}
+	if h.Type != backend.TreePack {
+		return o, false, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kept := c.open[h]; kept != nil {
+		f.Close() // another reader opened it meanwhile
+		return kept, true, true
+	}
+	if len(c.open) >= maxOpenPacks {
+		return o, false, true
+	}
+	c.open[h] = o
+	return o, true, true
+}
+
+// forget closes the kept-open file of h, if any; a reader still using it
+// gets an error and takes the object as not cached.
+func (c *Cache) forget(h backend.Handle) {
+	c.mu.Lock()
+	o := c.open[h]
+	delete(c.open, h)
+	c.mu.Unlock()
+	if o != nil {
+		o.f.Close()
+	}
 }
 
 // read returns length bytes at offset of a cached object (the rest when
 // length is 0), or ok false when it is not cached (or was damaged and has
 // been deleted).
 func (c *Cache) read(h backend.Handle, offset, length int64) (data []byte, ok bool) {
-	if !c.verify(h) {
+	o, shared, ok := c.object(h)
+	if !ok {
 		return nil, false
 	}
-	f, err := os.Open(c.path(h))
-	if err != nil {
-		c.setVerified(h, false) // removed by another process meanwhile
-		return nil, false
+	if !shared {
+		defer o.f.Close()
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, false
-	}
-	size := fi.Size()
-	if offset >= size {
+	if offset >= o.size {
 		return []byte{}, true
 	}
-	if length == 0 || offset+length > size {
-		length = size - offset
+	if length == 0 || offset+length > o.size {
+		length = o.size - offset
 	}
 	buf := make([]byte, length)
-	if _, err := f.ReadAt(buf, offset); err != nil {
+	if _, err := o.f.ReadAt(buf, offset); err != nil {
+		c.forget(h)
 		c.setVerified(h, false)
 		return nil, false
 	}
@@ -301,6 +362,7 @@ func (c *Cache) remove(h backend.Handle) {
 	if !validName(h) {
 		return
 	}
+	c.forget(h)
 	c.setVerified(h, false)
 	_ = os.Remove(c.path(h))
 }

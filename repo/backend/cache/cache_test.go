@@ -177,6 +177,70 @@ func TestWritesGoToTheCache(t *testing.T) {
 	}
 }
 
+// TestTreePacksKeptOpen: tree packs read from the cache stay open for the
+// next read, at most maxOpenPacks of them; every read returns the right
+// bytes; a pack the cache drops is never served from its open file; Close
+// closes them and the cache goes on working.
+func TestTreePacksKeptOpen(t *testing.T) {
+	inner, cb, c := setup(t)
+	var handles []backend.Handle
+	var datas [][]byte
+	for range maxOpenPacks + 6 {
+		data := randomBytes(t, 3000)
+		handles = append(handles, put(t, inner.Backend, backend.TreePack, data))
+		datas = append(datas, data)
+	}
+	for round := range 3 {
+		for i, h := range handles {
+			off := int64(round * 700)
+			if got := mustLoad(t, cb, h, off, 500); !bytes.Equal(got, datas[i][off:off+500]) {
+				t.Fatalf("round %d, pack %d: wrong bytes", round, i)
+			}
+		}
+	}
+	for _, h := range handles {
+		if n := inner.count(h); n != 1 {
+			t.Fatalf("%d loads of %v from the repository, want 1", n, h)
+		}
+	}
+	c.mu.Lock()
+	open := len(c.open)
+	_, firstOpen := c.open[handles[0]]
+	c.mu.Unlock()
+	if open != maxOpenPacks || !firstOpen {
+		t.Fatalf("%d packs kept open (the first: %v), want %d", open, firstOpen, maxOpenPacks)
+	}
+	// The cache drops the first pack (a prune elsewhere): it is fetched
+	// again, not read from the file it had open.
+	c.KeepOnly(backend.TreePack, time.Now().Add(time.Hour), func(name string) bool { return name != handles[0].Name })
+	if _, err := os.Stat(c.path(handles[0])); !os.IsNotExist(err) {
+		t.Fatalf("dropped pack still on disk: %v", err)
+	}
+	if got := mustLoad(t, cb, handles[0], 0, 0); !bytes.Equal(got, datas[0]) {
+		t.Fatal("dropped pack: wrong bytes")
+	}
+	if n := inner.count(handles[0]); n != 2 {
+		t.Fatalf("%d loads of the dropped pack, want 2 (fetched again)", n)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	open = len(c.open)
+	c.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("%d packs open after Close", open)
+	}
+	for i, h := range handles {
+		if got := mustLoad(t, cb, h, 0, 0); !bytes.Equal(got, datas[i]) {
+			t.Fatalf("after Close, pack %d: wrong bytes", i)
+		}
+	}
+	if n := inner.count(handles[1]); n != 1 {
+		t.Fatalf("%d loads after Close, want 1 (read from disk)", n)
+	}
+}
+
 func TestDamagedCacheFileIsRefetched(t *testing.T) {
 	for _, typ := range []backend.FileType{backend.Index, backend.Snapshot, backend.TreePack} {
 		t.Run(string(typ), func(t *testing.T) {
