@@ -40,7 +40,8 @@ type Options struct {
 	Excludes pathmatch.List
 	// Chown restores ownership (only works as root).
 	Chown bool
-	// Warn receives per-entry failures; the restore goes on.
+	// Warn receives per-entry failures, possibly from several goroutines
+	// at once; the restore goes on.
 	Warn func(path string, err error)
 	// Workers decode blobs and write files in parallel (default: see
 	// repo.ReadOptions.Decoders).
@@ -82,6 +83,9 @@ type entry struct {
 	linkTo string     // for hardlinks: the first restored path of the inode
 	dir    *dirHandle // files: the directory they are written in
 	state  *fileState // files: how far their content is
+	// contents is, for a directory holding files, the handle they are
+	// written through: made once the directory is.
+	contents *dirHandle
 	// partial is the name (in dir) a file is written under until its
 	// content is complete; "" for PartialName of its own name.
 	partial string
@@ -123,7 +127,14 @@ type dirHandle struct {
 	mu         sync.Mutex
 	fd         int // -1 until first used, and again once closed
 	unfinished int // files not yet done
+	// made is closed once the directory exists (or could not be made):
+	// its files' content is not written before.
+	made     chan struct{}
+	madeOnce sync.Once
 }
+
+// markMade lets the directory's files be written.
+func (d *dirHandle) markMade() { d.madeOnce.Do(func() { close(d.made) }) }
 
 // open returns the directory's descriptor, opening it at first use.
 func (d *dirHandle) open() (int, error) {
@@ -184,6 +195,9 @@ type restorer struct {
 	// trees holds the snapshot's trees, loaded in parallel before the
 	// plan walks them.
 	trees map[crypto.ID]*tree.Tree
+	// treeFailed is set when the directories could not be made (a symlink
+	// in the way): the writes stop, and makeTree's error is the restore's.
+	treeFailed atomic.Bool
 }
 
 func (rs *restorer) warn(p string, err error) {
@@ -251,7 +265,7 @@ func Restore(ctx context.Context, r *repo.Repository, rootID crypto.ID, opts Opt
 		include, descend := rs.selected(childPath(dir, n.Name), true)
 		return include || descend
 	})
-	if err := rs.plan(ctx, rootID, "/", target, 0, map[[2]uint64]string{}); err != nil {
+	if err := rs.plan(ctx, rootID, "/", target, nil, 0, map[[2]uint64]string{}); err != nil {
 		return Stats{}, err
 	}
 	if err := rs.checkSpace(target); err != nil {
@@ -387,8 +401,9 @@ func (rs *restorer) selected(snap string, isDir bool) (include, descend bool) {
 	return false, false
 }
 
-// plan walks the tree and records every entry to restore.
-func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir string, depth int, hardlinks map[[2]uint64]string) error {
+// plan walks the tree and records every entry to restore. targetEntry is
+// the entry of targetDir (nil for the target itself, which exists).
+func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir string, targetEntry *entry, depth int, hardlinks map[[2]uint64]string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -419,7 +434,7 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 		case tree.Dir:
 			before := len(rs.dirs)
 			rs.dirs = append(rs.dirs, e)
-			if err := rs.plan(ctx, n.Subtree, snap, tgt, depth+1, hardlinks); err != nil {
+			if err := rs.plan(ctx, n.Subtree, snap, tgt, e, depth+1, hardlinks); err != nil {
 				return err
 			}
 			if !include && len(rs.dirs) == before+1 && !rs.hasChildren(tgt) {
@@ -436,8 +451,13 @@ func (rs *restorer) plan(ctx context.Context, id crypto.ID, snapDir, targetDir s
 				hardlinks[key] = tgt
 			}
 			if dir == nil {
-				dir = &dirHandle{path: targetDir, fd: -1}
+				dir = &dirHandle{path: targetDir, fd: -1, made: make(chan struct{})}
 				rs.dirHandles = append(rs.dirHandles, dir)
+				if targetEntry == nil {
+					dir.markMade()
+				} else {
+					targetEntry.contents = dir
+				}
 			}
 			dir.unfinished++
 			e.dir = dir
@@ -483,10 +503,18 @@ func checkDir(p string) error {
 	return nil
 }
 
-// makeTree makes the directories, then the empty files and the symlinks
-// and special files (not hardlinks, whose files may not be written yet).
+// makeTree makes the directories, each letting its files' content be
+// written once it exists, then the empty files and the symlinks and
+// special files (not hardlinks, whose files may not be written yet).
 func (rs *restorer) makeTree(ctx context.Context, empty []*entry) error {
-	if err := rs.makeDirs(); err != nil {
+	err := rs.makeDirs()
+	if err != nil {
+		rs.treeFailed.Store(true)
+	}
+	for _, d := range rs.dirHandles {
+		d.markMade() // those whose directory failed, and all after an error
+	}
+	if err != nil {
 		return err
 	}
 	for _, e := range empty {
@@ -505,16 +533,25 @@ func (rs *restorer) makeTree(ctx context.Context, empty []*entry) error {
 	return nil
 }
 
+// makeDirs makes the directories, parents first. One that exists already
+// must be a real directory (not a symlink planted in the target), checked
+// before anything is made in it; one it makes is.
 func (rs *restorer) makeDirs() error {
 	for _, d := range rs.dirs {
-		if err := os.Mkdir(d.target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		err := os.Mkdir(d.target, 0o700)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			rs.warn(d.snap, err)
 			continue
 		}
-		if err := checkDir(d.target); err != nil {
-			return fmt.Errorf("refusing to restore into %s: %w", d.target, err)
+		if err != nil {
+			if err := checkDir(d.target); err != nil {
+				return fmt.Errorf("refusing to restore into %s: %w", d.target, err)
+			}
 		}
 		rs.stats.Dirs++
+		if d.contents != nil {
+			d.contents.markMade()
+		}
 	}
 	return nil
 }
@@ -630,8 +667,8 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		ids[i], locs[i] = b.id, b.loc
 	}
 	// Directories, empty files and symlinks are made while the first packs
-	// are on their way: none of them waits on content. Blobs are written
-	// once the directories are there.
+	// are on their way: none of them waits on content. A blob is written
+	// into a file once the file's directory is there.
 	treeMade := make(chan struct{})
 	var treeErr error
 	go func() {
@@ -639,11 +676,13 @@ func (rs *restorer) writeContents(ctx context.Context) error {
 		treeErr = rs.makeTree(ctx, empty)
 	}()
 	err := rs.r.ReadBlobs(ctx, ids, repo.ReadOptions{Downloads: rs.opts.Downloads, Decoders: rs.opts.Workers, Locations: locs}, func(i int, plain []byte, err error) error {
-		<-treeMade
-		if treeErr != nil {
-			return treeErr
-		}
 		b := blobs[i]
+		for _, u := range b.uses {
+			<-u.entry.dir.made
+		}
+		if rs.treeFailed.Load() {
+			return errors.New("the directories could not be made") // replaced by why, below
+		}
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
