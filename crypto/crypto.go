@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
 
@@ -160,29 +161,24 @@ func (k *Key) WithIDKey(id [32]byte) *Key {
 
 // BlobID returns the keyed BLAKE3-256 hash of plaintext, the ID of a blob.
 func (k *Key) BlobID(plaintext []byte) ID {
-	if len(plaintext) >= largeInput {
-		h, ok := k.largeIDHashers.Get().(*lblake3.Hasher)
-		if ok {
-			h.Reset()
-		} else {
-			h = lblake3.New(IDSize, k.idKey[:])
-		}
-		_, _ = h.Write(plaintext)
-		var id ID
-		h.Sum(id[:0])
-		k.largeIDHashers.Put(h)
-		return id
+	large := len(plaintext) >= largeInput
+	pool := &k.idHashers
+	if large {
+		pool = &k.largeIDHashers
 	}
-	h, ok := k.idHashers.Get().(*blake3.Hasher)
-	if ok {
+	h, ok := pool.Get().(hash.Hash)
+	switch {
+	case ok:
 		h.Reset()
-	} else {
+	case large:
+		h = lblake3.New(IDSize, k.idKey[:])
+	default:
 		h, _ = blake3.NewKeyed(k.idKey[:]) // never fails for a 32-byte key
 	}
 	_, _ = h.Write(plaintext)
 	var id ID
 	h.Sum(id[:0])
-	k.idHashers.Put(h)
+	pool.Put(h)
 	return id
 }
 

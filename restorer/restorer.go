@@ -87,28 +87,18 @@ type entry struct {
 	// written through: made once the directory is.
 	contents *dirHandle
 	// partial is the name (in dir) a file is written under until its
-	// content is complete; "" for PartialName of its own name.
+	// content is complete (freePartialName).
 	partial string
-}
-
-// partialName is the name (in its directory) that file entry e is
-// written under until its content is complete.
-func (e *entry) partialName() string {
-	if e.partial != "" {
-		return e.partial
-	}
-	return PartialName(e.node.Name)
 }
 
 // freePartialName returns the name a file called name in directory t is
 // written under: NAME.cairn-partial, unless the snapshot has an entry of
 // that name there, which writing the file would replace; then the first
-// of NAME.cairn-partial-2, -3, ... that it has not ("" stands for the
-// first choice).
+// of NAME.cairn-partial-2, -3, ... that it has not.
 func freePartialName(t *tree.Tree, name string) string {
 	p := PartialName(name)
 	if t.Find(p) == nil {
-		return ""
+		return p
 	}
 	for k := 2; ; k++ {
 		if alt := p + "-" + strconv.Itoa(k); t.Find(alt) == nil {
@@ -379,7 +369,7 @@ func (rs *restorer) countFiles() {
 		if st := e.state; st != nil && st.failed {
 			rs.stats.FilesFailed++
 			if st.created {
-				rs.stats.Partial = append(rs.stats.Partial, childPath(e.dir.path, e.partialName()))
+				rs.stats.Partial = append(rs.stats.Partial, childPath(e.dir.path, e.partial))
 			}
 			continue
 		}
@@ -538,15 +528,14 @@ func (rs *restorer) makeTree(ctx context.Context, empty []*entry) error {
 // before anything is made in it; one it makes is.
 func (rs *restorer) makeDirs() error {
 	for _, d := range rs.dirs {
-		err := os.Mkdir(d.target, 0o700)
-		if err != nil && !errors.Is(err, fs.ErrExist) {
-			rs.warn(d.snap, err)
-			continue
-		}
-		if err != nil {
+		switch err := os.Mkdir(d.target, 0o700); {
+		case errors.Is(err, fs.ErrExist):
 			if err := checkDir(d.target); err != nil {
 				return fmt.Errorf("refusing to restore into %s: %w", d.target, err)
 			}
+		case err != nil:
+			rs.warn(d.snap, err)
+			continue
 		}
 		rs.stats.Dirs++
 		if d.contents != nil {
@@ -741,7 +730,7 @@ func (rs *restorer) write(u blobUse, data []byte) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	// The node's name is the target's last element.
-	name, partial := u.entry.node.Name, u.entry.partialName()
+	name, partial := u.entry.node.Name, u.entry.partial
 	if st.fd < 0 && !st.failed && !st.created {
 		fd, err := createFile(u.entry.dir, partial)
 		st.created = err == nil
@@ -830,13 +819,6 @@ func pwriteAll(fd int, data []byte, off int64) error {
 	return nil
 }
 
-// late reports whether link entry e is made after the content: a hardlink
-// needs its file. (An entry named like a file's partial name is safe
-// before: that file is written under another name, freePartialName.)
-func late(e *entry) bool {
-	return e.linkTo != ""
-}
-
 // makeLinksAndMeta makes links and special files and sets metadata. Before
 // the content (final false): symlinks and special files. After it (final
 // true): hardlinks, then the metadata of files that did not get it when
@@ -858,7 +840,10 @@ func (rs *restorer) makeLinksAndMeta(ctx context.Context, final bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		if late(e) != final {
+		// Hardlinks need their files: they come after the content. (An
+		// entry named like a file's partial name may come before: that
+		// file is written under another name, freePartialName.)
+		if hardlink := e.linkTo != ""; hardlink != final {
 			continue
 		}
 		// Replace whatever is in the way; never follow it.
